@@ -1,0 +1,318 @@
+"""The REST endpoints: sessions, the tracker API, auth, health and metrics.
+
+Every client mistake is a 4xx with ``{"error": "<one sentence>"}``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+import uuid
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sessionwatch.monitor import Monitor
+from sessionwatch.panel import STATUSES
+from sessionwatch.stream import BadRequest, parse_filter, stream_response
+
+MAX_BODY = 1024 * 1024
+MAX_ID = 200
+MAX_BATCH = 10_000
+COOKIE = "sessionwatch_token"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class OrjsonResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def monitor_of(request: Request) -> Monitor:
+    m: Monitor = request.app.state.monitor
+    return m
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, or an ApiError saying what is wrong."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY:
+        raise ApiError(413, "request body is larger than 1 MiB")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise ApiError(413, "request body is larger than 1 MiB")
+    if not body.strip():
+        return {}
+    try:
+        data = orjson.loads(bytes(body))
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return data
+
+
+def _str(data: dict[str, Any], key: str, *, required: bool = False, limit: int = 1000) -> str | None:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise ApiError(400, f"{key} is required")
+        return None
+    if not isinstance(value, str):
+        raise ApiError(400, f"{key} must be a string")
+    if required and not value.strip():
+        raise ApiError(400, f"{key} must not be empty")
+    if len(value) > limit:
+        raise ApiError(400, f"{key} is longer than {limit} characters")
+    return value
+
+
+def _session_id(request: Request) -> str:
+    sid: str = request.path_params["session_id"]
+    if len(sid) > MAX_ID:
+        raise ApiError(404, "no such session")
+    return sid
+
+
+def _panel_session(monitor: Monitor, sid: str) -> None:
+    s = monitor.hub.sessions.get(sid)
+    if s is None:
+        raise ApiError(404, f"no session with id {sid!r}")
+    if s["source"] != "panel":
+        raise ApiError(400, "only Panel sessions can be changed through the tracker API")
+
+
+# --- reading ----------------------------------------------------------------------
+
+
+async def all_sessions(request: Request) -> Response:
+    hub = monitor_of(request).hub
+    try:
+        flt = parse_filter(request)
+    except BadRequest as exc:
+        raise ApiError(400, str(exc)) from None
+    return OrjsonResponse(
+        {"sessions": hub.snapshot(flt), "last_event_id": hub.last_id, "timestamp": time.time()}
+    )
+
+
+async def stream(request: Request) -> Response:
+    try:
+        return stream_response(request, monitor_of(request).hub)
+    except BadRequest as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+async def session_detail(request: Request) -> Response:
+    monitor = monitor_of(request)
+    sid = _session_id(request)
+    s = monitor.hub.sessions.get(sid)
+    if s is None:
+        raise ApiError(404, f"no session with id {sid!r}")
+    detail = dict(s)
+    if s["source"] == "claude":
+        detail["recent"] = await _recent(monitor, sid)
+    else:
+        row = monitor.panel.rows.get(sid)
+        detail["recent"] = []
+        detail["pid"] = row.pid if row else None
+        detail["url"] = row.url if row else None
+        detail["kills"] = await monitor.store.kills(sid)
+    return OrjsonResponse(detail)
+
+
+async def _recent(monitor: Monitor, sid: str) -> list[dict[str, Any]]:
+    import anyio
+
+    return await anyio.to_thread.run_sync(monitor.index.recent, sid)
+
+
+async def refresh(request: Request) -> Response:
+    monitor = monitor_of(request)
+    await monitor.rescan()
+    return OrjsonResponse({"sessions": len(monitor.hub.sessions), "last_event_id": monitor.hub.last_id})
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def metrics(request: Request) -> Response:
+    return Response(
+        generate_latest(monitor_of(request).metrics.registry), media_type=CONTENT_TYPE_LATEST
+    )
+
+
+# --- the tracker API ------------------------------------------------------------------
+
+
+async def register(request: Request) -> Response:
+    data = await read_json(request)
+    app_name = _str(data, "app_name", required=True, limit=MAX_ID)
+    assert app_name is not None
+    sid = _str(data, "session_id", limit=MAX_ID) or uuid.uuid4().hex
+    pid = data.get("pid")
+    if pid is not None and (not isinstance(pid, int) or isinstance(pid, bool)):
+        raise ApiError(400, "pid must be an integer")
+    existing = monitor_of(request).hub.sessions.get(sid)
+    if existing is not None and existing["source"] != "panel":
+        raise ApiError(409, "that id belongs to a Claude session")
+    new = await monitor_of(request).register(
+        app_name,
+        session_id=sid,
+        user_id=_str(data, "user_id", limit=MAX_ID),
+        host=_str(data, "host", limit=MAX_ID),
+        pid=pid,
+        url=_str(data, "url", limit=2000),
+    )
+    return JSONResponse({"session_id": sid}, status_code=201 if new else 200)
+
+
+async def heartbeat(request: Request) -> Response:
+    monitor = monitor_of(request)
+    sid = _session_id(request)
+    kill, unknown = await monitor.heartbeat([sid])
+    if unknown:
+        raise ApiError(404, f"no session with id {sid!r}")
+    return JSONResponse({"kill_requested": bool(kill)})
+
+
+async def heartbeats(request: Request) -> Response:
+    data = await read_json(request)
+    ids = data.get("session_ids")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise ApiError(400, "session_ids must be a list of strings")
+    if len(ids) > MAX_BATCH:
+        raise ApiError(400, f"at most {MAX_BATCH} session_ids per request")
+    kill, unknown = await monitor_of(request).heartbeat(ids)
+    return JSONResponse({"kill": kill, "unknown": unknown})
+
+
+async def set_status(request: Request) -> Response:
+    monitor = monitor_of(request)
+    sid = _session_id(request)
+    data = await read_json(request)
+    status = data.get("status")
+    if status not in STATUSES:
+        raise ApiError(400, 'status must be "idle" or "running"')
+    task = _str(data, "current_task", limit=500)
+    _panel_session(monitor, sid)
+    await monitor.set_status(sid, str(status), task)
+    return OrjsonResponse(monitor.hub.sessions.get(sid))
+
+
+async def kill(request: Request) -> Response:
+    monitor = monitor_of(request)
+    sid = _session_id(request)
+    data = await read_json(request)
+    by = _str(data, "by", limit=MAX_ID)
+    _panel_session(monitor, sid)
+    who = by or (request.client.host if request.client else None)
+    await monitor.kill(sid, who)
+    return JSONResponse({"kill_requested": True})
+
+
+async def delete_session(request: Request) -> Response:
+    monitor = monitor_of(request)
+    sid = _session_id(request)
+    _panel_session(monitor, sid)
+    await monitor.delete([sid])
+    return JSONResponse({"deleted": True})
+
+
+async def delete_stale(request: Request) -> Response:
+    monitor = monitor_of(request)
+    raw = request.query_params.get("older_than_minutes")
+    if raw is None:
+        older = monitor.settings.stale_after_s
+    else:
+        try:
+            older = float(raw) * 60
+        except ValueError:
+            raise ApiError(400, "older_than_minutes must be a number") from None
+        if older < 0 or older != older:
+            raise ApiError(400, "older_than_minutes must not be negative")
+    return JSONResponse({"deleted": await monitor.delete_stale(older)})
+
+
+# --- auth -------------------------------------------------------------------------
+
+
+def token_ok(request: Request, token: str) -> bool:
+    """Bearer header, cookie, or ``?token=`` (EventSource cannot set headers)."""
+    header = request.headers.get("authorization", "")
+    candidates = [
+        header[7:] if header.lower().startswith("bearer ") else None,
+        request.cookies.get(COOKIE),
+        request.query_params.get("token"),
+    ]
+    return any(c is not None and hmac.compare_digest(c.encode(), token.encode()) for c in candidates)
+
+
+async def auth_state(request: Request) -> Response:
+    token = monitor_of(request).settings.token
+    return JSONResponse(
+        {"token_required": token is not None, "authenticated": token is None or token_ok(request, token)}
+    )
+
+
+async def login(request: Request) -> Response:
+    token = monitor_of(request).settings.token
+    data = await read_json(request)
+    given = _str(data, "token", required=True)
+    assert given is not None
+    if token is None:
+        return JSONResponse({"ok": True})
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        raise ApiError(401, "wrong token")
+    response = JSONResponse({"ok": True})
+    response.set_cookie(COOKIE, token, httponly=True, samesite="strict", max_age=30 * 86400)
+    return response
+
+
+async def logout(request: Request) -> Response:
+    response = JSONResponse({"ok": True})
+    response.delete_cookie(COOKIE)
+    return response
+
+
+routes = [
+    Route("/all", all_sessions, methods=["GET"]),
+    Route("/stream", stream, methods=["GET"]),
+    Route("/refresh", refresh, methods=["POST"]),
+    Route("/sessions", all_sessions, methods=["GET"]),
+    Route("/sessions", register, methods=["POST"]),
+    Route("/sessions/stale", delete_stale, methods=["DELETE"]),
+    Route("/heartbeats", heartbeats, methods=["POST"]),
+    Route("/sessions/{session_id}", session_detail, methods=["GET"]),
+    Route("/sessions/{session_id}", delete_session, methods=["DELETE"]),
+    Route("/sessions/{session_id}/heartbeat", heartbeat, methods=["POST"]),
+    Route("/sessions/{session_id}/status", set_status, methods=["PUT"]),
+    Route("/sessions/{session_id}/kill", kill, methods=["POST"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/auth", auth_state, methods=["GET"]),
+    Route("/login", login, methods=["POST"]),
+    Route("/logout", logout, methods=["POST"]),
+]
+
+#: Paths that answer without the token: liveness, the page itself and signing in.
+PUBLIC = ("/healthz", "/auth", "/login", "/logout", "/", "/static/", "/favicon.ico")

@@ -1,0 +1,118 @@
+"""The ASGI application: routes, auth, error shapes, and the lifespan that owns
+every background task."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from sessionwatch import api
+from sessionwatch.config import Settings
+from sessionwatch.monitor import ChangeSource, Monitor
+
+log = logging.getLogger(__name__)
+
+FRONTEND = Path(__file__).parent / "frontend"
+
+
+class TokenMiddleware:
+    """With ``--token``, every path but the public ones needs it."""
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.token is None or scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        public = path in ("/", "/healthz", "/auth", "/login", "/logout", "/favicon.ico") or (
+            path.startswith("/static/")
+        )
+        if public or api.token_ok(Request(scope), self.token):
+            await self.app(scope, receive, send)
+            return
+        response = JSONResponse(
+            {"error": "this server needs a token: Authorization: Bearer <token>"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+        await response(scope, receive, send)
+
+
+async def index(request: Request) -> Response:
+    page = FRONTEND / "index.html"
+    if not page.is_file():
+        return JSONResponse({"error": "the web dashboard is not installed"}, status_code=404)
+    return FileResponse(page, headers={"Cache-Control": "no-cache"})
+
+
+async def api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, api.ApiError)
+    request.app.state.monitor.metrics.http_errors.labels(str(exc.status)).inc()
+    return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    messages = {404: "not found", 405: "method not allowed"}
+    return JSONResponse(
+        {"error": messages.get(exc.status_code, str(exc.detail))},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"error": "internal error; see the server log"}, status_code=500)
+
+
+def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Starlette:
+    """Build the app. ``changes`` replaces the filesystem watcher (tests)."""
+    monitor = Monitor(settings, changes=changes)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await monitor.open()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(monitor.run)
+                try:
+                    yield
+                finally:
+                    monitor.stop_event.set()
+                    tg.cancel_scope.cancel()
+        finally:
+            await monitor.close()
+
+    routes = [
+        Route("/", index, methods=["GET"]),
+        *api.routes,
+    ]
+    if FRONTEND.is_dir():
+        routes.append(Mount("/static", StaticFiles(directory=FRONTEND), name="static"))
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            api.ApiError: api_error,
+            HTTPException: http_error,
+            Exception: server_error,
+        },
+    )
+    app.state.monitor = monitor
+    app.add_middleware(TokenMiddleware, token=settings.token)
+    return app

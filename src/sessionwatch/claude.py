@@ -1,0 +1,450 @@
+"""Claude Code transcripts: decoding lines into per-file aggregates.
+
+A transcript is JSON lines under ``<projects>/<folder>/``:
+
+- ``<session-id>.jsonl`` is a session's main transcript;
+- ``agent-*.jsonl`` (Claude Code 2.0.x, flat) and
+  ``<session-id>/subagents/agent-*.jsonl`` (2.1.x, nested) are subagent
+  transcripts: their usage and tool calls belong to the parent session named
+  by their lines' ``sessionId`` (or the nesting folder).
+
+Everything here is pure: bytes in, :class:`FileAgg` updated. Reading files,
+offsets and persistence live in ``index.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+log = logging.getLogger(__name__)
+
+TITLE_MAX = 120
+#: Recent ``(message.id, requestId)`` groups remembered per file. Claude Code
+#: writes one line per content block of a response, back to back, so a short
+#: window catches every repeat while keeping memory per file bounded.
+DEDUPE_WINDOW = 64
+#: A line longer than this is skipped and counted: no real entry is this
+#: large, and it bounds what one bad file can make us hold in memory.
+MAX_LINE_BYTES = 64 * 1024 * 1024
+
+Kind = Literal["main", "subagent"]
+
+
+# --- the fields we decode; msgspec skips everything else without allocating ---
+
+
+class CacheCreation(msgspec.Struct):
+    ephemeral_5m_input_tokens: int | None = None
+    ephemeral_1h_input_tokens: int | None = None
+
+
+class Usage(msgspec.Struct):
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    cache_creation: CacheCreation | None = None
+    speed: str | None = None
+
+
+class Block(msgspec.Struct):
+    type: str | None = None
+    id: str | None = None
+    name: str | None = None
+    text: str | None = None
+    is_error: bool | None = None
+
+
+class Message(msgspec.Struct):
+    id: str | None = None
+    model: str | None = None
+    role: str | None = None
+    content: str | list[Block] | None = None
+    usage: Usage | None = None
+    stop_reason: str | None = None
+
+
+class Line(msgspec.Struct):
+    type: str | None = None
+    subtype: str | None = None
+    sessionId: str | None = None
+    timestamp: str | None = None
+    cwd: str | None = None
+    gitBranch: str | None = None
+    version: str | None = None
+    isSidechain: bool | None = None
+    isMeta: bool | None = None
+    isCompactSummary: bool | None = None
+    requestId: str | None = None
+    message: Message | str | None = None
+    summary: str | None = None
+    customTitle: str | None = None
+    aiTitle: str | None = None
+    title: str | None = None
+
+
+_decode_line = msgspec.json.Decoder(Line).decode
+
+
+class FileAgg(msgspec.Struct):
+    """What one transcript file contributes to its session.
+
+    ``buckets`` maps ``"<model>|<long>|<fast>"`` to
+    ``[input, output, cache_write_5m, cache_write_1h, cache_read]`` so cost is
+    computed at read time from whatever price table is loaded.
+    """
+
+    session_id: str | None = None
+    cwd: str | None = None
+    git_branch: str | None = None
+    model: str | None = None
+    version: str | None = None
+    first_ts: float | None = None
+    last_ts: float | None = None
+    messages: int = 0
+    tool_calls: int = 0
+    buckets: dict[str, list[int]] = msgspec.field(default_factory=dict)
+    custom_title: str | None = None
+    ai_title: str | None = None
+    summary: str | None = None
+    first_prompt: str | None = None
+    first_command: str | None = None
+    last_kind: str | None = None
+    recent: dict[str, list[int]] = msgspec.field(default_factory=dict)
+    recent_tools: list[str] = msgspec.field(default_factory=list)
+    lines: int = 0
+    bad_lines: int = 0
+
+
+agg_encoder = msgspec.json.Encoder()
+agg_decoder = msgspec.json.Decoder(FileAgg)
+
+
+@dataclass
+class ParseResult:
+    lines: int = 0
+    bad: int = 0
+
+
+# --- status --------------------------------------------------------------------
+#
+# The last meaningful entry of the main transcript says whose turn it is:
+#   user prompt, tool result, assistant tool_use  -> "running" (agent mid-turn)
+#   assistant text/thinking reply, end-of-turn system entries (turn_duration,
+#   stop_hook_summary), an interrupt                -> "waiting" (needs the user)
+# Progress, snapshots, queue operations, titles and summaries say nothing about
+# the turn and are ignored. Then the file's age wins: a transcript unchanged for
+# --idle-after-s is "idle" whatever its last entry (see Index.status()).
+
+RUNNING_KINDS = frozenset({"prompt", "tool_result", "tool_use"})
+
+_NOT_A_PROMPT = re.compile(
+    r"^\s*(<command-name>|<command-message>|<local-command-stdout>|<local-command-stderr>|"
+    r"<bash-input>|<bash-stdout>|<system-reminder>|Caveat: The messages below)"
+)
+_INTERRUPT = "[Request interrupted by user"
+_COMMAND = re.compile(r"<command-name>([^<]*)</command-name>(?:.*?<command-args>([^<]*)</command-args>)?", re.S)
+_WS = re.compile(r"\s+")
+
+
+def one_line(text: str, limit: int = TITLE_MAX) -> str:
+    """Collapse whitespace and cut to ``limit`` characters (with an ellipsis)."""
+    flat = _WS.sub(" ", text).strip()
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+def _ts(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _prompt_text(content: str | list[Block] | None) -> str | None:
+    """The text a person typed, or None for tool results and command noise."""
+    if isinstance(content, str):
+        text = content
+    elif isinstance(content, list):
+        parts = [b.text for b in content if b.type == "text" and b.text]
+        if not parts or any(b.type == "tool_result" for b in content):
+            return None
+        text = "\n".join(parts)
+    else:
+        return None
+    if not text.strip() or _NOT_A_PROMPT.match(text):
+        return None
+    return text
+
+
+def _command(content: str | list[Block] | None) -> str | None:
+    """``/init`` for a slash-command line: a title when nobody typed a prompt."""
+    if isinstance(content, list):
+        content = "\n".join(b.text for b in content if b.type == "text" and b.text)
+    if not isinstance(content, str):
+        return None
+    found = _COMMAND.search(content)
+    if found is None:
+        return None
+    return one_line(f"{found.group(1)} {found.group(2) or ''}")
+
+
+def parse_bytes(agg: FileAgg, data: bytes, *, kind: Kind, source: str = "") -> ParseResult:
+    """Fold complete JSON lines from ``data`` into ``agg``.
+
+    ``data`` must end at a line boundary. Lines that are not JSON objects of
+    the expected shape are counted in ``agg.bad_lines`` and skipped; the first
+    of each file is logged (``source`` names the file).
+    """
+    result = ParseResult()
+    for raw in data.split(b"\n"):
+        if not raw.strip():
+            continue
+        result.lines += 1
+        if len(raw) > MAX_LINE_BYTES:
+            _bad(agg, result, source, f"line of {len(raw)} bytes exceeds the limit")
+            continue
+        try:
+            line = _decode_line(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            _bad(agg, result, source, str(exc))
+            continue
+        apply_line(agg, line, kind=kind)
+    agg.lines += result.lines
+    return result
+
+
+def _bad(agg: FileAgg, result: ParseResult, source: str, why: str) -> None:
+    if agg.bad_lines == 0:
+        log.warning("skipping bad transcript line in %s: %s", source or "transcript", why[:200])
+    agg.bad_lines += 1
+    result.bad += 1
+
+
+def apply_line(agg: FileAgg, line: Line, *, kind: Kind) -> None:
+    """Fold one decoded line into ``agg``."""
+    t = line.type
+    if t == "summary":
+        if line.summary:
+            agg.summary = one_line(line.summary)
+        return
+    if t == "custom-title":
+        if line.customTitle:
+            agg.custom_title = one_line(line.customTitle)
+        return
+    if t == "ai-title":
+        text = line.aiTitle or line.title
+        if text:
+            agg.ai_title = one_line(text)
+        return
+
+    if line.sessionId and agg.session_id is None:
+        agg.session_id = line.sessionId
+    ts = _ts(line.timestamp)
+    if ts is not None:
+        if agg.first_ts is None or ts < agg.first_ts:
+            agg.first_ts = ts
+        if agg.last_ts is None or ts > agg.last_ts:
+            agg.last_ts = ts
+    if line.cwd:
+        agg.cwd = line.cwd
+    if line.gitBranch:
+        agg.git_branch = line.gitBranch
+    if line.version:
+        agg.version = line.version
+
+    main_turn = kind == "main" and not line.isSidechain
+    msg = line.message if isinstance(line.message, Message) else None
+    if t == "assistant" and msg is not None:
+        _assistant(agg, line, msg, main_turn)
+    elif t == "user" and msg is not None:
+        if line.isMeta or line.isCompactSummary:
+            return
+        content = msg.content
+        if isinstance(content, list) and any(b.type == "tool_result" for b in content):
+            if main_turn:
+                agg.last_kind = "tool_result"
+                agg.messages += 1
+            return
+        text = _prompt_text(content)
+        if main_turn and text is None and agg.first_command is None:
+            agg.first_command = _command(content)
+        if main_turn:
+            if text is not None and text.startswith(_INTERRUPT):
+                agg.last_kind = "interrupt"
+            elif text is not None:
+                agg.messages += 1
+                agg.last_kind = "prompt"
+                if agg.first_prompt is None:
+                    agg.first_prompt = one_line(text)
+    elif t == "system" and main_turn:
+        if line.subtype in ("turn_duration", "stop_hook_summary"):
+            agg.last_kind = "end"
+
+
+def _assistant(agg: FileAgg, line: Line, msg: Message, main_turn: bool) -> None:
+    model = msg.model
+    if model == "<synthetic>":
+        # Made locally by Claude Code (errors, interrupts): no real usage.
+        if main_turn:
+            agg.last_kind = "reply"
+        return
+    if model:
+        agg.model = model
+
+    new_response = True
+    if msg.usage is not None and model:
+        key = f"{msg.id}:{line.requestId}" if msg.id else None
+        new_response = _add_usage(agg, key, model, msg.usage)
+    elif msg.id:
+        key = f"{msg.id}:{line.requestId}"
+        new_response = key not in agg.recent
+        if new_response:
+            _remember(agg, key, [0, 0, 0, 0, 0, 0, 0])
+    if main_turn and new_response:
+        agg.messages += 1
+
+    content = msg.content
+    has_tool_use = False
+    if isinstance(content, list):
+        for block in content:
+            if block.type == "tool_use":
+                has_tool_use = True
+                if block.id is None or block.id not in agg.recent_tools:
+                    agg.tool_calls += 1
+                    if block.id is not None:
+                        agg.recent_tools.append(block.id)
+                        if len(agg.recent_tools) > DEDUPE_WINDOW:
+                            del agg.recent_tools[0]
+    if main_turn:
+        if has_tool_use or msg.stop_reason == "tool_use":
+            agg.last_kind = "tool_use"
+        elif content:
+            agg.last_kind = "reply"
+
+
+def _usage_vector(u: Usage) -> list[int]:
+    inp = u.input_tokens or 0
+    out = u.output_tokens or 0
+    cr = u.cache_read_input_tokens or 0
+    if u.cache_creation is not None:
+        w5 = u.cache_creation.ephemeral_5m_input_tokens or 0
+        w1 = u.cache_creation.ephemeral_1h_input_tokens or 0
+        total = u.cache_creation_input_tokens
+        if total is not None and total > w5 + w1:
+            w5 += total - w5 - w1  # an unsplit remainder is priced as 5-minute writes
+    else:
+        w5, w1 = u.cache_creation_input_tokens or 0, 0
+    return [inp, out, w5, w1, cr]
+
+
+def _add_usage(agg: FileAgg, key: str | None, model: str, usage: Usage) -> bool:
+    """Count a response's usage once; returns True if this is a new response.
+
+    Lines sharing ``message.id`` + ``requestId`` are one response: keep the
+    largest usage seen for the group (streamed lines grow ``output_tokens``).
+    """
+    vec = _usage_vector(usage)
+    long = int(vec[0] + vec[2] + vec[3] + vec[4] > 200_000)
+    fast = int(usage.speed == "fast")
+    bucket_key = f"{model}|{long}|{fast}"
+    bucket = agg.buckets.get(bucket_key)
+    if bucket is None:
+        bucket = agg.buckets[bucket_key] = [0, 0, 0, 0, 0]
+    old = agg.recent.get(key) if key is not None else None
+    if old is None:
+        for i in range(5):
+            bucket[i] += vec[i]
+        if key is not None:
+            _remember(agg, key, vec + [long, fast])
+        return True
+    if old[5:] != [long, fast]:
+        # Same response, other bucket: never happens in practice; keep the first.
+        return False
+    for i in range(5):
+        if vec[i] > old[i]:
+            bucket[i] += vec[i] - old[i]
+            old[i] = vec[i]
+    return False
+
+
+def _remember(agg: FileAgg, key: str, value: list[int]) -> None:
+    agg.recent[key] = value
+    if len(agg.recent) > DEDUPE_WINDOW:
+        del agg.recent[next(iter(agg.recent))]
+
+
+# --- locating transcripts ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TranscriptPath:
+    path: Path
+    kind: Kind
+    #: the session id for main transcripts, the parent for nested subagents,
+    #: None for flat subagents (known only from their lines).
+    session_id: str | None
+
+
+def classify(path: Path, root: Path) -> TranscriptPath | None:
+    """Say what a path under the projects dir is, or None if it is no transcript."""
+    if path.suffix != ".jsonl":
+        return None
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        return None
+    name = path.stem
+    if len(parts) == 2:
+        if name.startswith("agent-"):
+            return TranscriptPath(path, "subagent", None)
+        return TranscriptPath(path, "main", name)
+    if len(parts) == 4 and parts[2] == "subagents":
+        return TranscriptPath(path, "subagent", parts[1])
+    return None
+
+
+# --- recent activity (read on demand, never stored) ----------------------------
+
+
+def recent_activity(data: bytes, limit: int = 10) -> list[dict[str, Any]]:
+    """Short one-line summaries of the last prompts, tool calls and replies.
+
+    Only names and the first words are kept: transcripts hold secrets, and
+    the detail endpoint must not leak whole message bodies.
+    """
+    items: list[dict[str, Any]] = []
+    for raw in data.split(b"\n"):
+        if not raw.strip():
+            continue
+        try:
+            line = _decode_line(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+        msg = line.message if isinstance(line.message, Message) else None
+        if msg is None or line.isMeta or line.isSidechain:
+            continue
+        when = line.timestamp
+        if line.type == "user":
+            text = _prompt_text(msg.content)
+            if text is not None:
+                items.append({"timestamp": when, "kind": "prompt", "summary": one_line(text, 80)})
+        elif line.type == "assistant" and isinstance(msg.content, list):
+            for block in msg.content:
+                if block.type == "tool_use":
+                    items.append(
+                        {"timestamp": when, "kind": "tool", "summary": block.name or "tool"}
+                    )
+                elif block.type == "text" and block.text:
+                    items.append(
+                        {"timestamp": when, "kind": "reply", "summary": one_line(block.text, 80)}
+                    )
+    return items[-limit:]

@@ -1,0 +1,260 @@
+"""The ``sessionwatch`` command.
+
+A user mistake is one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import orjson
+
+from sessionwatch import __version__
+from sessionwatch.config import Settings
+from sessionwatch.errors import SessionwatchError
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="sessionwatch",
+        description="See every live Claude Code and Panel session as it happens.",
+    )
+    parser.add_argument("--version", action="version", version=f"sessionwatch {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the monitor (web dashboard, /stream, /all, tracker API)",
+        description="Run the monitor. Every flag also reads SESSIONWATCH_<FLAG>; the flag wins.",
+    )
+    serve.add_argument("--host", help="bind address; non-loopback needs --token (default 127.0.0.1)")
+    serve.add_argument("--port", type=_port, help="port (default 8765)")
+    _common(serve)
+    serve.add_argument("--db", type=Path, help="SQLite file (default <user data dir>/sessionwatch/sessionwatch.db)")
+    serve.add_argument("--token", help="require this token on every endpoint but /healthz")
+    serve.add_argument("--debounce-ms", type=_int, help="watcher debounce (default 500)")
+    serve.add_argument("--keepalive-s", type=_positive_float, help="SSE keepalive period (default 30)")
+    serve.add_argument("--stale-after-s", type=_positive_float, help="Panel session stale after this long without heartbeat (default 120)")
+    serve.add_argument("--cleanup-after-s", type=_positive_float, help="stale Panel session deleted after this long (default 600)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level (default info)")
+
+    scan = sub.add_parser(
+        "scan",
+        help="print Claude Code sessions once, without a server",
+        description="Read every transcript once and print its sessions (no server, no database).",
+    )
+    _common(scan)
+    scan.add_argument("--json", action="store_true", help="print JSON ({\"sessions\": [...], \"totals\": {...}})")
+
+    dash = sub.add_parser(
+        "dashboard",
+        help="serve the Panel dashboard for a running monitor",
+        description="Serve the Panel dashboard, a client of a running `sessionwatch serve`.",
+    )
+    dash.add_argument("--server-url", default=None, help="monitor URL (default $SESSIONWATCH_URL or http://127.0.0.1:8765)")
+    dash.add_argument("--port", type=_port, default=5007, help="dashboard port (default 5007)")
+    dash.add_argument("--token", default=None, help="the monitor's token (default $SESSIONWATCH_TOKEN)")
+    return parser
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--projects-dir", type=Path, help="Claude Code transcripts (default ~/.claude/projects)")
+    p.add_argument("--idle-after-s", type=_positive_float, help="Claude session idle after this long unchanged (default 300)")
+    p.add_argument("--prices", type=Path, help="JSON price table replacing the embedded one")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        if args.command == "serve":
+            return serve(args)
+        if args.command == "scan":
+            return scan(args)
+        if args.command == "dashboard":
+            return dashboard(args)
+    except SessionwatchError as exc:
+        print(f"sessionwatch: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.resolve(
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+        projects_dir=args.projects_dir.expanduser() if args.projects_dir else None,
+        db=args.db.expanduser() if getattr(args, "db", None) else None,
+        token=getattr(args, "token", None),
+        debounce_ms=getattr(args, "debounce_ms", None),
+        keepalive_s=getattr(args, "keepalive_s", None),
+        stale_after_s=getattr(args, "stale_after_s", None),
+        cleanup_after_s=getattr(args, "cleanup_after_s", None),
+        idle_after_s=args.idle_after_s,
+        prices=args.prices.expanduser() if args.prices else None,
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from sessionwatch.app import create_app
+    from sessionwatch.errors import ConfigError
+    from sessionwatch.prices import PriceTable
+
+    settings = _settings(args)
+    if settings.prices:
+        PriceTable.from_file(settings.prices)  # fail now, in one line, not in the lifespan
+    _check_port(settings.host, settings.port)
+    try:
+        settings.db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create {settings.db.parent}: {exc.strerror}") from None
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    print(f"sessionwatch on http://{settings.host}:{settings.port}  (projects: {settings.projects_dir})", file=sys.stderr)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=3,
+        access_log=False,
+    )
+    return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    from sessionwatch.errors import ConfigError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host.strip("[]"), port))
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def scan(args: argparse.Namespace) -> int:
+    from sessionwatch.errors import ConfigError
+    from sessionwatch.index import ClaudeIndex
+    from sessionwatch.prices import PriceTable
+
+    settings = _settings(args)
+    if not settings.projects_dir.is_dir():
+        raise ConfigError(f"--projects-dir {settings.projects_dir} does not exist")
+    prices = PriceTable.from_file(settings.prices) if settings.prices else PriceTable.embedded()
+    progress = _progress if sys.stderr.isatty() else None
+    index = ClaudeIndex(settings.projects_dir, prices, idle_after_s=settings.idle_after_s, progress=progress)
+    index.settle_s = 0.0  # a one-shot read: an unterminated last line is final
+    started = time.perf_counter()
+    index.scan()
+    now = time.time()
+    sessions = [s for sid in index.session_ids() if (s := index.session(sid, now)) is not None]
+    sessions.sort(key=lambda s: s["last_activity"] or "", reverse=True)
+    if progress is not None:
+        print(f"\r{len(sessions)} sessions in {time.perf_counter() - started:.2f} s" + " " * 20, file=sys.stderr)
+    if args.json:
+        sys.stdout.buffer.write(
+            orjson.dumps({"sessions": sessions, "totals": _totals(sessions)}, option=orjson.OPT_INDENT_2)
+        )
+        sys.stdout.buffer.write(b"\n")
+    else:
+        _print_table(sessions)
+    return 0
+
+
+def _progress(done: int, total: int) -> None:
+    print(f"\rreading transcripts: {done}/{total}", end="", file=sys.stderr, flush=True)
+
+
+def _totals(sessions: list[dict[str, Any]]) -> dict[str, Any]:
+    tokens = {"input": 0, "output": 0, "cache_creation": 0, "cache_read": 0}
+    cost = 0.0
+    unpriced = 0
+    for s in sessions:
+        for k in tokens:
+            tokens[k] += s["tokens"][k]
+        if s["cost_usd"] is None:
+            unpriced += 1
+        else:
+            cost += s["cost_usd"]
+    return {"sessions": len(sessions), "tokens": tokens, "cost_usd": round(cost, 6), "unpriced_sessions": unpriced}
+
+
+def _print_table(sessions: list[dict[str, Any]]) -> None:
+    header = f"{'STATUS':8} {'LAST ACTIVITY':20} {'TOKENS':>12} {'COST':>9}  PROJECT / TITLE"
+    print(header)
+    for s in sessions:
+        t = s["tokens"]
+        total = t["input"] + t["output"] + t["cache_creation"] + t["cache_read"]
+        cost = "-" if s["cost_usd"] is None else f"${s['cost_usd']:.2f}"
+        last = (s["last_activity"] or "")[:19].replace("T", " ")
+        print(f"{s['status']:8} {last:20} {total:>12,} {cost:>9}  {s['project']}  {s['title'] or ''}"[:200])
+
+
+def dashboard(args: argparse.Namespace) -> int:
+    import os
+
+    from sessionwatch.errors import ConfigError
+
+    try:
+        from sessionwatch import dashboard as dash
+    except ImportError as exc:
+        raise ConfigError(f"the Panel dashboard needs Panel: pip install 'sessionwatch[panel]' ({exc})") from None
+    url = args.server_url or os.environ.get("SESSIONWATCH_URL") or "http://127.0.0.1:8765"
+    token = args.token or os.environ.get("SESSIONWATCH_TOKEN")
+    dash.main(url, args.port, token)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,169 @@
+"""Settings: explicit flag > ``SESSIONWATCH_*`` environment > default.
+
+Each overridable setting resolves through a tiny ``_default_x()`` function so
+the precedence is greppable field by field (the pattern watchfiles uses).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import platformdirs
+
+from sessionwatch.errors import ConfigError
+
+ENV_PREFIX = "SESSIONWATCH_"
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(ENV_PREFIX + name)
+    return value if value not in (None, "") else None
+
+
+def _env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{ENV_PREFIX}{name} must be at least {minimum:g}, got {raw!r}")
+    return value
+
+
+def _default_host() -> str:
+    return _env("HOST") or "127.0.0.1"
+
+
+def _default_port() -> int:
+    return int(_env_float("PORT", 8765))
+
+
+def _default_projects_dir() -> Path:
+    raw = _env("PROJECTS_DIR")
+    return Path(raw).expanduser() if raw else Path.home() / ".claude" / "projects"
+
+
+def _default_db() -> Path:
+    raw = _env("DB")
+    if raw:
+        return Path(raw).expanduser()
+    return Path(platformdirs.user_data_dir("sessionwatch", appauthor=False)) / "sessionwatch.db"
+
+
+def _default_token() -> str | None:
+    return _env("TOKEN")
+
+
+def _default_prices() -> Path | None:
+    raw = _env("PRICES")
+    return Path(raw).expanduser() if raw else None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server and scanner need, resolved once at start."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    projects_dir: Path = Path.home() / ".claude" / "projects"
+    db: Path = Path("sessionwatch.db")
+    token: str | None = None
+    debounce_ms: int = 500
+    keepalive_s: float = 30.0
+    stale_after_s: float = 120.0
+    cleanup_after_s: float = 600.0
+    idle_after_s: float = 300.0
+    prices: Path | None = None
+    #: watchfiles' poll step; at 50 ms it alone puts the median latency near 100 ms.
+    step_ms: int = 50
+    replay_buffer: int = 4096
+    subscriber_queue: int = 1024
+
+    @classmethod
+    def resolve(
+        cls,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        projects_dir: Path | None = None,
+        db: Path | None = None,
+        token: str | None = None,
+        debounce_ms: int | None = None,
+        keepalive_s: float | None = None,
+        stale_after_s: float | None = None,
+        cleanup_after_s: float | None = None,
+        idle_after_s: float | None = None,
+        prices: Path | None = None,
+    ) -> Settings:
+        """Build settings: each explicit argument wins over its environment variable."""
+        settings = cls(
+            host=host if host is not None else _default_host(),
+            port=port if port is not None else _default_port(),
+            projects_dir=(projects_dir if projects_dir is not None else _default_projects_dir()),
+            db=db if db is not None else _default_db(),
+            token=token if token is not None else _default_token(),
+            debounce_ms=(
+                debounce_ms if debounce_ms is not None else int(_env_float("DEBOUNCE_MS", 500))
+            ),
+            keepalive_s=(
+                keepalive_s
+                if keepalive_s is not None
+                else _env_float("KEEPALIVE_S", 30.0, minimum=0.05)
+            ),
+            stale_after_s=(
+                stale_after_s if stale_after_s is not None else _env_float("STALE_AFTER_S", 120.0)
+            ),
+            cleanup_after_s=(
+                cleanup_after_s
+                if cleanup_after_s is not None
+                else _env_float("CLEANUP_AFTER_S", 600.0)
+            ),
+            idle_after_s=(
+                idle_after_s if idle_after_s is not None else _env_float("IDLE_AFTER_S", 300.0)
+            ),
+            prices=prices if prices is not None else _default_prices(),
+        )
+        settings = replace(
+            settings,
+            projects_dir=settings.projects_dir.expanduser().resolve(),
+            db=settings.db.expanduser().resolve(),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Refuse settings that cannot work, with one sentence each."""
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"--port must be between 0 and 65535, got {self.port}")
+        if self.debounce_ms < 0:
+            raise ConfigError("--debounce-ms must not be negative")
+        if self.keepalive_s <= 0:
+            raise ConfigError("--keepalive-s must be positive")
+        for name in ("stale_after_s", "cleanup_after_s", "idle_after_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
+        if not is_loopback(self.host) and not self.token:
+            raise ConfigError(
+                f"refusing to listen on {self.host} without --token: "
+                "transcripts hold secrets (set --token or SESSIONWATCH_TOKEN)"
+            )
+        if self.projects_dir.exists() and not self.projects_dir.is_dir():
+            raise ConfigError(f"--projects-dir {self.projects_dir} is not a directory")
+        if self.db.exists() and self.db.is_dir():
+            raise ConfigError(f"--db {self.db} is a directory, not a file")
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (``localhost`` included)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,183 @@
+// What the table shows: columns, search, filters, sort, totals, and the URL
+// query that keeps them. Pure functions, no DOM.
+
+import {
+  STATUS_LABELS,
+  compactNumber,
+  cost,
+  duration,
+  isSameDay,
+  parseTime,
+  relativeTime,
+  shortModel,
+  shortProject,
+  totalTokens,
+} from './format.js';
+
+export const STATUSES = Object.freeze(['running', 'waiting', 'idle', 'stale', 'ended']);
+export const SOURCES = Object.freeze(['claude', 'panel']);
+
+const STATUS_RANK = Object.fromEntries(STATUSES.map((s, i) => [s, i]));
+
+/**
+ * The table's columns. `sort` gives the value compared when sorting, `text`
+ * what the cell shows; `ticks` marks cells that change with the clock alone.
+ */
+export const COLUMNS = Object.freeze([
+  {
+    key: 'status',
+    label: 'Status',
+    sort: (s) => STATUS_RANK[s.status] ?? STATUSES.length,
+    // The short word; the long label is the cell's hover text and the legend.
+    text: (s) => String(s.status ?? '—'),
+  },
+  { key: 'source', label: 'Source', sort: (s) => s.source ?? '', text: (s) => s.source ?? '—' },
+  {
+    key: 'project',
+    label: 'Project',
+    sort: (s) => shortProject(s.project).toLowerCase(),
+    text: (s) => shortProject(s.project),
+  },
+  {
+    key: 'title',
+    label: 'Title',
+    sort: (s) => (s.title ?? s.current_task ?? '').toLowerCase(),
+    text: (s) => s.title ?? s.current_task ?? '—',
+  },
+  { key: 'git_branch', label: 'Branch', sort: (s) => s.git_branch ?? '', text: (s) => s.git_branch ?? '—', optional: true },
+  { key: 'model', label: 'Model', sort: (s) => s.model ?? '', text: (s) => shortModel(s.model), optional: true },
+  {
+    key: 'message_count',
+    label: 'Messages',
+    numeric: true,
+    sort: (s) => s.message_count ?? 0,
+    text: (s) => compactNumber(s.message_count ?? 0),
+  },
+  {
+    key: 'tool_calls',
+    label: 'Tools',
+    numeric: true,
+    optional: true,
+    sort: (s) => s.tool_calls ?? 0,
+    text: (s) => compactNumber(s.tool_calls ?? 0),
+  },
+  {
+    key: 'tokens',
+    label: 'Tokens',
+    numeric: true,
+    sort: (s) => totalTokens(s.tokens),
+    text: (s) => compactNumber(totalTokens(s.tokens)),
+  },
+  {
+    key: 'cost_usd',
+    label: 'Cost',
+    numeric: true,
+    sort: (s) => (typeof s.cost_usd === 'number' ? s.cost_usd : -1),
+    text: (s) => cost(s.cost_usd),
+  },
+  {
+    key: 'last_activity',
+    label: 'Last activity',
+    ticks: true,
+    sort: (s) => parseTime(s.last_activity) || 0,
+    text: (s, now) => relativeTime(s.last_activity, now),
+  },
+  {
+    key: 'duration_seconds',
+    label: 'Duration',
+    numeric: true,
+    optional: true,
+    sort: (s) => s.duration_seconds ?? 0,
+    text: (s) => duration(s.duration_seconds),
+  },
+]);
+
+export const COLUMN_KEYS = Object.freeze(COLUMNS.map((c) => c.key));
+
+export const DEFAULT_VIEW = Object.freeze({
+  q: '',
+  source: '',
+  status: '',
+  sort: 'last_activity',
+  dir: 'desc',
+  session: '',
+});
+
+/** The view kept in the page's query string: `?q=api&source=claude&sort=cost_usd&dir=desc`. */
+export function parseView(search) {
+  const params = new URLSearchParams(search);
+  const view = { ...DEFAULT_VIEW };
+  view.q = (params.get('q') ?? '').slice(0, 200);
+  const source = params.get('source') ?? '';
+  view.source = SOURCES.includes(source) ? source : '';
+  const status = params.get('status') ?? '';
+  view.status = STATUSES.includes(status) ? status : '';
+  const sort = params.get('sort') ?? '';
+  view.sort = COLUMN_KEYS.includes(sort) ? sort : DEFAULT_VIEW.sort;
+  const dir = params.get('dir') ?? '';
+  view.dir = dir === 'asc' || dir === 'desc' ? dir : DEFAULT_VIEW.dir;
+  view.session = params.get('session') ?? '';
+  return view;
+}
+
+/** The query string for a view, leaving out defaults ("" when all are defaults). */
+export function viewQuery(view) {
+  const params = new URLSearchParams();
+  for (const key of ['q', 'source', 'status', 'sort', 'dir', 'session']) {
+    if (view[key] && view[key] !== DEFAULT_VIEW[key]) params.set(key, view[key]);
+  }
+  const s = params.toString();
+  return s ? `?${s}` : '';
+}
+
+/** Whether a session passes the search box and the filters. */
+export function matches(session, view) {
+  if (view.source && session.source !== view.source) return false;
+  if (view.status && session.status !== view.status) return false;
+  const q = view.q.trim().toLowerCase();
+  if (!q) return true;
+  const haystack = [session.project, session.title, session.git_branch, session.current_task]
+    .filter((v) => typeof v === 'string')
+    .join('\n')
+    .toLowerCase();
+  return q.split(/\s+/).every((word) => haystack.includes(word));
+}
+
+/** Sessions that pass the view, in its order (ties broken by id, so the order is stable). */
+export function visibleSessions(sessions, view) {
+  const column = COLUMNS.find((c) => c.key === view.sort) ?? COLUMNS.find((c) => c.key === DEFAULT_VIEW.sort);
+  const sign = view.dir === 'asc' ? 1 : -1;
+  return [...sessions]
+    .filter((s) => matches(s, view))
+    .map((s) => [column.sort(s), s])
+    .sort(([a, sa], [b, sb]) => {
+      if (a < b) return -sign;
+      if (a > b) return sign;
+      return sa.id < sb.id ? -1 : sa.id > sb.id ? 1 : 0;
+    })
+    .map(([, s]) => s);
+}
+
+/**
+ * Sessions by status, and tokens and cost for those active today and for all
+ * of them.
+ */
+export function totals(sessions, nowMs) {
+  const byStatus = Object.fromEntries(STATUSES.map((s) => [s, 0]));
+  const today = { sessions: 0, tokens: 0, cost: 0 };
+  const all = { sessions: 0, tokens: 0, cost: 0 };
+  for (const s of sessions) {
+    if (s.status in byStatus) byStatus[s.status] += 1;
+    const tokens = totalTokens(s.tokens);
+    const usd = typeof s.cost_usd === 'number' && Number.isFinite(s.cost_usd) ? s.cost_usd : 0;
+    all.sessions += 1;
+    all.tokens += tokens;
+    all.cost += usd;
+    if (isSameDay(s.last_activity, nowMs)) {
+      today.sessions += 1;
+      today.tokens += tokens;
+      today.cost += usd;
+    }
+  }
+  return { byStatus, today, all };
+}

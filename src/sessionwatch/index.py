@@ -1,0 +1,469 @@
+"""The Claude index: which transcript files exist, how far each was read,
+and the sessions they add up to.
+
+Incremental by construction: each file keeps ``(dev, ino, size, offset)``; a
+change reads only the bytes after ``offset`` up to the last complete line, so
+appending one line to a 500 MB transcript costs work proportional to the line.
+A file that shrank or changed identity is read again from 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from sessionwatch.claude import (
+    MAX_LINE_BYTES,
+    RUNNING_KINDS,
+    FileAgg,
+    Kind,
+    agg_decoder,
+    agg_encoder,
+    classify,
+    parse_bytes,
+    recent_activity,
+)
+from sessionwatch.metrics import Metrics
+from sessionwatch.prices import PriceTable
+from sessionwatch.store import TranscriptRow
+
+log = logging.getLogger(__name__)
+
+CHUNK = 16 * 1024 * 1024
+#: A last line without its newline is complete once the file has been quiet
+#: this long and the line is a whole JSON object (hand-made files often lack
+#: the final newline; Claude Code itself always writes one).
+SETTLE_S = 3.0
+RECENT_TAIL_BYTES = 256 * 1024
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class FileState:
+    path: str
+    kind: Kind
+    session_id: str | None
+    dev: int = 0
+    ino: int = 0
+    size: int = 0
+    mtime: float = 0.0
+    offset: int = 0
+    agg: FileAgg = field(default_factory=FileAgg)
+    #: inside an over-long line: drop bytes until the next newline
+    skipping: bool = False
+
+    def parent(self) -> str | None:
+        return self.session_id if self.kind == "main" else (self.session_id or self.agg.session_id)
+
+    def row(self) -> TranscriptRow:
+        blob = agg_encoder.encode(self.agg)
+        if self.skipping:
+            blob = b"S" + blob
+        return TranscriptRow(
+            self.path, self.kind, self.parent(), self.dev, self.ino, self.size, self.mtime,
+            self.offset, blob,
+        )
+
+    @classmethod
+    def from_row(cls, row: TranscriptRow) -> FileState:
+        blob = bytes(row.agg)
+        skipping = blob.startswith(b"S")
+        agg = agg_decoder.decode(blob[1:] if skipping else blob)
+        kind: Kind = "main" if row.kind == "main" else "subagent"
+        return cls(
+            row.path, kind, row.session_id if kind == "main" else None, row.dev, row.ino,
+            row.size, row.mtime, row.offset, agg, skipping,
+        )
+
+
+@dataclass
+class Hint:
+    """What a ``sessions-index.json`` says of a session: used only as a fallback."""
+
+    title: str | None = None
+    project: str | None = None
+
+
+class ClaudeIndex:
+    """Transcript files → Claude sessions."""
+
+    def __init__(
+        self,
+        root: Path,
+        prices: PriceTable,
+        *,
+        idle_after_s: float = 300.0,
+        metrics: Metrics | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.root = root
+        self.prices = prices
+        self.idle_after_s = idle_after_s
+        self.metrics = metrics or Metrics()
+        self.progress = progress
+        self.files: dict[str, FileState] = {}
+        self.members: dict[str, set[str]] = {}
+        self.hints: dict[str, Hint] = {}
+        self.dirty: set[str] = set()
+        self.removed: set[str] = set()
+        self._warned: set[tuple[str, str]] = set()
+        #: files whose last line still waits for its newline
+        self.partial: set[str] = set()
+        self.settle_s = SETTLE_S
+
+    # --- loading and scanning -------------------------------------------------------
+
+    def load(self, rows: Iterable[TranscriptRow]) -> None:
+        """Resume from stored offsets and aggregates."""
+        for row in rows:
+            fs = FileState.from_row(row)
+            self.files[fs.path] = fs
+            self._link(fs)
+
+    def discover(self) -> list[Path]:
+        """Every transcript path under the root (main, flat and nested subagents)."""
+        found: list[Path] = []
+        try:
+            projects = list(os.scandir(self.root))
+        except OSError:
+            return found
+        for project in projects:
+            if not _is_dir(project):
+                continue
+            try:
+                entries = list(os.scandir(project.path))
+            except OSError as exc:
+                self._bad_file(project.path, "unreadable", exc)
+                continue
+            for entry in entries:
+                if entry.name.endswith(".jsonl"):
+                    found.append(Path(entry.path))
+                elif entry.name == "sessions-index.json":
+                    self.read_hints(Path(entry.path))
+                elif _is_dir(entry):
+                    sub = os.path.join(entry.path, "subagents")
+                    try:
+                        found.extend(
+                            Path(e.path) for e in os.scandir(sub) if e.name.endswith(".jsonl")
+                        )
+                    except OSError:
+                        pass
+        return found
+
+    def scan(self) -> set[str]:
+        """Bring every file up to date and forget files that vanished."""
+        paths = self.discover()
+        touched: set[str] = set()
+        seen = {str(p) for p in paths}
+        for gone in [p for p in self.files if p not in seen]:
+            touched |= self.forget(gone)
+        total = len(paths)
+        last_report = time.monotonic()
+        for n, path in enumerate(paths, 1):
+            touched |= self.update(path)
+            if self.progress is not None and time.monotonic() - last_report > 0.2:
+                self.progress(n, total)
+                last_report = time.monotonic()
+        if self.progress is not None:
+            self.progress(total, total)
+        return touched
+
+    def read_hints(self, path: Path) -> None:
+        """Read ``sessions-index.json``; stale in recent Claude Code, so a hint only."""
+        try:
+            data = json.loads(path.read_bytes())
+            entries = data.get("entries", []) if isinstance(data, dict) else []
+            original = data.get("originalPath") if isinstance(data, dict) else None
+            for entry in entries:
+                if not isinstance(entry, dict) or not isinstance(entry.get("sessionId"), str):
+                    continue
+                title = entry.get("summary") or entry.get("firstPrompt")
+                project = entry.get("projectPath") or original
+                self.hints[entry["sessionId"]] = Hint(
+                    title if isinstance(title, str) else None,
+                    project if isinstance(project, str) else None,
+                )
+        except (OSError, ValueError, AttributeError) as exc:
+            self._bad_file(str(path), "bad-index", exc)
+
+    # --- one file -------------------------------------------------------------------
+
+    def update(self, path: Path) -> set[str]:
+        """Read what was appended to ``path``; returns the sessions it touched."""
+        key = str(path)
+        if path.name == "sessions-index.json":
+            self.read_hints(path)
+            return {sid for sid in self.hints if sid in self.members}
+        info = classify(path, self.root)
+        if info is None:
+            return set()
+        try:
+            st = os.stat(key)
+        except FileNotFoundError:
+            return self.forget(key)
+        except OSError as exc:
+            self._bad_file(key, "unreadable", exc)
+            return set()
+        if not stat.S_ISREG(st.st_mode):
+            self._bad_file(key, "not-a-file", None)
+            return self.forget(key)
+
+        fs = self.files.get(key)
+        if fs is None or (fs.dev, fs.ino) != (st.st_dev, st.st_ino) or st.st_size < fs.offset:
+            touched = self.forget(key) if fs is not None else set()
+            fs = FileState(key, info.kind, info.session_id, st.st_dev, st.st_ino)
+            self.files[key] = fs
+        else:
+            touched = set()
+        if st.st_size == fs.size and st.st_mtime == fs.mtime and fs.offset > 0:
+            return touched
+        before = fs.parent()
+        try:
+            self._read(fs, st.st_size, time.time() - st.st_mtime >= self.settle_s)
+        except FileNotFoundError:
+            return touched | self.forget(key)
+        except OSError as exc:
+            self._bad_file(key, "unreadable", exc)
+            return touched
+        fs.size, fs.mtime = st.st_size, st.st_mtime
+        self.dirty.add(key)
+        after = fs.parent()
+        if before != after and before is not None:
+            self.members.get(before, set()).discard(key)
+            touched.add(before)
+        self._link(fs)
+        if after is not None:
+            touched.add(after)
+        return touched
+
+    def _read(self, fs: FileState, size: int, settled: bool) -> None:
+        started = time.perf_counter()
+        lines = bad = 0
+        with open(fs.path, "rb") as f:
+            f.seek(fs.offset)
+            carry = b""
+            while fs.offset + len(carry) < size:
+                chunk = f.read(min(CHUNK, size - fs.offset - len(carry)))
+                if not chunk:
+                    break
+                self.metrics.bytes_read.inc(len(chunk))
+                if fs.skipping:
+                    nl = chunk.find(b"\n")
+                    if nl < 0:
+                        fs.offset += len(chunk)
+                        continue
+                    fs.offset += nl + 1
+                    fs.skipping = False
+                    chunk = chunk[nl + 1 :]
+                data = carry + chunk
+                end = data.rfind(b"\n")
+                if end < 0:
+                    carry = data
+                    if len(carry) > MAX_LINE_BYTES:
+                        # An endless line: skip it and count it once, not per read.
+                        fs.agg.bad_lines += 1
+                        bad += 1
+                        self._warn(fs.path, "huge", "line over the size limit skipped")
+                        fs.offset += len(carry)
+                        fs.skipping = True
+                        carry = b""
+                    continue
+                result = parse_bytes(fs.agg, data[: end + 1], kind=fs.kind, source=fs.path)
+                lines += result.lines
+                bad += result.bad
+                fs.offset += end + 1
+                carry = data[end + 1 :]
+            # A partial last line stays unread until its newline arrives, or
+            # until the file has settled with a whole JSON object there.
+            self.partial.discard(fs.path)
+            if carry and not fs.skipping:
+                if settled and carry.rstrip().endswith(b"}") and _is_object(carry):
+                    result = parse_bytes(fs.agg, carry, kind=fs.kind, source=fs.path)
+                    lines += result.lines
+                    fs.offset += len(carry)
+                else:
+                    self.partial.add(fs.path)
+        self.metrics.lines.inc(lines)
+        if bad:
+            self.metrics.bad_lines.inc(bad)
+        self.metrics.parse_seconds.observe(time.perf_counter() - started)
+
+    def settle(self, now: float) -> set[str]:
+        """Re-read files whose unterminated last line has had time to settle."""
+        touched: set[str] = set()
+        for path in list(self.partial):
+            fs = self.files.get(path)
+            if fs is None:
+                self.partial.discard(path)
+            elif now - fs.mtime >= self.settle_s:
+                fs.mtime = -1.0  # force a read
+                touched |= self.update(Path(path))
+        return touched
+
+    def forget(self, key: str) -> set[str]:
+        """Drop a file that is gone; returns the session it belonged to."""
+        self.partial.discard(key)
+        fs = self.files.pop(key, None)
+        self.dirty.discard(key)
+        if fs is None:
+            return set()
+        self.removed.add(key)
+        parent = fs.parent()
+        if parent is None:
+            return set()
+        members = self.members.get(parent)
+        if members is not None:
+            members.discard(key)
+            if not members:
+                del self.members[parent]
+        return {parent}
+
+    def _link(self, fs: FileState) -> None:
+        parent = fs.parent()
+        if parent is not None:
+            self.members.setdefault(parent, set()).add(fs.path)
+
+    def _bad_file(self, path: str, reason: str, exc: BaseException | None) -> None:
+        self.metrics.bad_files.labels(reason).inc()
+        self._warn(path, reason, str(exc) if exc else reason)
+
+    def _warn(self, path: str, reason: str, text: str) -> None:
+        if (path, reason) not in self._warned:
+            self._warned.add((path, reason))
+            log.warning("%s: %s", path, text)
+
+    def take_changes(self) -> tuple[list[TranscriptRow], list[str]]:
+        """Rows to persist since the last call, and paths to delete."""
+        rows = [self.files[p].row() for p in self.dirty if p in self.files]
+        removed = list(self.removed)
+        self.dirty.clear()
+        self.removed.clear()
+        return rows, removed
+
+    # --- sessions -----------------------------------------------------------------
+
+    def session_ids(self) -> list[str]:
+        return [sid for sid in self.members if self._main(sid) is not None]
+
+    def _main(self, sid: str) -> FileState | None:
+        for path in self.members.get(sid, ()):
+            fs = self.files.get(path)
+            if fs is not None and fs.kind == "main" and fs.agg.first_ts is not None:
+                return fs
+        return None
+
+    def status(self, sid: str, now: float) -> str:
+        """running / waiting / idle: see the rules beside RUNNING_KINDS in claude.py."""
+        main = self._main(sid)
+        if main is None:
+            return "idle"
+        newest = max(
+            (self.files[p].mtime for p in self.members.get(sid, ()) if p in self.files),
+            default=main.mtime,
+        )
+        if now - newest >= self.idle_after_s:
+            return "idle"
+        return "running" if main.agg.last_kind in RUNNING_KINDS else "waiting"
+
+    def session(self, sid: str, now: float) -> dict[str, Any] | None:
+        """The contract's Session for a Claude session, or None if it is not one."""
+        main = self._main(sid)
+        if main is None:
+            return None
+        agg = main.agg
+        parts = [self.files[p].agg for p in self.members.get(sid, ()) if p in self.files]
+        tokens = {"input": 0, "output": 0, "cache_creation": 0, "cache_read": 0}
+        cost: float | None = 0.0
+        tool_calls = 0
+        first = agg.first_ts
+        last = agg.last_ts
+        for part in parts:
+            tool_calls += part.tool_calls
+            if part.first_ts is not None and (first is None or part.first_ts < first):
+                first = part.first_ts
+            if part.last_ts is not None and (last is None or part.last_ts > last):
+                last = part.last_ts
+            for bucket_key, bucket in part.buckets.items():
+                tokens["input"] += bucket[0]
+                tokens["output"] += bucket[1]
+                tokens["cache_creation"] += bucket[2] + bucket[3]
+                tokens["cache_read"] += bucket[4]
+                model, long, fast = bucket_key.rsplit("|", 2)
+                usd = self.prices.cost(model, bucket, long=long == "1", fast=fast == "1")
+                cost = None if usd is None or cost is None else cost + usd
+        hint = self.hints.get(sid, Hint())
+        title = (
+            agg.custom_title
+            or agg.ai_title
+            or agg.summary
+            or agg.first_prompt
+            or agg.first_command
+            or hint.title
+        )
+        return {
+            "id": sid,
+            "source": "claude",
+            "project": agg.cwd or hint.project or Path(main.path).parent.name,
+            "title": title,
+            "status": self.status(sid, now),
+            "current_task": None,
+            "user": None,
+            "host": None,
+            "git_branch": agg.git_branch,
+            "model": agg.model,
+            "version": agg.version,
+            "started_at": iso(first),
+            "last_activity": iso(last),
+            "duration_seconds": round((last or 0) - (first or 0), 3),
+            "message_count": agg.messages,
+            "tool_calls": tool_calls,
+            "tokens": tokens,
+            "cost_usd": None if cost is None else round(cost, 6),
+            "kill_requested": False,
+            "is_stale": False,
+        }
+
+    def recent(self, sid: str, limit: int = 10) -> list[dict[str, Any]]:
+        """Recent activity of a session, read from the tail of its main transcript."""
+        main = self._main(sid)
+        if main is None:
+            return []
+        try:
+            with open(main.path, "rb") as f:
+                start = max(0, main.offset - RECENT_TAIL_BYTES)
+                f.seek(start)
+                data = f.read(main.offset - start)
+        except OSError:
+            return []
+        if start > 0:
+            data = data[data.find(b"\n") + 1 :]
+        return recent_activity(data, limit)
+
+
+def _is_object(data: bytes) -> bool:
+    try:
+        return isinstance(orjson.loads(data), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False

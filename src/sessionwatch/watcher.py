@@ -1,0 +1,112 @@
+"""Filesystem changes as batches of paths, from watchfiles.
+
+Two watchers feed one stream: the projects dir (recursive, transcripts and
+``sessions-index.json`` only) and the database's directory (not recursive,
+only the database and its WAL: that is how direct-mode trackers are noticed).
+A projects dir that does not exist yet is waited for, then watched.
+
+``WATCHFILES_FORCE_POLLING`` is honoured by watchfiles itself (``force_polling``
+stays None), for network filesystems where notify events never arrive.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+from anyio.abc import ObjectSendStream
+from watchfiles import Change, awatch
+
+log = logging.getLogger(__name__)
+
+#: How often a missing projects dir is looked for.
+WAIT_FOR_DIR_S = 1.0
+
+
+def transcript_filter(change: Change, path: str) -> bool:
+    return path.endswith(".jsonl") or path.endswith("sessions-index.json")
+
+
+def db_filter(db: Path) -> object:
+    names = {db.name, db.name + "-wal"}
+
+    def accept(change: Change, path: str) -> bool:
+        return Path(path).name in names
+
+    return accept
+
+
+async def watch(
+    projects_dir: Path,
+    db: Path,
+    *,
+    debounce_ms: int = 500,
+    step_ms: int = 50,
+    stop_event: anyio.Event | None = None,
+    on_projects_dir: object = None,
+) -> AsyncIterator[set[Path]]:
+    """Yield sets of changed paths until ``stop_event`` is set.
+
+    When the projects dir appears after start, the whole dir is yielded once
+    (callers rescan) and then watched. ``on_projects_dir`` is unused and kept
+    for symmetry with injected sources.
+    """
+    stop = stop_event or anyio.Event()
+    send, receive = anyio.create_memory_object_stream[set[Path]](16)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_watch_projects, projects_dir, debounce_ms, step_ms, stop, send.clone())
+        tg.start_soon(_watch_db, db, debounce_ms, step_ms, stop, send.clone())
+        send.close()
+        async with receive:
+            async for batch in receive:
+                yield batch
+                if stop.is_set():
+                    break
+        tg.cancel_scope.cancel()
+
+
+async def _watch_projects(
+    root: Path, debounce_ms: int, step_ms: int, stop: anyio.Event, send: ObjectSendStream[set[Path]]
+) -> None:
+    async with send:
+        if not root.is_dir():
+            log.info("waiting for %s to appear", root)
+            while not root.is_dir():
+                if stop.is_set():
+                    return
+                with anyio.move_on_after(WAIT_FOR_DIR_S):
+                    await stop.wait()
+            log.info("%s appeared, watching it", root)
+            await send.send({root})
+        async for changes in awatch(
+            root,
+            watch_filter=transcript_filter,
+            debounce=debounce_ms,
+            step=step_ms,
+            stop_event=stop,
+            recursive=True,
+            ignore_permission_denied=True,
+        ):
+            await send.send({Path(p) for _, p in changes})
+        if not stop.is_set():
+            # The dir itself went away: wait for it again.
+            await send.send({root})
+            await _watch_projects(root, debounce_ms, step_ms, stop, send.clone())
+
+
+async def _watch_db(
+    db: Path, debounce_ms: int, step_ms: int, stop: anyio.Event, send: ObjectSendStream[set[Path]]
+) -> None:
+    async with send:
+        async for changes in awatch(
+            db.parent,
+            watch_filter=db_filter(db),  # type: ignore[arg-type]
+            debounce=debounce_ms,
+            step=step_ms,
+            stop_event=stop,
+            recursive=False,
+            ignore_permission_denied=True,
+        ):
+            await send.send({Path(p) for _, p in changes})
