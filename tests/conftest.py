@@ -56,7 +56,10 @@ def projects(tmp_path: Path) -> Path:
 
 
 class Server:
-    def __init__(self, projects_dir: Path, db: Path, port: int, extra_args: list[str], log: Path) -> None:
+    def __init__(
+        self, projects_dir: Path, db: Path, port: int, extra_args: list[str], log: Path, env_passthrough: bool = False
+    ) -> None:
+        self.env_passthrough = env_passthrough
         self.projects_dir = projects_dir
         self.db = db
         self.port = port
@@ -78,7 +81,7 @@ class Server:
             "--keepalive-s", "1",
             *self.extra_args,
         ]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONWATCH_")}
+        env = {k: v for k, v in os.environ.items() if self.env_passthrough or not k.startswith("SESSIONWATCH_")}
         self.proc = subprocess.Popen(
             args, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=env
         )
@@ -119,6 +122,7 @@ def sw_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         extra_args: list[str] | None = None,
         db: Path | None = None,
         port: int | None = None,
+        env_passthrough: bool = False,
     ) -> Server:
         srv = Server(
             projects_dir or tmp_path / "projects",
@@ -126,6 +130,7 @@ def sw_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
             port or free_port(),
             extra_args or [],
             tmp_path / f"server-{len(started)}.log",
+            env_passthrough,
         )
         started.append(srv)
         return srv.start()

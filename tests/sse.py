@@ -46,6 +46,8 @@ class SSEClient:
                     for sse in source.iter_sse():
                         if self._stop.is_set():
                             break
+                        if not sse.data:
+                            continue  # a bare `retry:` message, as browsers ignore it
                         self.events.put(Received(sse.event, sse.id or None, json.loads(sse.data), time.time()))
         except Exception:  # noqa: BLE001 - the test sees `closed`
             pass

@@ -128,6 +128,7 @@ class Settings:
                 idle_after_s if idle_after_s is not None else _env_float("IDLE_AFTER_S", 300.0)
             ),
             prices=prices if prices is not None else _default_prices(),
+            subscriber_queue=int(_env_float("SUBSCRIBER_QUEUE", 1024, minimum=1)),
         )
         settings = replace(
             settings,

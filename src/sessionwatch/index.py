@@ -310,7 +310,12 @@ class ClaudeIndex:
             fs = self.files.get(path)
             if fs is None:
                 self.partial.discard(path)
-            elif now - fs.mtime >= self.settle_s:
+                continue
+            try:
+                mtime = os.stat(path).st_mtime
+            except OSError:
+                mtime = fs.mtime
+            if now - mtime >= self.settle_s:
                 fs.mtime = -1.0  # force a read
                 touched |= self.update(Path(path))
         return touched
