@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -98,7 +98,7 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> St
         finally:
             await monitor.close()
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/", index, methods=["GET"]),
         *api.routes,
     ]

@@ -218,8 +218,8 @@ class Monitor:
                         changes[sid] = self.index.session(sid, now)
             panel = self.panel
             for sid, row in panel.rows.items():
-                s = self.hub.sessions.get(sid)
-                if s is None or s["is_stale"] != panel.is_stale(row, now):
+                shown = self.hub.sessions.get(sid)
+                if shown is None or shown["is_stale"] != panel.is_stale(row, now):
                     changes[sid] = panel.session(row, now)
             doomed = panel.stale_ids(self.settings.cleanup_after_s, now)
             if doomed:

@@ -71,29 +71,32 @@ async def _watch_projects(
     root: Path, debounce_ms: int, step_ms: int, stop: anyio.Event, send: ObjectSendStream[set[Path]]
 ) -> None:
     async with send:
-        if not root.is_dir():
-            log.info("waiting for %s to appear", root)
-            while not root.is_dir():
-                if stop.is_set():
-                    return
-                with anyio.move_on_after(WAIT_FOR_DIR_S):
-                    await stop.wait()
-            log.info("%s appeared, watching it", root)
-            await send.send({root})
-        async for changes in awatch(
-            root,
-            watch_filter=transcript_filter,
-            debounce=debounce_ms,
-            step=step_ms,
-            stop_event=stop,
-            recursive=True,
-            ignore_permission_denied=True,
-        ):
-            await send.send({Path(p) for _, p in changes})
-        if not stop.is_set():
-            # The dir itself went away: wait for it again.
-            await send.send({root})
-            await _watch_projects(root, debounce_ms, step_ms, stop, send.clone())
+        first = True
+        while not stop.is_set():
+            if not root.is_dir():
+                log.info("waiting for %s to appear", root)
+                while not root.is_dir():
+                    if stop.is_set():
+                        return
+                    with anyio.move_on_after(WAIT_FOR_DIR_S):
+                        await stop.wait()
+                log.info("%s appeared, watching it", root)
+                await send.send({root})  # callers rescan the whole dir
+            elif not first:
+                await send.send({root})
+            first = False
+            async for changes in awatch(
+                root,
+                watch_filter=transcript_filter,
+                debounce=debounce_ms,
+                step=step_ms,
+                stop_event=stop,
+                recursive=True,
+                ignore_permission_denied=True,
+            ):
+                await send.send({Path(p) for _, p in changes})
+                if not root.is_dir():
+                    break  # the dir itself went away: wait for it again
 
 
 async def _watch_db(

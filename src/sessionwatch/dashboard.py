@@ -1,0 +1,727 @@
+"""The Panel dashboard: every session of a sessionwatch server, live.
+
+    sessionwatch dashboard --server-url http://127.0.0.1:8765 --port 5007
+
+It is a client of the server's HTTP API like any other (no database access).
+One :class:`Feed` per dashboard process follows ``/stream`` with the same
+rules as the web page (``frontend/connection.js``): on an error it reconnects
+after 1, 2, 4, 8 and 16 s, then falls back to polling ``/all`` every 3 s while
+it keeps trying the stream every 15 s. Each open dashboard tab diffs the feed
+against its table and sends only what changed: ``patch`` for changed cells,
+``stream`` for new sessions. Tabulator cannot drop single rows, so a removal
+rebuilds the table's data once for the whole event; the full table is
+otherwise only sent on ``init``/``refresh``, on a snapshot while polling and
+when a filter changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import importlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+from httpx_sse import aconnect_sse
+
+__all__ = ["Feed", "STATUS_COLOURS", "create_app", "main", "serve_dashboard"]
+
+log = logging.getLogger("sessionwatch.dashboard")
+
+# The web page's timings (frontend/connection.js, DEFAULT_OPTIONS).
+BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0)
+POLL_S = 3.0
+SSE_RETRY_S = 15.0
+CONNECT_TIMEOUT_S = 10.0
+SILENCE_S = 75.0
+REQUEST_TIMEOUT_S = 10.0
+
+#: Status -> (text colour, background), as issue 4 asks: idle green,
+#: running yellow, stale red, waiting blue, ended grey.
+STATUS_COLOURS: dict[str, tuple[str, str]] = {
+    "idle": ("#166534", "#dcfce7"),
+    "running": ("#854d0e", "#fef08a"),
+    "stale": ("#991b1b", "#fee2e2"),
+    "waiting": ("#1e40af", "#dbeafe"),
+    "ended": ("#374151", "#e5e7eb"),
+}
+STATUSES = tuple(STATUS_COLOURS)
+SOURCES = ("claude", "panel")
+
+#: Connection state -> (label, colour) of the indicator.
+CONNECTION_LABELS: dict[str, tuple[str, str]] = {
+    "connecting": ("Connecting", "#6b7280"),
+    "live": ("Live", "#16a34a"),
+    "reconnecting": ("Reconnecting", "#ca8a04"),
+    "polling": ("Polling", "#ca8a04"),
+    "offline": ("Offline", "#dc2626"),
+    "unauthorized": ("Token rejected", "#dc2626"),
+}
+
+Session = dict[str, Any]
+Listener = Callable[[str], None]
+
+
+# --------------------------------------------------------------------------
+# The feed: one connection to the server per dashboard process
+# --------------------------------------------------------------------------
+
+
+class Feed:
+    """The server's sessions, kept current from ``/stream`` (or ``/all``).
+
+    Runs on its own daemon thread. Listeners are called on that thread with
+    ``"snapshot"`` (replace everything), ``"changed"`` (some sessions changed)
+    or ``"state"`` (the connection state changed); they must only schedule
+    work, never block.
+    """
+
+    def __init__(
+        self,
+        server_url: str,
+        token: str | None = None,
+        *,
+        backoff_s: tuple[float, ...] = BACKOFF_S,
+        poll_s: float = POLL_S,
+        sse_retry_s: float = SSE_RETRY_S,
+    ) -> None:
+        self.server_url = server_url.rstrip("/")
+        self.token = token
+        self.backoff_s = backoff_s
+        self.poll_s = poll_s
+        self.sse_retry_s = sse_retry_s
+        self.state = "connecting"
+        self.attempt = 0
+        self.last_event_id: str | None = None
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+        self._listeners: set[Listener] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._retry_now: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- public, any thread ----------------------------------------------------
+
+    def sessions(self) -> dict[str, Session]:
+        with self._lock:
+            return dict(self._sessions)
+
+    def subscribe(self, listener: Listener) -> None:
+        with self._lock:
+            self._listeners.add(listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        with self._lock:
+            self._listeners.discard(listener)
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def start(self) -> Feed:
+        if self._thread is None:
+            ready = threading.Event()
+            self._thread = threading.Thread(
+                target=self._run, args=(ready,), name="sessionwatch-feed", daemon=True
+            )
+            self._thread.start()
+            ready.wait(5)
+        return self
+
+    def stop(self) -> None:
+        loop, task = self._loop, self._task
+        if loop is not None and task is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(task.cancel)
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def retry_now(self) -> None:
+        """Try the stream now instead of at the next scheduled attempt."""
+        loop, event = self._loop, self._retry_now
+        if loop is not None and event is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(event.set)
+
+    # -- the state machine (feed thread) ----------------------------------------
+
+    def _run(self, ready: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._retry_now = asyncio.Event()
+        self._task = loop.create_task(self._main())
+        ready.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            loop.run_until_complete(self._task)
+        loop.close()
+
+    async def _main(self) -> None:
+        async with httpx.AsyncClient(
+            base_url=self.server_url,
+            headers=self.headers(),
+            timeout=httpx.Timeout(REQUEST_TIMEOUT_S),
+        ) as client:
+            fallback = False
+            try:
+                while True:
+                    if await self._stream(client):
+                        fallback = False
+                    if self.state == "unauthorized" or fallback:
+                        # A background retry failed; polling (if any) goes on.
+                        await self._pause(self.sse_retry_s)
+                        continue
+                    if self.attempt < len(self.backoff_s):
+                        delay = self.backoff_s[self.attempt]
+                        self.attempt += 1
+                        self._set_state("reconnecting", force=True)
+                        await self._pause(delay)
+                        continue
+                    # Out of attempts: poll /all, keep trying the stream.
+                    fallback = True
+                    self._poller = asyncio.create_task(self._poll(client))
+                    await self._pause(self.sse_retry_s)
+            finally:
+                self._stop_polling()
+
+    async def _pause(self, seconds: float) -> None:
+        assert self._retry_now is not None
+        self._retry_now.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._retry_now.wait(), seconds)
+
+    async def _stream(self, client: httpx.AsyncClient) -> bool:
+        """Follow /stream until it fails; say whether it opened."""
+        headers = {"Last-Event-ID": self.last_event_id} if self.last_event_id else {}
+        timeout = httpx.Timeout(REQUEST_TIMEOUT_S, connect=CONNECT_TIMEOUT_S, read=SILENCE_S)
+        opened = False
+        try:
+            async with aconnect_sse(
+                client, "GET", "/stream", headers=headers, timeout=timeout
+            ) as source:
+                if source.response.status_code == 401:
+                    self._set_state("unauthorized")
+                    return False
+                if source.response.status_code != 200:
+                    return False
+                opened = True
+                self._stop_polling()
+                self.attempt = 0
+                self._set_state("live")
+                async for message in source.aiter_sse():
+                    self._on_event(message.event, message.id, message.data)
+        except (httpx.HTTPError, ValueError) as error:
+            log.debug("stream failed: %s", error)
+        return opened
+
+    _poller: asyncio.Task[None] | None = None
+
+    def _stop_polling(self) -> None:
+        # A poll answer that lands after the stream reopened must not
+        # overwrite fresher events, so the poller is cancelled, not told.
+        if self._poller is not None:
+            self._poller.cancel()
+            self._poller = None
+
+    async def _poll(self, client: httpx.AsyncClient) -> None:
+        while True:
+            try:
+                response = await client.get("/all")
+                if response.status_code == 401:
+                    self._set_state("unauthorized")
+                elif response.status_code == 200:
+                    body = response.json()
+                    if body.get("last_event_id") is not None:
+                        self.last_event_id = str(body["last_event_id"])
+                    came_back = self.state == "offline"
+                    self._replace(body.get("sessions", []))
+                    self._set_state("polling")
+                    if came_back:
+                        self.retry_now()  # likely back for the stream too
+                else:
+                    self._set_state("offline")
+            except (httpx.HTTPError, ValueError):
+                self._set_state("offline")
+            await asyncio.sleep(self.poll_s)
+
+    def _on_event(self, event: str, event_id: str, data: str) -> None:
+        if event == "keepalive" or not data:
+            return
+        try:
+            payload = json.loads(data)
+            sessions = payload.get("sessions", [])
+        except (ValueError, AttributeError):
+            return  # a garbled event is skipped, the stream goes on
+        if event_id:
+            self.last_event_id = event_id
+        if event in ("init", "refresh"):
+            self._replace(sessions)
+            return
+        with self._lock:
+            for session in sessions:
+                sid = str(session.get("id"))
+                if event == "session-deleted":
+                    self._sessions.pop(sid, None)
+                else:
+                    self._sessions[sid] = session
+        self._notify("changed")
+
+    def _replace(self, sessions: Iterable[Session]) -> None:
+        with self._lock:
+            self._sessions = {str(s.get("id")): s for s in sessions}
+        self._notify("snapshot")
+
+    def _set_state(self, state: str, force: bool = False) -> None:
+        if state != self.state or force:
+            self.state = state
+            self._notify("state")
+
+    def _notify(self, what: str) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(what)
+            except Exception:
+                log.exception("dashboard listener failed")
+
+
+# --------------------------------------------------------------------------
+# Rows
+# --------------------------------------------------------------------------
+
+COLUMNS = (
+    "source",
+    "project",
+    "status",
+    "task",
+    "user",
+    "host",
+    "last_activity",
+    "duration",
+    "messages",
+    "tools",
+    "tokens",
+    "cost",
+    "kill",
+)
+KILL_BUTTON = '<button class="sw-kill" title="Kill this Panel session">Kill</button>'
+KILL_PENDING = '<span class="sw-killing">killing…</span>'
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _clock(iso: Any) -> str:
+    """ISO 8601 UTC -> local HH:MM:SS (the date when not today)."""
+    if not iso:
+        return ""
+    try:
+        moment = datetime.fromisoformat(str(iso).replace("Z", "+00:00")).astimezone()
+    except ValueError:
+        return str(iso)
+    if moment.date() == datetime.now().astimezone().date():
+        return moment.strftime("%H:%M:%S")
+    return moment.strftime("%Y-%m-%d %H:%M")
+
+
+def _duration(seconds: Any) -> str:
+    try:
+        total = int(float(seconds))
+    except (TypeError, ValueError):
+        return ""
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def session_row(session: Session) -> dict[str, Any]:
+    """One table row (every column a plain str/int/float) for a Session."""
+    tokens = session.get("tokens") or {}
+    total_tokens = sum(int(v or 0) for v in tokens.values()) if isinstance(tokens, dict) else 0
+    cost = session.get("cost_usd")
+    panel = session.get("source") == "panel"
+    if panel:
+        kill = KILL_PENDING if session.get("kill_requested") else KILL_BUTTON
+    else:
+        kill = ""
+    return {
+        "source": _text(session.get("source")),
+        "project": _text(session.get("project")),
+        "status": _text(session.get("status")),
+        "task": _text(session.get("current_task") or session.get("title")),
+        "user": _text(session.get("user")),
+        "host": _text(session.get("host")),
+        "last_activity": _clock(session.get("last_activity")),
+        "duration": _duration(session.get("duration_seconds")),
+        "messages": int(session.get("message_count") or 0),
+        "tools": int(session.get("tool_calls") or 0),
+        "tokens": total_tokens,
+        "cost": "" if cost is None else f"${float(cost):.2f}",
+        "kill": kill,
+    }
+
+
+@dataclass(frozen=True)
+class Filters:
+    sources: tuple[str, ...] = SOURCES
+    statuses: tuple[str, ...] = STATUSES
+    text: str = ""
+
+    def match(self, sid: str, session: Session) -> bool:
+        if session.get("source") not in self.sources:
+            return False
+        if session.get("status") not in self.statuses:
+            return False
+        needle = self.text.strip().lower()
+        if not needle:
+            return True
+        haystack = " ".join(
+            _text(session.get(k)).lower()
+            for k in ("project", "title", "current_task", "user", "host", "git_branch", "model")
+        )
+        return needle in haystack or needle in sid.lower()
+
+
+@dataclass
+class Diff:
+    """How to bring a table from `old` rows to `new` rows."""
+
+    patch: dict[str, list[tuple[str, Any]]]
+    add: dict[str, dict[str, Any]]
+    remove: list[str]
+
+
+def diff_rows(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> Diff:
+    patch: dict[str, list[tuple[str, Any]]] = {}
+    for sid, row in new.items():
+        before = old.get(sid)
+        if before is None:
+            continue
+        for column, value in row.items():
+            if before.get(column) != value:
+                patch.setdefault(column, []).append((sid, value))
+    add = {sid: row for sid, row in new.items() if sid not in old}
+    remove = [sid for sid in old if sid not in new]
+    return Diff(patch, add, remove)
+
+
+# --------------------------------------------------------------------------
+# The Panel app
+# --------------------------------------------------------------------------
+
+
+def _status_formatter() -> Any:
+    from bokeh.models.widgets.tables import HTMLTemplateFormatter
+
+    cases = " : ".join(
+        f"value == '{status}' ? 'color:{fg};background:{bg}'"
+        for status, (fg, bg) in STATUS_COLOURS.items()
+    )
+    return HTMLTemplateFormatter(
+        template=(
+            '<span class="sw-status sw-status-<%= value %>" style="padding:1px 8px;'
+            f"border-radius:9px;font-weight:600;<%= {cases} : '' %>\"><%= value %></span>"
+        )
+    )
+
+
+CSS = """
+.sw-kill { cursor: pointer; border: 1px solid #b91c1c; color: #b91c1c; background: #fff;
+           border-radius: 4px; padding: 0 8px; }
+.sw-kill:hover { background: #fee2e2; }
+.sw-killing { color: #6b7280; font-style: italic; }
+"""
+
+
+def _panel() -> Any:
+    # Most of Panel's constructors are untyped; use the module as Any rather
+    # than scatter ignores over every widget.
+    import panel
+
+    return panel
+
+
+class DashboardView:
+    """One browser tab of the dashboard."""
+
+    def __init__(self, feed: Feed, server_url: str, token: str | None) -> None:
+        pn = _panel()
+        pd: Any = importlib.import_module("pandas")  # pandas ships no type stubs
+        self._pd = pd
+        self.feed = feed
+        self.server_url = server_url.rstrip("/")
+        self.token = token
+        self.doc = pn.state.curdoc
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.filters = Filters()
+        self._pending = False
+        self._pending_lock = threading.Lock()
+        self._full = True
+        self._target: str | None = None
+
+        self.table = pn.widgets.Tabulator(
+            self._frame({}),
+            show_index=False,
+            disabled=True,
+            selectable=False,
+            sizing_mode="stretch_width",
+            height=520,
+            layout="fit_data_stretch",
+            formatters={"status": _status_formatter(), "kill": {"type": "html"}},
+            titles={"last_activity": "last activity", "kill": ""},
+            header_align="left",
+            name="sessions",
+        )
+        self.table.on_click(self._on_click)
+        self.connection = pn.pane.HTML("", name="connection", margin=(12, 10))
+        self.summary = pn.pane.Markdown("", name="summary", margin=(4, 10))
+        self.source_filter = pn.widgets.CheckButtonGroup(
+            name="Source", options=list(SOURCES), value=list(SOURCES)
+        )
+        self.status_filter = pn.widgets.MultiChoice(
+            name="Status", options=list(STATUSES), value=list(STATUSES), width=360
+        )
+        self.text_filter = pn.widgets.TextInput(
+            name="Search", placeholder="project, task, user, host, id…", width=260
+        )
+        for widget in (self.source_filter, self.status_filter):
+            widget.param.watch(self._on_filter, "value")
+        self.text_filter.param.watch(self._on_filter, "value_input")
+        self.retry = pn.widgets.Button(name="Reconnect now", button_type="light", visible=False)
+        self.retry.on_click(lambda event: self.feed.retry_now())
+
+        self.confirm_text = pn.pane.Markdown("", margin=(8, 10))
+        self.confirm_kill = pn.widgets.Button(name="Kill session", button_type="danger")
+        self.cancel_kill = pn.widgets.Button(name="Cancel", button_type="default")
+        self.confirm_kill.on_click(self._on_confirm)
+        self.cancel_kill.on_click(lambda event: self._close_confirm())
+        self.confirm = pn.Row(
+            self.confirm_text,
+            self.confirm_kill,
+            self.cancel_kill,
+            visible=False,
+            name="confirm",
+            styles={"background": "#fef2f2", "border": "1px solid #fecaca", "border-radius": "6px"},
+        )
+        self.message = pn.pane.Markdown("", name="message", margin=(4, 10))
+
+        self.layout = pn.Column(
+            pn.Row(
+                pn.pane.Markdown("## sessionwatch", margin=(0, 10)),
+                self.connection,
+                self.retry,
+                self.summary,
+            ),
+            pn.Row(self.source_filter, self.status_filter, self.text_filter),
+            self.confirm,
+            self.message,
+            self.table,
+            sizing_mode="stretch_width",
+            stylesheets=[CSS],
+        )
+        self._show_connection()
+        self.feed.subscribe(self._on_feed)
+        if self.doc is not None:
+            pn.state.on_session_destroyed(self._on_destroyed)
+        self._apply()
+
+    # -- feed -> table ---------------------------------------------------------
+
+    def _frame(self, rows: dict[str, dict[str, Any]]) -> Any:
+        pd = self._pd
+        frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(COLUMNS))
+        if not rows:
+            frame = pd.DataFrame({c: pd.Series([], dtype=object) for c in COLUMNS})
+        frame.index = pd.Index(list(rows), dtype=object, name="id")
+        return frame.astype(object)
+
+    def _on_feed(self, what: str) -> None:
+        """Feed thread: schedule one update of this tab (coalesced)."""
+        if what == "snapshot":
+            self._full = True
+        with self._pending_lock:
+            if self._pending:
+                return
+            self._pending = True
+        self._schedule(self._apply_scheduled)
+
+    def _schedule(self, callback: Callable[[], None]) -> None:
+        if self.doc is None:
+            callback()
+            return
+        # The one Document method bokeh documents as safe from other threads.
+        with contextlib.suppress(Exception):
+            self.doc.add_next_tick_callback(callback)
+
+    def _apply_scheduled(self) -> None:
+        with self._pending_lock:
+            self._pending = False
+        self._apply()
+
+    def _apply(self) -> None:
+        self._show_connection()
+        sessions = self.feed.sessions()
+        wanted = {
+            sid: session_row(s) for sid, s in sessions.items() if self.filters.match(sid, s)
+        }
+        if self._full:
+            self._full = False
+            self.rows = wanted
+            self.table.value = self._frame(wanted)
+        else:
+            diff = diff_rows(self.rows, wanted)
+            if diff.remove:
+                # Tabulator has no row removal: drop them from the data once.
+                kept = {sid: row for sid, row in self.rows.items() if sid not in diff.remove}
+                self.rows = kept
+                self.table.value = self._frame(kept)
+            if diff.patch:
+                self.table.patch(diff.patch, as_index=True)
+                for column, changes in diff.patch.items():
+                    for sid, value in changes:
+                        self.rows[sid][column] = value
+            if diff.add:
+                self.table.stream(self._frame(diff.add), reset_index=False, follow=False)
+                self.rows.update(diff.add)
+        running = sum(1 for s in sessions.values() if s.get("status") == "running")
+        shown = len(self.rows)
+        self.summary.object = (
+            f"**{len(sessions)}** sessions · **{running}** running"
+            + (f" · {shown} shown" if shown != len(sessions) else "")
+        )
+        if self._target is not None and self._target not in sessions:
+            self._close_confirm()
+
+    def _show_connection(self) -> None:
+        label, colour = CONNECTION_LABELS.get(self.feed.state, (self.feed.state, "#6b7280"))
+        detail = ""
+        if self.feed.state == "reconnecting":
+            detail = f" (attempt {self.feed.attempt} of {len(self.feed.backoff_s)})"
+        self.connection.object = (
+            f'<span class="sw-connection sw-connection-{html.escape(self.feed.state)}" '
+            f'style="color:{colour};font-weight:600">● {label}</span>{html.escape(detail)}'
+        )
+        self.retry.visible = self.feed.state not in ("live", "connecting")
+
+    def _on_filter(self, *events: Any) -> None:
+        self.filters = Filters(
+            sources=tuple(self.source_filter.value),
+            statuses=tuple(self.status_filter.value),
+            text=self.text_filter.value_input or "",
+        )
+        self._full = True
+        self._apply()
+
+    def _on_destroyed(self, session_context: Any) -> None:
+        self.feed.unsubscribe(self._on_feed)
+
+    # -- kill -------------------------------------------------------------------
+
+    def _on_click(self, event: Any) -> None:
+        if event.column != "kill":
+            return
+        try:
+            sid = str(self.table.value.index[event.row])
+        except (IndexError, KeyError, TypeError):
+            return
+        session = self.feed.sessions().get(sid)
+        if session is None or session.get("source") != "panel" or session.get("kill_requested"):
+            return
+        self._target = sid
+        self.confirm_text.object = (
+            f"Kill Panel session `{html.escape(sid[:12])}` of **{html.escape(_text(session.get('project')))}**"
+            f"{' (user ' + html.escape(_text(session.get('user'))) + ')' if session.get('user') else ''}?"
+            " Its browser tab is disconnected."
+        )
+        self.confirm.visible = True
+
+    def _close_confirm(self) -> None:
+        self._target = None
+        self.confirm.visible = False
+
+    async def _on_confirm(self, event: Any) -> None:
+        sid = self._target
+        self._close_confirm()
+        if sid is None:
+            return
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        try:
+            async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S, headers=headers) as client:
+                response = await client.post(
+                    f"{self.server_url}/sessions/{sid}/kill", json={"by": "panel-dashboard"}
+                )
+        except httpx.HTTPError as error:
+            self.message.object = f"Kill failed: the server did not answer ({error})."
+            return
+        if response.status_code >= 400:
+            try:
+                reason = response.json().get("error", response.text)
+            except ValueError:
+                reason = response.text
+            self.message.object = f"Kill failed: {html.escape(str(reason))}"
+        else:
+            self.message.object = f"Kill requested for `{html.escape(sid[:12])}`."
+
+
+def create_app(feed: Feed, server_url: str, token: str | None = None) -> Any:
+    """Build one dashboard tab (call inside a Panel session)."""
+    return DashboardView(feed, server_url, token).layout
+
+
+def serve_dashboard(
+    server_url: str,
+    port: int,
+    token: str | None = None,
+    show: bool = False,
+    *,
+    address: str = "127.0.0.1",
+    threaded: bool = False,
+) -> Any:
+    """Serve the dashboard on `port` (blocking unless `threaded`).
+
+    Returns the Panel server (or its thread when `threaded`).
+    """
+    pn = _panel()
+
+    pn.extension("tabulator", notifications=True)
+    feed = Feed(server_url, token).start()
+    origins = [f"127.0.0.1:{port}", f"localhost:{port}"]
+    if address not in ("127.0.0.1", "localhost", "0.0.0.0", "::"):
+        origins.append(f"{address}:{port}")
+    try:
+        return pn.serve(
+            {"/": lambda: create_app(feed, server_url, token)},
+            port=port,
+            address=address,
+            websocket_origin=origins,
+            show=show,
+            title="sessionwatch",
+            threaded=threaded,
+            verbose=False,
+        )
+    finally:
+        if not threaded:
+            feed.stop()
+
+
+def main(server_url: str, port: int, token: str | None) -> None:
+    """`sessionwatch dashboard`: serve until Ctrl-C."""
+    print(f"sessionwatch dashboard for {server_url} at http://127.0.0.1:{port}/", flush=True)
+    started = time.monotonic()
+    with contextlib.suppress(KeyboardInterrupt):
+        serve_dashboard(server_url, port, token)
+    log.debug("dashboard ran %.0f s", time.monotonic() - started)

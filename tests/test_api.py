@@ -1,0 +1,158 @@
+"""REST endpoints and their bad-input answers, on a real server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import Server
+from .sse import SSEClient
+
+SID = "ba79134d-b6e9-4867-af0c-6941038c9e4b"
+
+
+@pytest.fixture
+def srv(projects: Path, sw_server: Callable[..., Server]) -> Iterator[Server]:
+    yield sw_server(extra_args=["--stale-after-s", "1", "--cleanup-after-s", "600"])
+
+
+def test_all_and_sessions_share_a_body(srv: Server) -> None:
+    a = httpx.get(srv.url + "/all").json()
+    b = httpx.get(srv.url + "/sessions").json()
+    assert set(a) == {"sessions", "last_event_id", "timestamp"}
+    assert [s["id"] for s in a["sessions"]] == [s["id"] for s in b["sessions"]]
+    fields = set(a["sessions"][0])
+    assert fields == {
+        "id", "source", "project", "title", "status", "current_task", "user", "host", "git_branch",
+        "model", "version", "started_at", "last_activity", "duration_seconds", "message_count",
+        "tool_calls", "tokens", "cost_usd", "kill_requested", "is_stale",
+    }
+
+
+def test_session_detail_has_short_recent_activity(srv: Server) -> None:
+    r = httpx.get(srv.url + f"/sessions/{SID}")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["id"] == SID and body["recent"]
+    assert all(set(i) == {"timestamp", "kind", "summary"} and len(i["summary"]) <= 80 for i in body["recent"])
+    assert httpx.get(srv.url + "/sessions/nope").json() == {"error": "no session with id 'nope'"}
+    assert httpx.get(srv.url + "/sessions/nope").status_code == 404
+
+
+def test_tracker_lifecycle_and_events(srv: Server) -> None:
+    client = SSEClient(srv.url + "/stream?source=panel").start()
+    client.next()
+    r = httpx.post(srv.url + "/sessions", json={"app_name": "reports", "user_id": "ann", "pid": 42})
+    assert r.status_code == 201
+    sid = r.json()["session_id"]
+    created = client.next()
+    assert created.event == "session-created"
+    s = created.data["sessions"][0]
+    assert (s["source"], s["project"], s["user"], s["status"]) == ("panel", "reports", "ann", "idle")
+
+    assert httpx.post(srv.url + f"/sessions/{sid}/heartbeat").json() == {"kill_requested": False}
+    r = httpx.put(srv.url + f"/sessions/{sid}/status", json={"status": "running", "current_task": "Report"})
+    assert r.status_code == 200
+    ev = client.next()
+    assert ev.event == "session-updated" and ev.data["sessions"][0]["current_task"] == "Report"
+
+    assert httpx.post(srv.url + f"/sessions/{sid}/kill", json={"by": "boss"}).json() == {"kill_requested": True}
+    ev = client.next()
+    assert ev.data["sessions"][0]["kill_requested"] is True
+    assert httpx.post(srv.url + "/heartbeats", json={"session_ids": [sid, "ghost"]}).json() == {
+        "kill": [sid], "unknown": ["ghost"]}
+    detail = httpx.get(srv.url + f"/sessions/{sid}").json()
+    assert detail["kills"][0]["requested_by"] == "boss" and detail["pid"] == 42
+
+    # no heartbeat for --stale-after-s: stale, visible as an update
+    ev = client.next(timeout=10)
+    assert ev.data["sessions"][0]["status"] == "stale" and ev.data["sessions"][0]["is_stale"]
+    assert httpx.delete(srv.url + "/sessions/stale?older_than_minutes=0").json() == {"deleted": 1}
+    assert client.next().event == "session-deleted"
+
+
+def test_heartbeats_alone_emit_no_event(srv: Server) -> None:
+    sid = httpx.post(srv.url + "/sessions", json={"app_name": "quiet"}).json()["session_id"]
+    client = SSEClient(srv.url + "/stream?source=panel").start()
+    client.next()
+    for _ in range(5):
+        httpx.post(srv.url + "/heartbeats", json={"session_ids": [sid]})
+    httpx.delete(srv.url + f"/sessions/{sid}")
+    assert client.next().event == "session-deleted"  # the first event after the heartbeats
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("POST", "/sessions", b"{", 400),
+        ("POST", "/sessions", b"[1, 2]", 400),
+        ("POST", "/sessions", b'{"app_name": 5}', 400),
+        ("POST", "/sessions", b"{}", 400),
+        ("POST", "/sessions", b'{"app_name": "a", "pid": "x"}', 400),
+        ("POST", "/sessions", b"\xff\xfe", 400),
+        ("POST", "/heartbeats", b'{"session_ids": "a"}', 400),
+        ("POST", "/heartbeats", b'{"session_ids": [1]}', 400),
+        ("PUT", f"/sessions/{SID}/status", b'{"status": "sleeping"}', 400),
+        ("PUT", f"/sessions/{SID}/status", b'{"status": "idle"}', 400),
+        ("PUT", "/sessions/ghost/status", b'{"status": "idle"}', 404),
+        ("POST", "/sessions/ghost/heartbeat", b"", 404),
+        ("POST", "/sessions/ghost/kill", b"", 404),
+        ("POST", f"/sessions/{SID}/kill", b"", 400),
+        ("DELETE", f"/sessions/{SID}", b"", 400),
+        ("DELETE", "/sessions/ghost", b"", 404),
+        ("DELETE", "/sessions/stale?older_than_minutes=abc", b"", 400),
+        ("DELETE", "/sessions/stale?older_than_minutes=-1", b"", 400),
+        ("GET", "/all?source=x", b"", 400),
+        ("GET", "/stream?last_event_id=x", b"", 400),
+        ("GET", "/nowhere", b"", 404),
+        ("PATCH", "/all", b"", 405),
+        ("POST", "/sessions", b"HUGE", 413),
+    ],
+    ids=lambda v: v.decode(errors="replace")[:30] if isinstance(v, bytes) else str(v),
+)
+def test_bad_input_is_a_4xx_with_one_json_error(srv: Server, method: str, path: str, body: bytes, status: int) -> None:
+    if body == b"HUGE":
+        body = b'{"app_name": "' + b"a" * (2 * 1024 * 1024) + b'"}'
+    r = httpx.request(method, srv.url + path, content=body)
+    assert r.status_code == status
+    data = r.json()
+    assert list(data) == ["error"] and isinstance(data["error"], str) and data["error"]
+
+
+def test_healthz_and_metrics(srv: Server) -> None:
+    assert httpx.get(srv.url + "/healthz").json() == {"status": "ok"}
+    text = httpx.get(srv.url + "/metrics").text
+    for name in (
+        'sessionwatch_sessions{source="claude"',
+        "sessionwatch_subscribers ",
+        "sessionwatch_events_sent_total",
+        "sessionwatch_transcript_lines_total",
+        "sessionwatch_transcript_bad_lines_total 4.0",
+        "sessionwatch_parse_seconds_bucket",
+    ):
+        assert name in text, name
+
+
+def test_token_is_enforced_everywhere_but_healthz(projects: Path, sw_server: Callable[..., Server]) -> None:
+    srv = sw_server(extra_args=["--token", "s3cret"])
+    assert httpx.get(srv.url + "/healthz").status_code == 200
+    for path in ("/all", "/sessions", f"/sessions/{SID}", "/metrics", "/stream"):
+        r = httpx.get(srv.url + path)
+        assert r.status_code == 401 and "error" in r.json(), path
+    assert httpx.post(srv.url + "/refresh").status_code == 401
+    assert httpx.post(srv.url + "/sessions", json={"app_name": "x"}).status_code == 401
+    assert httpx.get(srv.url + "/all", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert httpx.get(srv.url + "/all?token=s3cret").status_code == 200
+    assert httpx.get(srv.url + "/all", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert httpx.get(srv.url + "/auth").json() == {"token_required": True, "authenticated": False}
+    assert httpx.post(srv.url + "/login", json={"token": "nope"}).status_code == 401
+    with httpx.Client(base_url=srv.url) as c:
+        r = c.post("/login", json={"token": "s3cret"})
+        assert r.status_code == 200 and "httponly" in r.headers["set-cookie"].lower()
+        assert c.get("/all").status_code == 200
+        assert c.get("/auth").json() == {"token_required": True, "authenticated": True}
+    stream = SSEClient(srv.url + "/stream?token=s3cret").start()
+    assert stream.next().event == "init"
