@@ -1,0 +1,1 @@
+"""sessionwatch benchmark harness: ``python -m bench [--quick] [--no-write] [--only NAME]``."""

@@ -1,0 +1,513 @@
+"""``python -m bench [--quick] [--no-write] [--only NAME ...]``: every speed and
+size figure of DESIGN.md "Speed and size", printed as one table and written to
+docs/benchmarks.md with the machine, the commands and the date."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+
+from bench.common import (
+    REPO, Server, assistant_lines, fixture_lines, make_corpus, median, pct, raise_nofile, rss_kib,
+)
+
+CCUSAGE_VERSION = "20.0.24"  # newest release whose @ccusage/ccusage-linux-x64 binary is published
+CCUSAGE_PREFIX = Path(os.environ.get("BENCH_CCUSAGE_PREFIX", "/tmp/ccusage-bench"))
+
+Row = tuple[str, str, str, str]  # figure, measured, target, met?
+ROWS: list[Row] = []
+NOTES: list[str] = []
+
+
+def row(figure: str, measured: str, target: str, met: bool | None) -> None:
+    ROWS.append((figure, measured, target, "—" if met is None else ("yes" if met else "**no**")))
+    print(f"  {figure}: {measured}  (target {target})", flush=True)
+
+
+def note(text: str) -> None:
+    NOTES.append(text)
+    print("  note: " + text, flush=True)
+
+
+def ms(v: float) -> str:
+    return f"{v:.0f} ms" if v >= 10 else f"{v:.2f} ms"
+
+
+# --- SSE clients in their own process --------------------------------------------------------
+
+
+class Clients:
+    def __init__(self, port: int, n: int) -> None:
+        self.n = n
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.sseclients", str(port), str(n)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=REPO, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().split()
+        self.connected = int(line[1]) if len(line) > 1 else 0
+        self.failed = int(line[2]) if len(line) > 2 else n
+        self.connect_s = float(line[3]) if len(line) > 3 else float("nan")
+
+    def send(self, cmd: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(cmd + "\n")
+        self.proc.stdin.flush()
+
+    def finish(self) -> dict[str, Any]:
+        self.send("stop")
+        assert self.proc.stdout is not None
+        out = self.proc.stdout.readline()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        return json.loads(out) if out else {}
+
+
+# --- the generator --------------------------------------------------------------------------
+
+
+class Generator:
+    """Appends one realistic assistant line plus a marker title line per write."""
+
+    def __init__(self, files: list[Path]) -> None:
+        self.files = files
+        self.lines = assistant_lines()
+        self.seq = 0
+
+    def append(self, path: Path) -> None:
+        self.seq += 1
+        base = random.choice(self.lines)
+        line = base.replace(b'"id":"msg_', b'"id":"msg_g%d' % self.seq, 1)
+        sid = path.stem.encode()
+        t = time.time_ns()
+        marker = b'{"type":"custom-title","customTitle":"bm:%d:%d","sessionId":"%s"}\n' % (self.seq, t, sid)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, line + marker)
+        finally:
+            os.close(fd)
+
+    def steady(self, rate: float, seconds: float) -> int:
+        t0 = time.monotonic()
+        n = int(rate * seconds)
+        for i in range(n):
+            target = t0 + i / rate
+            delay = target - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self.append(self.files[i % len(self.files)])
+        return n
+
+    def burst(self, seconds: float, max_writes: int, pause: float = 0.001) -> int:
+        end = time.monotonic() + seconds
+        n = 0
+        while time.monotonic() < end and n < max_writes:
+            self.append(self.files[n % len(self.files)])
+            n += 1
+            time.sleep(pause)
+        return n
+
+
+def main_files(projects: Path) -> list[Path]:
+    return sorted(p for p in projects.glob("*/*.jsonl") if not p.name.startswith("agent-"))
+
+
+# --- 1. append → client latency ---------------------------------------------------------------
+
+
+def bench_latency(work: Path, quick: bool) -> None:
+    sizes = [20] if quick else [100, 1000]
+    seconds = 10 if quick else 20
+    rate = 2.0 if quick else 4.0
+    root = work / "latency"
+    make_corpus(root, 10**9, max_sessions=20, lines_per_file=40)
+    files = main_files(root / "projects")
+    for debounce in (500, 50):
+        for n in sizes:
+            with Server(root / "projects", root / f"db-{debounce}-{n}.sqlite", debounce_ms=debounce,
+                        log=work / "server.log").start() as srv:
+                time.sleep(1.0)
+                cl = Clients(srv.port, n)
+                gen = Generator(files)
+                writes = gen.steady(rate, seconds)
+                time.sleep(debounce / 1000 + 1.5)
+                res = cl.finish()
+            lat = res.get("latencies_ms", [])
+            expected = writes * cl.connected
+            figure = f"append → client, {n} clients, debounce {debounce} ms"
+            measured = (f"p50 {ms(median(lat))} / p99 {ms(pct(lat, 99))} / max {ms(max(lat) if lat else float('nan'))}"
+                        f" ({len(lat)} of {expected} receipts, {writes} writes at {rate:g}/s)")
+            met = None
+            if lat:
+                met = median(lat) <= 100 and pct(lat, 99) <= 600
+            row(figure, measured, "p50 ≤ 100 ms, p99 ≤ 600 ms (at 1,000 clients)", met)
+            if cl.failed:
+                note(f"latency run {n} clients/debounce {debounce}: {cl.failed} clients failed to connect")
+
+
+# --- 2. memory per connection --------------------------------------------------------------------
+
+
+def bench_memory(work: Path, quick: bool) -> None:
+    sizes = [1000] if quick else [1000, 5000, 10000]
+    root = work / "memory"
+    make_corpus(root, 10**9, max_sessions=20, lines_per_file=40)
+    for n in sizes:
+        with Server(root / "projects", root / f"db-{n}.sqlite", log=work / "server.log").start() as srv:
+            time.sleep(1.5)
+            idle = [srv.rss() for _ in range(5) if time.sleep(0.1) is None]
+            cl = Clients(srv.port, n)
+            time.sleep(2.0)
+            loaded = [srv.rss() for _ in range(5) if time.sleep(0.1) is None]
+            res = cl.finish()
+        per = (median(loaded) - median(idle)) / max(1, cl.connected)
+        row(f"memory per SSE connection, {n} idle clients",
+            f"{per:.1f} KiB/conn ({cl.connected} connected in {cl.connect_s:.1f} s; RSS {median(idle)/1024:.0f} → {median(loaded)/1024:.0f} MiB)",
+            "≤ 16 KiB each, 10,000 held", per <= 16 and (quick or cl.connected >= 10000))
+        if cl.failed or res.get("still_open", n) < cl.connected:
+            note(f"memory run {n}: {cl.failed} failed to connect, {res.get('still_open')} open at the end")
+
+
+# --- 3. cold index vs ccusage ---------------------------------------------------------------------
+
+
+def ccusage_bin() -> list[str] | None:
+    cli = CCUSAGE_PREFIX / "node_modules" / "ccusage" / "src" / "cli.js"
+    native = CCUSAGE_PREFIX / "node_modules" / "@ccusage" / "ccusage-linux-x64"
+    if not (cli.exists() and native.exists()):
+        r = subprocess.run(["npm", "install", "--prefix", str(CCUSAGE_PREFIX), f"ccusage@{CCUSAGE_VERSION}"],
+                           capture_output=True, text=True, timeout=300)
+        if r.returncode != 0:
+            note("ccusage install failed: " + (r.stderr.strip().splitlines() or ["?"])[-1])
+            return None
+    if not native.exists():
+        note(f"ccusage {CCUSAGE_VERSION}: the @ccusage/ccusage-linux-x64 native binary was not installed")
+        return None
+    # Prefer the native executable directly (the JS shim only execs it).
+    exe = [p for p in native.rglob("*") if p.is_file() and os.access(p, os.X_OK)]
+    return [str(exe[0])] if exe else ["node", str(cli)]
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None, runs: int = 3) -> tuple[list[float], bytes]:
+    times, out = [], b""
+    for _ in range(runs):
+        t = time.perf_counter()
+        r = subprocess.run(cmd, capture_output=True, env=env, timeout=900)
+        times.append(time.perf_counter() - t)
+        if r.returncode != 0:
+            raise RuntimeError(f"{cmd[0]} exited {r.returncode}: {r.stderr[-500:]!r}")
+        out = r.stdout
+    return times, out
+
+
+def bench_cold(work: Path, quick: bool) -> None:
+    size = 50 * 2**20 if quick else 2**30
+    root = work / "cold"
+    sessions, nfiles, total = make_corpus(root, size)
+    mb = total / 1e6
+    subprocess.run(["cat"] + [str(p) for p in (root / "projects").rglob("*.jsonl")],
+                   stdout=subprocess.DEVNULL)  # both tools read from the page cache
+    runs = 3 if quick else 5
+    sw_cmd = [sys.executable, "-m", "sessionwatch", "scan", "--json", "--projects-dir", str(root / "projects")]
+    sw_t, sw_out = timed(sw_cmd, runs=runs)
+    sw_rate = mb / median(sw_t)
+    row(f"cold index `sessionwatch scan --json`, {sessions} sessions / {nfiles} files / {mb:.0f} MB",
+        f"median {median(sw_t):.2f} s of {runs} → {sw_rate:.0f} MB/s", "≥ ccusage (≈ 290 MB/s here)", None)
+    cc = ccusage_bin()
+    if cc is None:
+        row("cold index `ccusage session --json --offline`", "not run (see notes)", "—", None)
+        return
+    env = dict(os.environ, CLAUDE_CONFIG_DIR=str(root))
+    cc_t, cc_out = timed(cc + ["session", "--json", "--offline"], env=env, runs=runs)
+    cc_rate = mb / median(cc_t)
+    row(f"cold index `ccusage session --json --offline` {CCUSAGE_VERSION}, same corpus",
+        f"median {median(cc_t):.2f} s of {runs} → {cc_rate:.0f} MB/s", "—", None)
+    ROWS[-2] = ROWS[-2][:3] + (("yes" if sw_rate >= cc_rate else "**no**"),)
+    row("cold index ratio sessionwatch / ccusage", f"{sw_rate / cc_rate:.2f}×", "≥ 1.0×", sw_rate >= cc_rate)
+    # per-session token totals
+    sw = {s["id"]: s["tokens"] for s in json.loads(sw_out)["sessions"]}
+    ccs = {s["period"]: s for s in json.loads(cc_out)["session"]}
+    mism = 0
+    examples = []
+    for sid, t in sw.items():
+        c = ccs.get(sid)
+        mine = (t["input"], t["output"], t["cache_creation"], t["cache_read"])
+        theirs = None if c is None else (c["inputTokens"], c["outputTokens"], c["cacheCreationTokens"], c["cacheReadTokens"])
+        if mine != theirs:
+            mism += 1
+            if len(examples) < 3:
+                examples.append(f"{sid}: sessionwatch {mine} vs ccusage {theirs}")
+    only_cc = len(set(ccs) - set(sw))
+    row("per-session token totals equal to ccusage",
+        f"{len(sw) - mism} of {len(sw)} sessions equal; {mism} mismatches; {only_cc} ccusage-only sessions",
+        "every session equal", mism == 0 and only_cc == 0)
+    for e in examples:
+        note("token mismatch " + e)
+
+
+# --- 4. incremental cost ------------------------------------------------------------------------
+
+
+def bench_incremental(work: Path, quick: bool) -> None:
+    from sessionwatch.index import ClaudeIndex
+    from sessionwatch.prices import PriceTable
+
+    sizes = [1, 50] if quick else [1, 100, 500]
+    samples = 300 if quick else 1000
+    lines = fixture_lines()
+    app = assistant_lines()
+    for size_mb in sizes:
+        root = work / "incr"
+        if root.exists():
+            shutil.rmtree(root)
+        proj = root / "-bench-incremental"
+        proj.mkdir(parents=True)
+        sid = str(uuid.uuid4())
+        path = proj / f"{sid}.jsonl"
+        target = size_mb * 2**20
+        with open(path, "wb") as f:
+            n, k = 0, 0
+            while n < target:
+                ln = lines[k % len(lines)].replace(b'"id":"msg_', b'"id":"msg_i%d' % k, 1)
+                f.write(ln)
+                n += len(ln)
+                k += 1
+        os.utime(path, (time.time() - 60, time.time() - 60))
+        index = ClaudeIndex(root, PriceTable.embedded())
+        t = time.perf_counter()
+        index.scan()
+        scan_s = time.perf_counter() - t
+        times = []
+        for i in range(samples):
+            ln = app[i % len(app)].replace(b'"id":"msg_', b'"id":"msg_a%d' % i, 1)
+            with open(path, "ab") as f:
+                f.write(ln)
+            t = time.perf_counter()
+            touched = index.update(path)
+            now = time.time()
+            for s in touched:
+                index.session(s, now)
+            times.append((time.perf_counter() - t) * 1000)
+        row(f"one line appended to a {size_mb} MB transcript → new totals (index.update + session)",
+            f"median {ms(median(times))} / p99 {ms(pct(times, 99))} over {samples} appends (first scan {size_mb * 1.048576 / scan_s:.0f} MB/s)",
+            "≤ 5 ms, independent of size (judged on the median)", median(times) <= 5)
+        shutil.rmtree(root)
+
+
+# --- 5. warm restart + memory with 10,000 sessions -------------------------------------------------
+
+
+def all_count(url: str) -> int:
+    try:
+        r = httpx.get(url + "/all", timeout=10)
+        return len(r.json()["sessions"]) if r.status_code == 200 else -1
+    except (httpx.HTTPError, ValueError):
+        return -1
+
+
+def bench_warm(work: Path, quick: bool) -> None:
+    n = 1000 if quick else 10000
+    root = work / "warm"
+    sessions, nfiles, total = make_corpus(root, 10**12, max_sessions=n, lines_per_file=20)
+    db = root / "db.sqlite"
+    srv = Server(root / "projects", db, log=work / "server.log")
+    t0 = time.monotonic()
+    srv.start(timeout=600)
+    while all_count(srv.url) < sessions and time.monotonic() - t0 < 600:
+        time.sleep(0.2)
+    first = time.monotonic() - t0
+    srv.stop()
+    times = []
+    rss = []
+    for _ in range(3 if quick else 5):
+        srv = Server(root / "projects", db, log=work / "server.log")
+        t = time.monotonic()
+        srv.start(wait=False)
+        got = -1
+        while time.monotonic() - t < 120:
+            got = all_count(srv.url)
+            if got >= sessions:
+                break
+            time.sleep(0.02)
+        times.append(time.monotonic() - t)
+        time.sleep(3.0)
+        rss.append(srv.rss())
+        srv.stop()
+    row(f"warm restart over {sessions} transcripts ({nfiles} files) → full `/all`",
+        f"median {median(times):.2f} s / max {max(times):.2f} s of {len(times)} restarts (process start included; first start {first:.1f} s)",
+        "≤ 2 s (10,000 transcripts)", median(times) <= 2 and (quick or sessions >= 10000))
+    row(f"server memory, {sessions} sessions indexed, no clients",
+        f"{median(rss)/1024:.0f} MiB RSS (median of {len(rss)})", "≤ 150 MB (10,000 sessions)",
+        median(rss) * 1024 <= 150e6)
+
+
+# --- 6. fan-out throughput -----------------------------------------------------------------------
+
+
+def bench_fanout(work: Path, quick: bool) -> None:
+    n = 50 if quick else 1000
+    root = work / "fanout"
+    make_corpus(root, 10**9, max_sessions=200, lines_per_file=20)
+    files = main_files(root / "projects")
+    for debounce in (500, 50):
+        with Server(root / "projects", root / f"db{debounce}.sqlite", debounce_ms=debounce,
+                    log=work / "server.log").start() as srv:
+            time.sleep(1.0)
+            cl = Clients(srv.port, n)
+            cl.send("mark")
+            time.sleep(0.2)
+            gen = Generator(files)
+            t = time.monotonic()
+            writes = gen.burst(5.0 if quick else 10.0, 50000)
+            time.sleep(debounce / 1000 + 1.0)
+            span = time.monotonic() - t
+            res = cl.finish()
+        ev = res.get("events_since_mark", 0)
+        lat = res.get("latencies_ms", [])
+        row(f"fan-out, {n} clients, burst of {writes} appends over 200 sessions, debounce {debounce} ms",
+            f"{ev / span:,.0f} events/s delivered ({res.get('bytes', 0) / span / 1e6:.1f} MB/s); "
+            f"{len(set(range(1)))and len(lat)} marker receipts, p50 {ms(median(lat))} p99 {ms(pct(lat, 99))}",
+            "— (no target; report)", None)
+
+
+# --- 7. tracker ingest ----------------------------------------------------------------------------
+
+
+def bench_tracker(work: Path, quick: bool) -> None:
+    root = work / "tracker"
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "projects").mkdir(exist_ok=True)
+    with Server(root / "projects", root / "db.sqlite", log=work / "server.log").start() as srv:
+        r = subprocess.run([sys.executable, "-m", "bench.tracker_client", srv.url, "5" if quick else "15"],
+                           capture_output=True, text=True, cwd=REPO, timeout=300)
+    if r.returncode != 0:
+        row("tracker heartbeats", "failed: " + r.stderr.strip()[-200:], "≥ 3,000 / s", False)
+        return
+    res = json.loads(r.stdout)
+    b, s = res["batch"], res["single"]
+    row("tracker heartbeats, `POST /heartbeats` batches of 100 (4 connections)",
+        f"{b['per_s']:,.0f} heartbeats/s ({b['requests']} requests, p50 {ms(b['p50_ms'])} p99 {ms(b['p99_ms'])}, {b['errors']} errors)",
+        "≥ 3,000 / s", b["per_s"] >= 3000)
+    row("tracker heartbeats, single `POST /sessions/{id}/heartbeat` (8 connections)",
+        f"{s['per_s']:,.0f} heartbeats/s (p50 {ms(s['p50_ms'])} p99 {ms(s['p99_ms'])}, {s['errors']} errors)",
+        "≥ 3,000 / s", s["per_s"] >= 3000)
+    kill = REPO / "bench" / "kill.py"
+    if kill.exists():
+        r = subprocess.run([sys.executable, "-m", "bench.kill"] + (["--quick"] if quick else []),
+                           capture_output=True, text=True, cwd=REPO, timeout=300)
+        row("kill latency (request → websocket closed)", (r.stdout.strip().splitlines() or ["failed"])[-1],
+            "p50/p99 reported", None)
+    else:
+        row("kill latency (request → websocket closed)", "see Panel issue", "p50/p99 reported", None)
+
+
+BENCHES: dict[str, Callable[[Path, bool], None]] = {
+    "latency": bench_latency,
+    "memory": bench_memory,
+    "cold": bench_cold,
+    "incremental": bench_incremental,
+    "warm": bench_warm,
+    "fanout": bench_fanout,
+    "tracker": bench_tracker,
+}
+
+
+# --- output ---------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = "?"
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal"):
+            mem = f"{int(line.split()[1]) / 2**20:.1f} GiB"
+    return {"nproc": str(os.cpu_count()), "RAM": mem, "CPU": cpu,
+            "Python": platform.python_version(), "OS": platform.platform()}
+
+
+def table() -> str:
+    lines = ["| figure | measured | target | met? |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in ROWS]
+    return "\n".join(lines)
+
+
+def write_doc(args: argparse.Namespace, cmd: str, wall: float) -> None:
+    m = machine()
+    analysis = (REPO / "bench" / "analysis.md")
+    text = ["# Benchmarks", "",
+            "Generated by `bench/run` (`python -m bench`); the table is rewritten on every run, "
+            "the analysis below it comes from `bench/analysis.md`.", "",
+            f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+            f"- command: `{cmd}` ({'quick' if args.quick else 'full'} pass, {wall:.0f} s wall)",
+            *[f"- {k}: {v}" for k, v in m.items()], "",
+            "## Results", "", table(), ""]
+    if NOTES:
+        text += ["Notes from this run:", ""] + [f"- {n}" for n in NOTES] + [""]
+    if analysis.exists():
+        text += [analysis.read_text().rstrip(), ""]
+    out = REPO / "docs" / "benchmarks.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text("\n".join(text))
+    print(f"wrote {out}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="small sizes, about a minute")
+    ap.add_argument("--no-write", action="store_true", help="print the table only")
+    ap.add_argument("--only", action="append", choices=sorted(BENCHES), help="run only these")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = ap.parse_args()
+    raise_nofile()
+    random.seed(1)
+    t0 = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="sessionwatch-bench-"))
+    failed = 0
+    try:
+        for name, fn in BENCHES.items():
+            if args.only and name not in args.only:
+                continue
+            print(f"== {name}", flush=True)
+            t = time.monotonic()
+            try:
+                fn(work, args.quick)
+            except Exception as exc:  # report and go on: one broken figure must not hide the rest
+                failed += 1
+                row(name, f"failed: {type(exc).__name__}: {str(exc)[:200]}", "—", False)
+            print(f"   ({time.monotonic() - t:.1f} s)", flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    wall = time.monotonic() - t0
+    print()
+    print(table())
+    print(f"\n{wall:.0f} s wall")
+    if not args.no_write:
+        cmd = "bench/run" + (" --quick" if args.quick else "") + "".join(f" --only {o}" for o in args.only or [])
+        write_doc(args, cmd, wall)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
