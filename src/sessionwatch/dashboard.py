@@ -484,29 +484,28 @@ class DashboardView:
             formatters={"status": _status_formatter(), "kill": {"type": "html"}},
             titles={"last_activity": "last activity", "kill": ""},
             header_align="left",
-            name="sessions",
         )
         self.table.on_click(self._on_click)
         self.connection = pn.pane.HTML("", name="connection", margin=(12, 10))
         self.summary = pn.pane.Markdown("", name="summary", margin=(4, 10))
         self.source_filter = pn.widgets.CheckButtonGroup(
-            name="Source", options=list(SOURCES), value=list(SOURCES)
+            label="Source", options=list(SOURCES), value=list(SOURCES)
         )
         self.status_filter = pn.widgets.MultiChoice(
-            name="Status", options=list(STATUSES), value=list(STATUSES), width=360
+            label="Status", options=list(STATUSES), value=list(STATUSES), width=360
         )
         self.text_filter = pn.widgets.TextInput(
-            name="Search", placeholder="project, task, user, host, id…", width=260
+            label="Search", placeholder="project, task, user, host, id…", width=260
         )
         for widget in (self.source_filter, self.status_filter):
             widget.param.watch(self._on_filter, "value")
         self.text_filter.param.watch(self._on_filter, "value_input")
-        self.retry = pn.widgets.Button(name="Reconnect now", button_type="light", visible=False)
+        self.retry = pn.widgets.Button(label="Reconnect now", color="light", visible=False)
         self.retry.on_click(lambda event: self.feed.retry_now())
 
         self.confirm_text = pn.pane.Markdown("", margin=(8, 10))
-        self.confirm_kill = pn.widgets.Button(name="Kill session", button_type="danger")
-        self.cancel_kill = pn.widgets.Button(name="Cancel", button_type="default")
+        self.confirm_kill = pn.widgets.Button(label="Kill session", color="danger")
+        self.cancel_kill = pn.widgets.Button(label="Cancel", color="default")
         self.confirm_kill.on_click(self._on_confirm)
         self.cancel_kill.on_click(lambda event: self._close_confirm())
         self.confirm = pn.Row(
