@@ -9,7 +9,7 @@ import anyio
 
 from sessionwatch.config import Settings
 from sessionwatch.monitor import Monitor
-from sessionwatch.watcher import watch
+from sessionwatch.watcher import watching
 
 from .test_claude import assistant, user
 
@@ -31,11 +31,12 @@ async def test_watch_reports_transcript_and_db_changes(tmp_path: Path) -> None:
                 db.write_bytes(b"x")
 
             tg.start_soon(writer)
-            async for batch in watch(root, db, debounce_ms=50, step_ms=20, stop_event=stop):
-                seen |= batch
-                if {root / "p" / "s1.jsonl", db} <= seen:
-                    stop.set()
-                    break
+            async with watching(root, db, debounce_ms=50, step_ms=20, stop_event=stop) as batches:
+                async for batch in batches:
+                    seen |= batch
+                    if {root / "p" / "s1.jsonl", db} <= seen:
+                        stop.set()
+                        break
     assert root / "p" / "ignored.txt" not in seen
 
 
@@ -54,10 +55,11 @@ async def test_missing_projects_dir_is_waited_for(tmp_path: Path, monkeypatch: o
                 (root / "p").mkdir(parents=True)
 
             tg.start_soon(creator)
-            async for batch in watch(root, db, debounce_ms=50, step_ms=20, stop_event=stop):
-                if root in batch:
-                    stop.set()
-                    break
+            async with watching(root, db, debounce_ms=50, step_ms=20, stop_event=stop) as batches:
+                async for batch in batches:
+                    if root in batch:
+                        stop.set()
+                        break
 
 
 async def test_monitor_with_injected_changes_is_exact(tmp_path: Path) -> None:

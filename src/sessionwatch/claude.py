@@ -29,7 +29,7 @@ TITLE_MAX = 120
 #: Recent ``(message.id, requestId)`` groups remembered per file. Claude Code
 #: writes one line per content block of a response, back to back, so a short
 #: window catches every repeat while keeping memory per file bounded.
-DEDUPE_WINDOW = 64
+DEDUPE_WINDOW = 16
 #: A line longer than this is skipped and counted: no real entry is this
 #: large, and it bounds what one bad file can make us hold in memory.
 MAX_LINE_BYTES = 64 * 1024 * 1024

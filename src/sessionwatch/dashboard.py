@@ -30,6 +30,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+import panel  # imported here so that `sessionwatch dashboard` reports a missing Panel at once
 from httpx_sse import aconnect_sse
 
 __all__ = ["Feed", "STATUS_COLOURS", "create_app", "main", "serve_dashboard"]
@@ -450,8 +451,6 @@ CSS = """
 def _panel() -> Any:
     # Most of Panel's constructors are untyped; use the module as Any rather
     # than scatter ignores over every widget.
-    import panel
-
     return panel
 
 
@@ -484,6 +483,7 @@ class DashboardView:
             formatters={"status": _status_formatter(), "kill": {"type": "html"}},
             titles={"last_activity": "last activity", "kill": ""},
             header_align="left",
+            stylesheets=[CSS],
         )
         self.table.on_click(self._on_click)
         self.connection = pn.pane.HTML("", name="connection", margin=(12, 10))

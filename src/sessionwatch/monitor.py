@@ -19,7 +19,7 @@ from sessionwatch.metrics import Metrics
 from sessionwatch.panel import PanelRegistry
 from sessionwatch.prices import PriceTable
 from sessionwatch.store import Store
-from sessionwatch.watcher import watch
+from sessionwatch.watcher import watching
 
 log = logging.getLogger(__name__)
 
@@ -100,19 +100,26 @@ class Monitor:
             tg.start_soon(self._keepalive)
 
     async def _watch(self) -> None:
-        source = self._changes or self._real_changes
         while not self.stop_event.is_set():
             try:
-                async for paths in source(self.stop_event):
-                    await self.handle(paths)
+                if self._changes is not None:
+                    async for paths in self._changes(self.stop_event):
+                        await self.handle(paths)
+                else:
+                    s = self.settings
+                    async with watching(
+                        s.projects_dir,
+                        s.db,
+                        debounce_ms=s.debounce_ms,
+                        step_ms=s.step_ms,
+                        stop_event=self.stop_event,
+                    ) as batches:
+                        async for paths in batches:
+                            await self.handle(paths)
                 return
             except Exception:  # noqa: BLE001 - the watcher must never die
                 log.exception("watcher failed; restarting it in 1 s")
                 await anyio.sleep(1)
-
-    def _real_changes(self, stop: anyio.Event) -> AsyncIterable[set[Path]]:
-        s = self.settings
-        return watch(s.projects_dir, s.db, debounce_ms=s.debounce_ms, step_ms=s.step_ms, stop_event=stop)
 
     async def _clock(self) -> None:
         while True:

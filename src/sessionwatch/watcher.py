@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 from anyio.abc import ObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 from watchfiles import Change, awatch
 
 log = logging.getLogger(__name__)
@@ -38,20 +40,22 @@ def db_filter(db: Path) -> object:
     return accept
 
 
-async def watch(
+@asynccontextmanager
+async def watching(
     projects_dir: Path,
     db: Path,
     *,
     debounce_ms: int = 500,
     step_ms: int = 50,
     stop_event: anyio.Event | None = None,
-    on_projects_dir: object = None,
-) -> AsyncIterator[set[Path]]:
-    """Yield sets of changed paths until ``stop_event`` is set.
+) -> AsyncIterator[MemoryObjectReceiveStream[set[Path]]]:
+    """Watch both places; the body iterates sets of changed paths.
 
-    When the projects dir appears after start, the whole dir is yielded once
-    (callers rescan) and then watched. ``on_projects_dir`` is unused and kept
-    for symmetry with injected sources.
+    When the projects dir appears after start (or comes back after being
+    removed), the dir itself is sent once: callers rescan it.
+
+    A context manager rather than a generator, so the watchers' task group is
+    always entered and left by the same task, however the caller stops.
     """
     stop = stop_event or anyio.Event()
     send, receive = anyio.create_memory_object_stream[set[Path]](16)
@@ -59,12 +63,12 @@ async def watch(
         tg.start_soon(_watch_projects, projects_dir, debounce_ms, step_ms, stop, send.clone())
         tg.start_soon(_watch_db, db, debounce_ms, step_ms, stop, send.clone())
         send.close()
-        async with receive:
-            async for batch in receive:
-                yield batch
-                if stop.is_set():
-                    break
-        tg.cancel_scope.cancel()
+        try:
+            async with receive:
+                yield receive
+        finally:
+            stop.set()
+            tg.cancel_scope.cancel()
 
 
 async def _watch_projects(
