@@ -44,10 +44,9 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def append_turn(transcript: Path, prompt: str = "one more thing", reply: str = "Done.") -> None:
-    """Append a user prompt and a finished assistant reply, as Claude Code writes them."""
+def _transcript_fields(transcript: Path) -> dict[str, Any]:
     first = json.loads(next(line for line in transcript.read_text().splitlines() if '"cwd"' in line))
-    common = {
+    return {
         "isSidechain": False,
         "userType": "external",
         "cwd": first["cwd"],
@@ -55,19 +54,35 @@ def append_turn(transcript: Path, prompt: str = "one more thing", reply: str = "
         "version": first.get("version", "2.1.38"),
         "gitBranch": first.get("gitBranch", "main"),
     }
-    user_uuid = str(uuid.uuid4())
-    lines = [
+
+
+def _append(transcript: Path, line: dict[str, Any]) -> None:
+    with transcript.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+def append_prompt(transcript: Path, prompt: str = "one more thing") -> None:
+    """Append a user prompt, as Claude Code writes it: the session is running."""
+    _append(
+        transcript,
         {
-            **common,
+            **_transcript_fields(transcript),
             "parentUuid": None,
             "type": "user",
             "message": {"role": "user", "content": prompt},
-            "uuid": user_uuid,
+            "uuid": str(uuid.uuid4()),
             "timestamp": now_iso(),
         },
+    )
+
+
+def append_reply(transcript: Path, reply: str = "Done.") -> None:
+    """Append an assistant reply that ends the turn: the session waits for the user."""
+    _append(
+        transcript,
         {
-            **common,
-            "parentUuid": user_uuid,
+            **_transcript_fields(transcript),
+            "parentUuid": None,
             "type": "assistant",
             "requestId": f"req_{uuid.uuid4().hex}",
             "message": {
@@ -87,10 +102,12 @@ def append_turn(transcript: Path, prompt: str = "one more thing", reply: str = "
             "uuid": str(uuid.uuid4()),
             "timestamp": now_iso(),
         },
-    ]
-    with transcript.open("a", encoding="utf-8") as f:
-        for line in lines:
-            f.write(json.dumps(line) + "\n")
+    )
+
+
+def append_turn(transcript: Path, prompt: str = "one more thing", reply: str = "Done.") -> None:
+    append_prompt(transcript, prompt)
+    append_reply(transcript, reply)
 
 
 def server_sessions(url: str, **headers: str) -> dict[str, dict[str, Any]]:
@@ -438,14 +455,15 @@ def test_untrusted_titles_are_shown_as_text(sw_server, tmp_path, open_page) -> N
 
 def test_empty_state_then_first_session_appears(sw_server, tmp_path, open_page) -> None:
     projects = tmp_path / "empty"
-    projects.mkdir()
+    # The project folder exists, empty: this test is about the page, not about
+    # the watcher picking up a folder and its first file created together.
+    folder = projects / "-home-me-new"
+    folder.mkdir(parents=True)
     srv = sw_server(projects_dir=projects)
     page = open_page(srv.url + "/")
     wait_indicator(page, ("Live",))
     expect(page.locator("#empty")).to_have_text("No sessions yet — start Claude Code in any project")
 
-    folder = projects / "-home-me-new"
-    folder.mkdir()
     first = {
         "type": "user",
         "sessionId": "fresh",
@@ -457,6 +475,49 @@ def test_empty_state_then_first_session_appears(sw_server, tmp_path, open_page) 
     (folder / "fresh.jsonl").write_text(json.dumps(first) + "\n")
     expect(page.locator('tr[data-id="fresh"]')).to_be_visible(timeout=5_000)
     expect(page.locator("#empty")).to_be_hidden()
+    expect(page.locator('tr[data-id="fresh"] td[data-col="title"]')).to_have_text("hello there")
+
+
+RECORD_NOTIFICATIONS = """
+window.__notifications = [];
+window.Notification = class {
+    constructor(title, options) { window.__notifications.push({ title, body: options && options.body }); }
+    static get permission() { return 'granted'; }
+    static requestPermission() { return Promise.resolve('granted'); }
+};
+"""
+
+
+def test_notifications_when_claude_waits_and_when_panel_goes_stale(sw_server, projects, browser) -> None:
+    srv = sw_server(projects_dir=projects, extra_args=["--stale-after-s", "2"])
+    context = browser.new_context()
+    try:
+        context.add_init_script(RECORD_NOTIFICATIONS)
+        page = context.new_page()
+        page.goto(srv.url + "/")
+        wait_indicator(page, ("Live",))
+        notes = lambda: page.evaluate("window.__notifications")  # noqa: E731
+
+        # Off until the user opts in.
+        append_prompt(projects / SESSION_FILE, "quiet, please")
+        wait_cell(page, SESSION, "status", "running", 5_000)
+        append_reply(projects / SESSION_FILE, "Done quietly.")
+        wait_cell(page, SESSION, "status", "waiting", 5_000)
+        assert notes() == []
+
+        page.check("#notify")
+        append_prompt(projects / SESSION_FILE, "now tell me")
+        wait_cell(page, SESSION, "status", "running", 5_000)
+        append_reply(projects / SESSION_FILE, "Finished.")
+        page.wait_for_function("() => window.__notifications.length === 1", timeout=5_000)
+        title = server_sessions(srv.url)[SESSION]["title"]
+        assert notes() == [{"title": "Claude is waiting in spotter", "body": title}]
+
+        httpx.post(f"{srv.url}/sessions", json={"app_name": "notebook-app"}, timeout=5)
+        page.wait_for_function("() => window.__notifications.length === 2", timeout=10_000)
+        assert notes()[1]["title"] == "Panel session stale: notebook-app"
+    finally:
+        context.close()
 
 
 def test_usable_at_375_px_in_dark_mode(sw_server, projects, open_page) -> None:
