@@ -134,7 +134,7 @@ def main_files(projects: Path) -> list[Path]:
 
 def bench_latency(work: Path, quick: bool) -> None:
     sizes = [20] if quick else [100, 1000]
-    seconds = 10 if quick else 20
+    seconds = 6 if quick else 20
     rate = 2.0 if quick else 4.0
     root = work / "latency"
     make_corpus(root, 10**9, max_sessions=20, lines_per_file=40)
@@ -155,7 +155,7 @@ def bench_latency(work: Path, quick: bool) -> None:
             measured = (f"p50 {ms(median(lat))} / p99 {ms(pct(lat, 99))} / max {ms(max(lat) if lat else float('nan'))}"
                         f" ({len(lat)} of {expected} receipts, {writes} writes at {rate:g}/s)")
             met = None
-            if lat:
+            if lat and n >= 1000:
                 met = median(lat) <= 100 and pct(lat, 99) <= 600
             row(figure, measured, "p50 ≤ 100 ms, p99 ≤ 600 ms (at 1,000 clients)", met)
             if cl.failed:
@@ -330,9 +330,17 @@ def bench_warm(work: Path, quick: bool) -> None:
     srv = Server(root / "projects", db, log=work / "server.log")
     t0 = time.monotonic()
     srv.start(timeout=600)
-    while all_count(srv.url) < sessions and time.monotonic() - t0 < 600:
+    # some fixture files (a lone title line) make no session: wait until the count settles
+    last, stable_since = -1, time.monotonic()
+    while time.monotonic() - t0 < 600:
+        got = all_count(srv.url)
+        if got != last:
+            last, stable_since = got, time.monotonic()
+        elif got > 0 and time.monotonic() - stable_since > 3.0:
+            break
         time.sleep(0.2)
-    first = time.monotonic() - t0
+    first = stable_since - t0
+    sessions = last
     srv.stop()
     times = []
     rss = []
@@ -341,7 +349,7 @@ def bench_warm(work: Path, quick: bool) -> None:
         t = time.monotonic()
         srv.start(wait=False)
         got = -1
-        while time.monotonic() - t < 120:
+        while time.monotonic() - t < 60:
             got = all_count(srv.url)
             if got >= sessions:
                 break
@@ -350,12 +358,13 @@ def bench_warm(work: Path, quick: bool) -> None:
         time.sleep(3.0)
         rss.append(srv.rss())
         srv.stop()
-    row(f"warm restart over {sessions} transcripts ({nfiles} files) → full `/all`",
+    full = sessions >= 9000
+    row(f"warm restart over {nfiles} transcripts ({sessions} sessions) → full `/all`",
         f"median {median(times):.2f} s / max {max(times):.2f} s of {len(times)} restarts (process start included; first start {first:.1f} s)",
-        "≤ 2 s (10,000 transcripts)", median(times) <= 2 and (quick or sessions >= 10000))
+        "≤ 2 s (10,000 transcripts)", median(times) <= 2 if full else None)
     row(f"server memory, {sessions} sessions indexed, no clients",
         f"{median(rss)/1024:.0f} MiB RSS (median of {len(rss)})", "≤ 150 MB (10,000 sessions)",
-        median(rss) * 1024 <= 150e6)
+        median(rss) * 1024 <= 150e6 if full else None)
 
 
 # --- 6. fan-out throughput -----------------------------------------------------------------------
@@ -375,7 +384,7 @@ def bench_fanout(work: Path, quick: bool) -> None:
             time.sleep(0.2)
             gen = Generator(files)
             t = time.monotonic()
-            writes = gen.burst(5.0 if quick else 10.0, 50000)
+            writes = gen.burst(3.0 if quick else 10.0, 50000)
             time.sleep(debounce / 1000 + 1.0)
             span = time.monotonic() - t
             res = cl.finish()
@@ -383,7 +392,7 @@ def bench_fanout(work: Path, quick: bool) -> None:
         lat = res.get("latencies_ms", [])
         row(f"fan-out, {n} clients, burst of {writes} appends over 200 sessions, debounce {debounce} ms",
             f"{ev / span:,.0f} events/s delivered ({res.get('bytes', 0) / span / 1e6:.1f} MB/s); "
-            f"{len(set(range(1)))and len(lat)} marker receipts, p50 {ms(median(lat))} p99 {ms(pct(lat, 99))}",
+            f"{len(lat) / span:,.0f} session updates/s ({len(lat)} marker receipts, write→receipt p50 {ms(median(lat))} p99 {ms(pct(lat, 99))})",
             "— (no target; report)", None)
 
 
@@ -395,7 +404,7 @@ def bench_tracker(work: Path, quick: bool) -> None:
     root.mkdir(parents=True, exist_ok=True)
     (root / "projects").mkdir(exist_ok=True)
     with Server(root / "projects", root / "db.sqlite", log=work / "server.log").start() as srv:
-        r = subprocess.run([sys.executable, "-m", "bench.tracker_client", srv.url, "5" if quick else "15"],
+        r = subprocess.run([sys.executable, "-m", "bench.tracker_client", srv.url, "3" if quick else "15"],
                            capture_output=True, text=True, cwd=REPO, timeout=300)
     if r.returncode != 0:
         row("tracker heartbeats", "failed: " + r.stderr.strip()[-200:], "≥ 3,000 / s", False)
