@@ -428,6 +428,21 @@ def test_sign_in_with_token_sets_a_cookie_the_stream_uses(sw_server, projects, o
     expect(page.locator("#signin")).to_be_visible()
 
 
+def test_server_restarted_with_a_token_asks_for_it(sw_server, projects, open_page) -> None:
+    srv = sw_server(projects_dir=projects)
+    page = open_page(srv.url + "/")
+    wait_indicator(page, ("Live",))
+    srv.stop()
+    srv.extra_args = ["--token", "new-token"]
+    srv.start()
+    # The EventSource only sees an error; the page asks /auth and shows the form.
+    expect(page.locator("#signin")).to_be_visible(timeout=10_000)
+    expect(page.locator("#signin-error")).to_have_text("This server now needs its access token.")
+    page.fill("#token", "new-token")
+    page.click("#signin button[type=submit]")
+    wait_indicator(page, ("Live",))
+
+
 def test_untrusted_titles_are_shown_as_text(sw_server, tmp_path, open_page) -> None:
     projects = tmp_path / "hostile"
     (projects / "-tmp-evil").mkdir(parents=True)

@@ -278,12 +278,17 @@ function renderTotals(visible) {
   );
 }
 
-/** Update the cells that change with the clock alone ("12 s ago"). */
+/** Update the cells that change with the clock alone ("12 s ago"), in the rows shown. */
 function tick() {
   const now = Date.now();
-  for (const col of COLUMNS.filter((c) => c.ticks)) {
-    for (const [id, row] of state.rows) {
-      const text = col.text(state.sessions.get(id), now);
+  const ticking = COLUMNS.filter((c) => c.ticks);
+  for (const tr of $('rows').children) {
+    const id = tr.dataset.id;
+    const row = state.rows.get(id);
+    const session = state.sessions.get(id);
+    if (!row || !session) continue;
+    for (const col of ticking) {
+      const text = col.text(session, now);
       if (row.texts[col.key] !== text) {
         row.texts[col.key] = text;
         row.cells[col.key].textContent = text;
@@ -351,8 +356,9 @@ function showConnection({ state: s, attempt, maxAttempts, retryInMs }) {
     [STATES.OFFLINE]: 'The server does not answer; still trying. Click to retry now.',
   };
   el.title = titles[s] ?? '';
-  // A first failure may mean the sign-in expired (the EventSource cannot see a 401).
-  if (s === STATES.RECONNECTING && attempt === 1 && state.auth.token_required) checkAuthAfterFailure();
+  // A failure may mean a token is now needed or the sign-in expired: the
+  // EventSource cannot see a 401, /auth can (once polling, /all tells).
+  if (s === STATES.RECONNECTING) checkAuthAfterFailure();
 }
 
 function onMessage({ type, sessions }) {
@@ -400,7 +406,9 @@ async function fetchAuth() {
 async function checkAuthAfterFailure() {
   const auth = await fetchAuth();
   if (auth && auth.token_required && !auth.authenticated) {
-    requireSignIn('Your sign-in has expired. Enter the token again.');
+    requireSignIn(
+      state.auth.token_required ? 'Your sign-in has expired. Enter the token again.' : 'This server now needs its access token.',
+    );
   }
 }
 
