@@ -44,8 +44,8 @@ def render(conf: str, *, app_port: int, listen_port: int) -> str:
     }
     for old, new in swaps.items():
         # Whole directive lines only, not the comments that mention them.
-        pattern = re.compile(rf"^(\s*){re.escape(old)}$", re.M)
-        conf, n = pattern.subn(lambda m: m.group(1) + new, conf)
+        pattern = re.compile(rf"^(\s*){re.escape(old)}$", re.MULTILINE)
+        conf, n = pattern.subn(lambda m, new=new: m.group(1) + new, conf)
         assert n == 1, f"deploy/nginx.conf must have the line {old!r} exactly once"
     return conf
 
@@ -91,9 +91,8 @@ http {{
         return [NGINX, "-p", f"{self.root}/", "-c", str(self.root / "nginx.conf"), "-e", str(self.root / "error.log"), *extra]
 
     def start(self) -> Nginx:
-        self.proc = subprocess.Popen(
-            self.command("-g", "daemon off;"), stdout=subprocess.DEVNULL, stderr=open(self.root / "stderr.log", "ab")
-        )
+        with (self.root / "stderr.log").open("ab") as stderr:
+            self.proc = subprocess.Popen(self.command("-g", "daemon off;"), stdout=subprocess.DEVNULL, stderr=stderr)
 
         def ready() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
@@ -136,14 +135,14 @@ def proxied(
 
 
 def stream_block(conf: str) -> str:
-    match = re.search(r"location = /stream \{(.*?)\n    \}", conf, re.S)
+    match = re.search(r"location = /stream \{(.*?)\n    \}", conf, re.DOTALL)
     assert match, "deploy/nginx.conf has no `location = /stream` block"
     return re.sub(r"#.*", "", match.group(1))
 
 
 def test_conf_passes_nginx_t(tmp_path: Path) -> None:
     nginx = Nginx(tmp_path / "nginx", free_port())
-    result = subprocess.run(nginx.command("-t"), capture_output=True, text=True, timeout=30)
+    result = subprocess.run(nginx.command("-t"), capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr
 
 
@@ -159,15 +158,15 @@ def test_stream_location_is_set_up_for_server_sent_events() -> None:
     ):
         assert directive in block, f"/stream location lacks {directive}"
     conf = CONF.read_text()
-    assert re.search(r"^upstream sessionwatch \{", conf, re.M)
-    assert re.search(r"^\s*#\s*listen 443 ssl http2;", conf, re.M), "the TLS listener (HTTP/2) is shown, commented"
-    assert re.search(r"^\s*#\s*ssl_certificate\s", conf, re.M)
+    assert re.search(r"^upstream sessionwatch \{", conf, re.MULTILINE)
+    assert re.search(r"^\s*#\s*listen 443 ssl http2;", conf, re.MULTILINE), "the TLS listener (HTTP/2) is shown, commented"
+    assert re.search(r"^\s*#\s*ssl_certificate\s", conf, re.MULTILINE)
 
 
 def test_appended_line_reaches_an_sse_client_through_nginx_in_under_a_second(
     proxied: tuple[Server, Nginx], projects: Path
 ) -> None:
-    srv, nginx = proxied
+    _, nginx = proxied
     client = SSEClient(nginx.url + "/stream").start()
     try:
         init = client.next()

@@ -11,7 +11,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 sync_api = pytest.importorskip("playwright.sync_api")
-from playwright.sync_api import Browser, Page, expect  # noqa: E402
+from playwright.sync_api import Browser, Page, expect
 
 REPO = Path(__file__).resolve().parent.parent
 SCREENSHOT = REPO / "docs" / "screenshot.png"
@@ -41,7 +41,7 @@ if not Path(CHROMIUM).exists():
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _transcript_fields(transcript: Path) -> dict[str, Any]:
@@ -511,7 +511,7 @@ def test_notifications_when_claude_waits_and_when_panel_goes_stale(sw_server, pr
         page = context.new_page()
         page.goto(srv.url + "/")
         wait_indicator(page, ("Live",))
-        notes = lambda: page.evaluate("window.__notifications")  # noqa: E731
+        notes = lambda: page.evaluate("window.__notifications")
 
         # Off until the user opts in.
         append_prompt(projects / SESSION_FILE, "quiet, please")
