@@ -233,7 +233,11 @@ function layout() {
   wanted.forEach((tr, i) => {
     if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] ?? null);
   });
-  renderTotals(visible);
+  // Status counts ignore the status filter, so each chip says what clicking it shows.
+  const byStatus = state.view.status
+    ? totals(visibleSessions(state.sessions.values(), { ...state.view, status: '' }), 0).byStatus
+    : null;
+  renderTotals(visible, byStatus);
   renderEmpty(visible.length);
 }
 
@@ -248,8 +252,9 @@ function renderEmpty(visibleCount) {
   $('sessions').classList.toggle('is-empty', visibleCount === 0);
 }
 
-function renderTotals(visible) {
+function renderTotals(visible, byStatus = null) {
   const t = totals(visible, Date.now());
+  if (byStatus) t.byStatus = byStatus;
   const section = $('totals');
   const chips = STATUSES.map((status) =>
     h(
