@@ -49,8 +49,36 @@ async def main() -> None:
                     stats[1] += 1
                 k += 7
 
+        port = int(url.rsplit(":", 1)[1])
+
+        async def raw_singles(k: int, stats: list[int], lat: list[float], end: float) -> None:
+            # A lean keep-alive HTTP/1.1 client: httpx itself tops out near
+            # 500 requests/s per process here, which would measure the client.
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                while time.monotonic() < end:
+                    sid = ids[k % len(ids)]
+                    k += 7
+                    t = time.perf_counter()
+                    writer.write(f"POST /sessions/{sid}/heartbeat HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                 "Content-Length: 0\r\n\r\n".encode())
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = 0
+                    for h in head.split(b"\r\n"):
+                        if h.lower().startswith(b"content-length:"):
+                            length = int(h.split(b":", 1)[1])
+                    await reader.readexactly(length)
+                    lat.append((time.perf_counter() - t) * 1000)
+                    if head.startswith(b"HTTP/1.1 200"):
+                        stats[0] += 1
+                    else:
+                        stats[1] += 1
+            finally:
+                writer.close()
+
         out = {}
-        for name, fn, conc in (("batch", batches, 4), ("single", singles, 8)):
+        for name, fn, conc in (("batch", batches, 4), ("single", singles, 8),
+                               ("single_raw", raw_singles, 8)):
             stats, lat = [0, 0], []  # type: ignore[var-annotated]
             t0 = time.monotonic()
             end = t0 + seconds
