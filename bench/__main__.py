@@ -185,6 +185,37 @@ def bench_memory(work: Path, quick: bool) -> None:
             note(f"memory run {n}: {cl.failed} failed to connect, {res.get('still_open')} open at the end")
 
 
+def bench_memory_reference(work: Path, quick: bool) -> None:
+    """The same measurement against bench/lean_stream.py (bare ASGI, no sse-starlette)."""
+    n = 1000 if quick else 10000
+    port = __import__("bench.common", fromlist=["free_port"]).free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.lean_stream", str(port)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        time.sleep(1.0)
+        idle = [rss_kib(proc.pid) for _ in range(5) if time.sleep(0.1) is None]
+        cl = Clients(port, n)
+        time.sleep(2.0)
+        loaded = [rss_kib(proc.pid) for _ in range(5) if time.sleep(0.1) is None]
+        cl.finish()
+    finally:
+        proc.send_signal(2)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    per = (median(loaded) - median(idle)) / max(1, cl.connected)
+    row(f"reference: bare ASGI stream on uvicorn/h11 (bench/lean_stream.py), {n} idle clients",
+        f"{per:.1f} KiB/conn ({cl.connected} connected)", "— (floor for the figure above)", None)
+
+
 # --- 3. cold index vs ccusage ---------------------------------------------------------------------
 
 
@@ -433,6 +464,7 @@ def bench_tracker(work: Path, quick: bool) -> None:
 BENCHES: dict[str, Callable[[Path, bool], None]] = {
     "latency": bench_latency,
     "memory": bench_memory,
+    "memory-reference": bench_memory_reference,
     "cold": bench_cold,
     "incremental": bench_incremental,
     "warm": bench_warm,
