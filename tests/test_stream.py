@@ -202,3 +202,27 @@ def test_projects_dir_that_appears_later_is_picked_up(tmp_path: Path, sw_server:
     shutil.copytree(Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "claude-projects" / "-tmp", later / "-tmp")
     ev = client.next(timeout=15)
     assert ev.event == "session-created" and len(ev.data["sessions"]) == 5
+
+
+def test_a_transcript_written_at_once_into_a_new_folder_is_seen(projects: Path, sw_server: Callable[..., Server]) -> None:
+    """Regression: inotify watches a new directory only after it is created, so a
+    file written into it at once was missed (Claude Code in a new project)."""
+    srv = sw_server()
+    client = SSEClient(srv.url + "/stream").start()
+    client.next()
+    for n in range(5):
+        folder = projects / f"-home-me-fresh{n}"
+        folder.mkdir()
+        (folder / f"fresh-{n}.jsonl").write_bytes(user("new project", sessionId=f"fresh-{n}", cwd=f"/home/me/fresh{n}"))
+    seen: set[str] = set()
+    while len(seen) < 5:
+        ev = client.next()
+        assert ev.event == "session-created"
+        seen |= {s["id"] for s in ev.data["sessions"]}
+    assert seen == {f"fresh-{n}" for n in range(5)}
+
+
+def test_static_files_are_revalidated(projects: Path, sw_server: Callable[..., Server]) -> None:
+    srv = sw_server()
+    r = httpx.get(srv.url + "/static/app.js")
+    assert r.status_code == 200 and r.headers["cache-control"] == "no-cache"

@@ -284,7 +284,14 @@ async def login(request: Request) -> Response:
     if not hmac.compare_digest(given.encode(), token.encode()):
         raise ApiError(401, "wrong token")
     response = JSONResponse({"ok": True})
-    response.set_cookie(COOKIE, token, httponly=True, samesite="strict", max_age=30 * 86400)
+    response.set_cookie(
+        COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        max_age=30 * 86400,
+        secure=request.url.scheme == "https",  # behind TLS (nginx sets X-Forwarded-Proto)
+    )
     return response
 
 

@@ -15,7 +15,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sessionwatch import api
 from sessionwatch.config import Settings
@@ -50,6 +51,23 @@ class TokenMiddleware:
             headers={"WWW-Authenticate": "Bearer"},
         )
         await response(scope, receive, send)
+
+
+class NoCache:
+    """Static files revalidated on every load: file names carry no version,
+    so after an upgrade a browser must not keep running old scripts."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_no_cache(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["Cache-Control"] = "no-cache"
+            await send(message)
+
+        await self.app(scope, receive, send_no_cache)
 
 
 async def index(request: Request) -> Response:
@@ -103,7 +121,8 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> St
         *api.routes,
     ]
     if FRONTEND.is_dir():
-        routes.append(Mount("/static", StaticFiles(directory=FRONTEND), name="static"))
+        static = NoCache(StaticFiles(directory=FRONTEND))
+        routes.append(Mount("/static", static, name="static"))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import html
 import importlib
+import itertools
 import json
 import logging
 import threading
@@ -471,6 +472,8 @@ class DashboardView:
         self._pending_lock = threading.Lock()
         self._full = True
         self._target: str | None = None
+        self._labels: dict[str, int] = {}
+        self._next_label = itertools.count()
 
         self.table = pn.widgets.Tabulator(
             self._frame({}),
@@ -482,6 +485,7 @@ class DashboardView:
             layout="fit_data_stretch",
             formatters={"status": _status_formatter(), "kill": {"type": "html"}},
             titles={"last_activity": "last activity", "kill": ""},
+            hidden_columns=["id"],
             header_align="left",
             stylesheets=[CSS],
         )
@@ -534,19 +538,32 @@ class DashboardView:
         )
         self._show_connection()
         self.feed.subscribe(self._on_feed)
-        if self.doc is not None:
+        if self.doc is not None and self.doc.session_context is not None:
             pn.state.on_session_destroyed(self._on_destroyed)
         self._apply()
 
     # -- feed -> table ---------------------------------------------------------
 
     def _frame(self, rows: dict[str, dict[str, Any]]) -> Any:
+        """A DataFrame of `rows`, indexed by each row's stable integer label.
+
+        Tabulator's `stream` needs a numeric index, so session ids live in a
+        hidden `id` column and `_labels` maps them to index labels for
+        `patch`.
+        """
         pd = self._pd
-        frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(COLUMNS))
-        if not rows:
-            frame = pd.DataFrame({c: pd.Series([], dtype=object) for c in COLUMNS})
-        frame.index = pd.Index(list(rows), dtype=object, name="id")
-        return frame.astype(object)
+        for sid in rows:
+            if sid not in self._labels:
+                self._labels[sid] = next(self._next_label)
+        data = {"id": list(rows)} | {c: [row[c] for row in rows.values()] for c in COLUMNS}
+        index = pd.Index([self._labels[sid] for sid in rows], dtype="int64")
+        return pd.DataFrame(data, index=index, dtype=object)
+
+    def _replace_table(self, rows: dict[str, dict[str, Any]]) -> None:
+        """Send the whole table (init/refresh, filters, removals only)."""
+        self._labels = {sid: label for sid, label in self._labels.items() if sid in rows}
+        self.rows = rows
+        self.table.value = self._frame(rows)
 
     def _on_feed(self, what: str) -> None:
         """Feed thread: schedule one update of this tab (coalesced)."""
@@ -559,12 +576,16 @@ class DashboardView:
         self._schedule(self._apply_scheduled)
 
     def _schedule(self, callback: Callable[[], None]) -> None:
-        if self.doc is None:
-            callback()
+        if self.doc is None or self.doc.session_context is None:
+            callback()  # not served (tests, notebooks): apply at once
             return
         # The one Document method bokeh documents as safe from other threads.
-        with contextlib.suppress(Exception):
+        try:
             self.doc.add_next_tick_callback(callback)
+        except Exception:
+            log.exception("could not schedule a dashboard update")
+            with self._pending_lock:
+                self._pending = False
 
     def _apply_scheduled(self) -> None:
         with self._pending_lock:
@@ -579,17 +600,26 @@ class DashboardView:
         }
         if self._full:
             self._full = False
-            self.rows = wanted
-            self.table.value = self._frame(wanted)
+            self._replace_table(wanted)
         else:
             diff = diff_rows(self.rows, wanted)
+            log.debug(
+                "tab update: %d patched cells, %d new, %d removed",
+                sum(len(v) for v in diff.patch.values()),
+                len(diff.add),
+                len(diff.remove),
+            )
             if diff.remove:
                 # Tabulator has no row removal: drop them from the data once.
-                kept = {sid: row for sid, row in self.rows.items() if sid not in diff.remove}
-                self.rows = kept
-                self.table.value = self._frame(kept)
+                self._replace_table(
+                    {sid: row for sid, row in self.rows.items() if sid not in diff.remove}
+                )
             if diff.patch:
-                self.table.patch(diff.patch, as_index=True)
+                labelled = {
+                    column: [(self._labels[sid], value) for sid, value in changes]
+                    for column, changes in diff.patch.items()
+                }
+                self.table.patch(labelled, as_index=True)
                 for column, changes in diff.patch.items():
                     for sid, value in changes:
                         self.rows[sid][column] = value
@@ -634,7 +664,7 @@ class DashboardView:
         if event.column != "kill":
             return
         try:
-            sid = str(self.table.value.index[event.row])
+            sid = str(self.table.value["id"].iloc[event.row])
         except (IndexError, KeyError, TypeError):
             return
         session = self.feed.sessions().get(sid)

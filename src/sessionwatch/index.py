@@ -183,6 +183,18 @@ class ClaudeIndex:
             self.progress(total, total)
         return touched
 
+    def scan_dir(self, directory: Path) -> set[str]:
+        """Read every transcript under a directory that just appeared."""
+        touched: set[str] = set()
+        try:
+            paths = sorted(p for p in directory.rglob("*") if p.name.endswith(".jsonl") or p.name == "sessions-index.json")
+        except OSError:
+            return touched
+        # the index hint first, so titles are there when sessions first show
+        for p in sorted(paths, key=lambda p: p.name != "sessions-index.json"):
+            touched |= self.update(p)
+        return touched
+
     def read_hints(self, path: Path) -> None:
         """Read ``sessions-index.json``; stale in recent Claude Code, so a hint only."""
         try:

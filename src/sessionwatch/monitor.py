@@ -166,7 +166,10 @@ class Monitor:
     def _update_paths(self, paths: list[Path]) -> set[str]:
         touched: set[str] = set()
         for p in paths:
-            touched |= self.index.update(p)
+            if p.suffix != ".jsonl" and p.name != "sessions-index.json" and p.is_dir():
+                touched |= self.index.scan_dir(p)
+            else:
+                touched |= self.index.update(p)
         return touched
 
     async def _persist(self) -> None:

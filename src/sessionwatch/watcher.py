@@ -12,6 +12,7 @@ stays None), for network filesystems where notify events never arrive.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,7 +29,12 @@ WAIT_FOR_DIR_S = 1.0
 
 
 def transcript_filter(change: Change, path: str) -> bool:
-    return path.endswith(".jsonl") or path.endswith("sessions-index.json")
+    if path.endswith(".jsonl") or path.endswith("sessions-index.json"):
+        return True
+    # A new directory (a new project, a session's subagents/ folder): files
+    # written into it before inotify watches it are never reported, so the
+    # directory itself is passed on and scanned.
+    return change == Change.added and os.path.isdir(path)
 
 
 def db_filter(db: Path) -> object:
