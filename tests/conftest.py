@@ -60,6 +60,7 @@ class Server:
         self, projects_dir: Path, db: Path, port: int, extra_args: list[str], log: Path, env_passthrough: bool = False
     ) -> None:
         self.env_passthrough = env_passthrough
+        self.stream_backend: str | None = None
         self.projects_dir = projects_dir
         self.db = db
         self.port = port
@@ -82,6 +83,8 @@ class Server:
             *self.extra_args,
         ]
         env = {k: v for k, v in os.environ.items() if self.env_passthrough or not k.startswith("SESSIONWATCH_")}
+        if self.stream_backend:
+            env["SESSIONWATCH_STREAM_BACKEND"] = self.stream_backend
         self.proc = subprocess.Popen(
             args, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=env
         )
@@ -123,6 +126,7 @@ def sw_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         db: Path | None = None,
         port: int | None = None,
         env_passthrough: bool = False,
+        stream_backend: str | None = None,
     ) -> Server:
         srv = Server(
             projects_dir or tmp_path / "projects",
@@ -132,6 +136,7 @@ def sw_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
             tmp_path / f"server-{len(started)}.log",
             env_passthrough,
         )
+        srv.stream_backend = stream_backend
         started.append(srv)
         return srv.start()
 

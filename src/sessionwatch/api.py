@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from sessionwatch.monitor import Monitor
 from sessionwatch.panel import STATUSES
-from sessionwatch.stream import BadRequest, parse_filter, stream_response
+from sessionwatch.stream import BadRequest, parse_filter
 
 MAX_BODY = 1024 * 1024
 MAX_ID = 200
@@ -112,13 +112,6 @@ async def all_sessions(request: Request) -> Response:
     return OrjsonResponse(
         {"sessions": hub.snapshot(flt), "last_event_id": hub.last_id, "timestamp": time.time()}
     )
-
-
-async def stream(request: Request) -> Response:
-    try:
-        return stream_response(request, monitor_of(request).hub)
-    except BadRequest as exc:
-        raise ApiError(400, str(exc)) from None
 
 
 async def session_detail(request: Request) -> Response:
@@ -303,7 +296,6 @@ async def logout(request: Request) -> Response:
 
 routes = [
     Route("/all", all_sessions, methods=["GET"]),
-    Route("/stream", stream, methods=["GET"]),
     Route("/refresh", refresh, methods=["POST"]),
     Route("/sessions", all_sessions, methods=["GET"]),
     Route("/sessions", register, methods=["POST"]),

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sessionwatch import api
 from sessionwatch.config import Settings
 from sessionwatch.monitor import ChangeSource, Monitor
+from sessionwatch.stream import BadRequest, stream_response
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,47 @@ async def server_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": "internal error; see the server log"}, status_code=500)
 
 
-def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Starlette:
+class App:
+    """The ASGI entry point: ``/stream`` is served here, ahead of Starlette.
+
+    A stream connection lives for hours and there may be 10,000 of them; going
+    around Starlette's middleware and routing keeps its suspended frames (and
+    so its memory) to the few that do the work. Everything else goes to the
+    Starlette app.
+    """
+
+    def __init__(self, starlette: Starlette, monitor: Monitor) -> None:
+        self.starlette = starlette
+        self.monitor = monitor
+        self.state = starlette.state
+        self.token = monitor.settings.token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/stream":
+            await self.starlette(scope, receive, send)
+            return
+        response: Response
+        request = Request(scope)
+        if request.method not in ("GET", "HEAD"):
+            response = JSONResponse({"error": "method not allowed"}, status_code=405)
+        elif self.token is not None and not api.token_ok(request, self.token):
+            response = JSONResponse(
+                {"error": "this server needs a token: Authorization: Bearer <token>"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        else:
+            try:
+                response = stream_response(
+                    request, self.monitor.hub, self.monitor.settings.stream_backend
+                )
+            except BadRequest as exc:
+                response = JSONResponse({"error": str(exc)}, status_code=400)
+        del request
+        await response(scope, receive, send)
+
+
+def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> App:
     """Build the app. ``changes`` replaces the filesystem watcher (tests)."""
     monitor = Monitor(settings, changes=changes)
 
@@ -134,4 +175,4 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> St
     )
     app.state.monitor = monitor
     app.add_middleware(TokenMiddleware, token=settings.token)
-    return app
+    return App(app, monitor)

@@ -159,8 +159,15 @@ def serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"cannot create {settings.db.parent}: {exc.strerror}") from None
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
+    monitor = app.state.monitor
     print(f"sessionwatch on http://{settings.host}:{settings.port}  (projects: {settings.projects_dir})", file=sys.stderr)
-    uvicorn.run(
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            monitor.request_shutdown()  # open streams end now, not at the timeout
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -168,6 +175,10 @@ def serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=3,
         access_log=False,
     )
+    try:
+        Server(config).run()
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises the signal after a graceful shutdown, as uvicorn.run() expects
     return 0
 
 

@@ -84,6 +84,8 @@ class Settings:
     step_ms: int = 50
     replay_buffer: int = 4096
     subscriber_queue: int = 1024
+    #: "lean" or "sse-starlette": see stream.py
+    stream_backend: str = "lean"
 
     @classmethod
     def resolve(
@@ -129,6 +131,7 @@ class Settings:
             ),
             prices=prices if prices is not None else _default_prices(),
             subscriber_queue=int(_env_float("SUBSCRIBER_QUEUE", 1024, minimum=1)),
+            stream_backend=_env("STREAM_BACKEND") or "lean",
         )
         settings = replace(
             settings,
@@ -144,6 +147,10 @@ class Settings:
             raise ConfigError(f"--port must be between 0 and 65535, got {self.port}")
         if self.debounce_ms < 0:
             raise ConfigError("--debounce-ms must not be negative")
+        if self.stream_backend not in ("lean", "sse-starlette"):
+            raise ConfigError(
+                f'SESSIONWATCH_STREAM_BACKEND must be "lean" or "sse-starlette", got {self.stream_backend!r}'
+            )
         if self.keepalive_s <= 0:
             raise ConfigError("--keepalive-s must be positive")
         for name in ("stale_after_s", "cleanup_after_s", "idle_after_s"):

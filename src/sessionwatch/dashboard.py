@@ -512,15 +512,18 @@ class DashboardView:
         self.cancel_kill = pn.widgets.Button(label="Cancel", color="default")
         self.confirm_kill.on_click(self._on_confirm)
         self.cancel_kill.on_click(lambda event: self._close_confirm())
-        self.confirm = pn.Row(
+        # A modal, not a bar that shows and hides above the table: a layout
+        # change re-renders the Tabulator, and a data update that lands
+        # while it rebuilds is dropped by Panel's Tabulator view.
+        self.confirm = pn.layout.Modal(
+            pn.pane.Markdown("### Kill this session?", margin=(0, 10)),
             self.confirm_text,
-            self.confirm_kill,
-            self.cancel_kill,
-            visible=False,
-            name="confirm",
-            styles={"background": "#fef2f2", "border": "1px solid #fecaca", "border-radius": "6px"},
+            pn.Row(self.confirm_kill, self.cancel_kill),
+            open=False,
+            show_close_button=True,
         )
-        self.message = pn.pane.Markdown("", name="message", margin=(4, 10))
+        # Fixed height: a message appearing must not move the table (see above).
+        self.message = pn.pane.Markdown("", height=28, margin=(0, 10))
 
         self.layout = pn.Column(
             pn.Row(
@@ -579,9 +582,16 @@ class DashboardView:
         if self.doc is None or self.doc.session_context is None:
             callback()  # not served (tests, notebooks): apply at once
             return
-        # The one Document method bokeh documents as safe from other threads.
+        from panel.io.state import set_curdoc
+
+        # Through Panel, not bokeh's add_next_tick_callback alone: Panel runs
+        # the callback with this document as `curdoc`, so the table's
+        # updates are sent at once and in order. Without it Panel defers
+        # them to later ticks, and a deferred older update could land after
+        # a newer one made in a widget callback (a filter change).
         try:
-            self.doc.add_next_tick_callback(callback)
+            with set_curdoc(self.doc):
+                panel.state.execute(callback, schedule=True)
         except Exception:
             log.exception("could not schedule a dashboard update")
             with self._pending_lock:
@@ -600,11 +610,13 @@ class DashboardView:
         }
         if self._full:
             self._full = False
+            log.debug("tab %x: whole table, %d rows", id(self), len(wanted))
             self._replace_table(wanted)
         else:
             diff = diff_rows(self.rows, wanted)
             log.debug(
-                "tab update: %d patched cells, %d new, %d removed",
+                "tab %x update: %d patched cells, %d new, %d removed",
+                id(self),
                 sum(len(v) for v in diff.patch.values()),
                 len(diff.add),
                 len(diff.remove),
@@ -676,11 +688,11 @@ class DashboardView:
             f"{' (user ' + html.escape(_text(session.get('user'))) + ')' if session.get('user') else ''}?"
             " Its browser tab is disconnected."
         )
-        self.confirm.visible = True
+        self.confirm.open = True
 
     def _close_confirm(self) -> None:
         self._target = None
-        self.confirm.visible = False
+        self.confirm.open = False
 
     async def _on_confirm(self, event: Any) -> None:
         sid = self._target

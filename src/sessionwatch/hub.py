@@ -143,12 +143,17 @@ class Hub:
         self.queue_size = queue_size
         self.subscribers: set[Subscriber] = set()
         self.metrics = metrics or Metrics()
+        #: init messages by filter, valid while last_id and the state are unchanged:
+        #: clients connecting between two events share one bytes object.
+        self._inits: dict[Filter, bytes] = {}
+        self._inits_id = -1
 
     # --- state --------------------------------------------------------------------
 
     def load(self, sessions: Iterable[Session]) -> None:
         """Set the initial state without publishing anything."""
         self.sessions = {s["id"]: s for s in sessions}
+        self._inits.clear()
         self._count()
 
     def apply(self, changes: dict[str, Session | None]) -> list[Event]:
@@ -213,8 +218,7 @@ class Hub:
         sub = Subscriber(flt, self.queue_size)
         replay = self._missed(last_event_id)
         if replay is None:
-            init = Event("init", self.snapshot(flt), time.time(), self.last_id)
-            sub.items.append(init.encode(flt, retry=True) or b"")
+            sub.items.append(self._init(flt))
         else:
             sub.items.append(b"retry: %d\n\n" % RETRY_MS)
             for event in replay:
@@ -224,6 +228,16 @@ class Hub:
         self.subscribers.add(sub)
         self.metrics.subscribers.set(len(self.subscribers))
         return sub
+
+    def _init(self, flt: Filter) -> bytes:
+        if self._inits_id != self.last_id:
+            self._inits.clear()
+            self._inits_id = self.last_id
+        message = self._inits.get(flt)
+        if message is None:
+            init = Event("init", self.snapshot(flt), time.time(), self.last_id)
+            message = self._inits[flt] = init.encode(flt, retry=True) or b""
+        return message
 
     def _missed(self, last_event_id: int | None) -> list[Event] | None:
         """Events after ``last_event_id``, or None if they cannot all be replayed."""

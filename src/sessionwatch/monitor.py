@@ -4,6 +4,7 @@ and turns file changes, tracker calls and the passing of time into events.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterable, Callable
@@ -54,6 +55,7 @@ class Monitor:
         self._data_version = 0
         self.ready = anyio.Event()
         self.stop_event = anyio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def store(self) -> Store:
@@ -69,6 +71,7 @@ class Monitor:
 
     async def open(self) -> None:
         """Open the store and load the state it holds, then catch up with the disk."""
+        self._loop = asyncio.get_running_loop()
         self._store = await Store.open(self.settings.db)
         self._panel = PanelRegistry(
             self._store,
@@ -82,6 +85,16 @@ class Monitor:
         await self._persist()
         self.hub.load(self._all_sessions(time.time()).values())
         self.ready.set()
+
+    def request_shutdown(self) -> None:
+        """End every open stream now; safe from a signal handler or another thread.
+
+        The server waits for open responses before it shuts down, and an event
+        stream never ends by itself: without this, Ctrl-C would hang until the
+        graceful-shutdown timeout.
+        """
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.hub.close_all)
 
     async def close(self) -> None:
         self.stop_event.set()
