@@ -233,3 +233,26 @@ def test_status_running_waiting_idle(tmp_path: Path) -> None:
     index.update(path)
     assert index.status("s1", now) == "waiting"
     assert index.status("s1", now + 301) == "idle"
+
+
+def test_parallel_scan_gives_the_same_sessions_as_one_process(projects: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sessionwatch.index.PARALLEL_MIN_BYTES", 0)
+    one = make_index(projects, workers=1)
+    one.scan()
+    many = make_index(projects, workers=2)
+    touched = many.scan()
+    now = time.time()
+    assert set(one.session_ids()) <= touched
+    assert {sid: many.session(sid, now) for sid in many.session_ids()} == {
+        sid: one.session(sid, now) for sid in one.session_ids()
+    }
+    assert bytes_read(many) == bytes_read(one)
+    rows, _ = many.take_changes()
+    assert len(rows) == len(one.files)
+    # and it resumes: appending one line reads only that line
+    path = projects / SPOTTER / f"{BIG}.jsonl"
+    with open(path, "ab") as f:
+        f.write(assistant("m-par", "r-par", 5))
+    before = bytes_read(many)
+    many.scan()
+    assert bytes_read(many) - before == len(assistant("m-par", "r-par", 5))

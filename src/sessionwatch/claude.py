@@ -90,7 +90,21 @@ class Line(msgspec.Struct):
     title: str | None = None
 
 
+class Stamp(msgspec.Struct):
+    """All a progress line tells us: when, and for which session."""
+
+    sessionId: str | None = None
+    timestamp: str | None = None
+
+
 _decode_line = msgspec.json.Decoder(Line).decode
+_decode_stamp = msgspec.json.Decoder(Stamp).decode
+
+#: Progress lines (tool output streaming in, 2.1.x) are close to half of all
+#: lines and say nothing but "still active": only the last one of a read is
+#: decoded, for its timestamp. Claude Code writes compact JSON, so the top-level
+#: type appears exactly like this; anything else takes the full path.
+_PROGRESS = b'"type":"progress"'
 
 
 class FileAgg(msgspec.Struct):
@@ -108,6 +122,10 @@ class FileAgg(msgspec.Struct):
     version: str | None = None
     first_ts: float | None = None
     last_ts: float | None = None
+    #: the same two as written (ISO 8601 from one writer compares as text), so
+    #: each line costs a string comparison instead of a date parse
+    first_raw: str | None = None
+    last_raw: str | None = None
     messages: int = 0
     tool_calls: int = 0
     buckets: dict[str, list[int]] = msgspec.field(default_factory=dict)
@@ -205,12 +223,17 @@ def parse_bytes(agg: FileAgg, data: bytes, *, kind: Kind, source: str = "") -> P
     of each file is logged (``source`` names the file).
     """
     result = ParseResult()
+    last_progress: bytes | None = None
+    lines = 0
     for raw in data.split(b"\n"):
-        if not raw.strip():
+        if not raw or raw.isspace():
             continue
-        result.lines += 1
+        lines += 1
         if len(raw) > MAX_LINE_BYTES:
             _bad(agg, result, source, f"line of {len(raw)} bytes exceeds the limit")
+            continue
+        if _PROGRESS in raw and agg.first_raw is not None and raw.startswith(b"{") and raw.endswith(b"}"):
+            last_progress = raw
             continue
         try:
             line = _decode_line(raw)
@@ -218,8 +241,35 @@ def parse_bytes(agg: FileAgg, data: bytes, *, kind: Kind, source: str = "") -> P
             _bad(agg, result, source, str(exc))
             continue
         apply_line(agg, line, kind=kind)
-    agg.lines += result.lines
+    if last_progress is not None:
+        try:
+            stamp = _decode_stamp(last_progress)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            _bad(agg, result, source, str(exc))
+        else:
+            _stamp(agg, stamp.timestamp)
+    _convert_stamps(agg)
+    result.lines = lines
+    agg.lines += lines
     return result
+
+
+def _stamp(agg: FileAgg, ts: str | None) -> None:
+    if not ts or not ts[:1].isdigit():
+        return
+    if agg.first_raw is None or ts < agg.first_raw:
+        agg.first_raw = ts
+    if agg.last_raw is None or ts > agg.last_raw:
+        agg.last_raw = ts
+
+
+def _convert_stamps(agg: FileAgg) -> None:
+    first = _ts(agg.first_raw)
+    if first is not None:
+        agg.first_ts = first
+    last = _ts(agg.last_raw)
+    if last is not None:
+        agg.last_ts = last
 
 
 def _bad(agg: FileAgg, result: ParseResult, source: str, why: str) -> None:
@@ -248,12 +298,12 @@ def apply_line(agg: FileAgg, line: Line, *, kind: Kind) -> None:
 
     if line.sessionId and agg.session_id is None:
         agg.session_id = line.sessionId
-    ts = _ts(line.timestamp)
-    if ts is not None:
-        if agg.first_ts is None or ts < agg.first_ts:
-            agg.first_ts = ts
-        if agg.last_ts is None or ts > agg.last_ts:
-            agg.last_ts = ts
+    ts = line.timestamp
+    if ts and ts[:1].isdigit():
+        if agg.first_raw is None or ts < agg.first_raw:
+            agg.first_raw = ts
+        if agg.last_raw is None or ts > agg.last_raw:
+            agg.last_raw = ts
     if line.cwd:
         agg.cwd = line.cwd
     if line.gitBranch:

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing as mp
 import os
 import stat
+import threading
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -40,6 +43,8 @@ from sessionwatch.store import TranscriptRow
 log = logging.getLogger(__name__)
 
 CHUNK = 16 * 1024 * 1024
+#: Below this much to read, one process is faster than starting workers.
+PARALLEL_MIN_BYTES = 64 * 1024 * 1024
 #: A last line without its newline is complete once the file has been quiet
 #: this long and the line is a whole JSON object (hand-made files often lack
 #: the final newline; Claude Code itself always writes one).
@@ -86,7 +91,7 @@ class FileState:
         agg = agg_decoder.decode(blob[1:] if skipping else blob)
         kind: Kind = "main" if row.kind == "main" else "subagent"
         return cls(
-            row.path, kind, row.session_id if kind == "main" else None, row.dev, row.ino,
+            row.path, kind, row.session_id, row.dev, row.ino,
             row.size, row.mtime, row.offset, agg, skipping,
         )
 
@@ -110,12 +115,14 @@ class ClaudeIndex:
         idle_after_s: float = 300.0,
         metrics: Metrics | None = None,
         progress: Callable[[int, int], None] | None = None,
+        workers: int | None = None,
     ) -> None:
         self.root = root
         self.prices = prices
         self.idle_after_s = idle_after_s
         self.metrics = metrics or Metrics()
         self.progress = progress
+        self.workers = workers if workers is not None else min(4, os.cpu_count() or 1)
         self.files: dict[str, FileState] = {}
         self.members: dict[str, set[str]] = {}
         self.hints: dict[str, Hint] = {}
@@ -166,12 +173,22 @@ class ClaudeIndex:
         return found
 
     def scan(self) -> set[str]:
-        """Bring every file up to date and forget files that vanished."""
+        """Bring every file up to date and forget files that vanished.
+
+        When there is a lot to read (a first start, a big catch-up) the files
+        are read by one process per core: decoding is CPU-bound and Python
+        runs it on one core per process.
+        """
         paths = self.discover()
         touched: set[str] = set()
         seen = {str(p) for p in paths}
         for gone in [p for p in self.files if p not in seen]:
             touched |= self.forget(gone)
+        if self.workers > 1:
+            pending = self._pending(paths)
+            if sum(pending.values()) >= PARALLEL_MIN_BYTES:
+                touched |= self._scan_parallel(pending)
+                paths = [p for p in paths if str(p) not in pending]
         total = len(paths)
         last_report = time.monotonic()
         for n, path in enumerate(paths, 1):
@@ -181,6 +198,78 @@ class ClaudeIndex:
                 last_report = time.monotonic()
         if self.progress is not None:
             self.progress(total, total)
+        return touched
+
+    def _pending(self, paths: list[Path]) -> dict[str, int]:
+        """Bytes left to read per transcript, for files with something to read."""
+        pending: dict[str, int] = {}
+        for path in paths:
+            key = str(path)
+            try:
+                st = os.stat(key)
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            fs = self.files.get(key)
+            same = fs is not None and (fs.dev, fs.ino) == (st.st_dev, st.st_ino) and st.st_size >= fs.offset
+            left = st.st_size - (fs.offset if same and fs is not None else 0)
+            if left > 0:
+                pending[key] = left
+        return pending
+
+    def _scan_parallel(self, pending: dict[str, int]) -> set[str]:
+        n = self.workers
+        groups: list[list[str]] = [[] for _ in range(n)]
+        loads = [0] * n
+        for key, size in sorted(pending.items(), key=lambda kv: -kv[1]):
+            i = loads.index(min(loads))
+            groups[i].append(key)
+            loads[i] += size
+        # fork is cheapest, but only safe while this process has one thread
+        ctx = mp.get_context("fork" if threading.active_count() == 1 else "spawn")
+        touched: set[str] = set()
+        done = 0
+        with ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
+            futures = [
+                pool.submit(
+                    _read_group,
+                    str(self.root),
+                    [(k, self.files[k].row() if k in self.files else None) for k in group],
+                    self.settle_s,
+                )
+                for group in groups
+                if group
+            ]
+            for future in as_completed(futures):
+                result = future.result()
+                touched |= self._merge(result)
+                done += len(result.rows) + len(result.removed)
+                if self.progress is not None:
+                    self.progress(done, len(pending))
+        return touched
+
+    def _merge(self, result: GroupResult) -> set[str]:
+        touched: set[str] = set()
+        for row in result.rows:
+            fs = FileState.from_row(row)
+            old = self.files.get(fs.path)
+            if old is not None and old.parent() != fs.parent() and old.parent() is not None:
+                self.members.get(old.parent() or "", set()).discard(fs.path)
+                touched.add(old.parent() or "")
+            self.files[fs.path] = fs
+            self._link(fs)
+            self.dirty.add(fs.path)
+            if fs.parent() is not None:
+                touched.add(fs.parent() or "")
+        for path in result.removed:
+            touched |= self.forget(path)
+        self.partial |= set(result.partial)
+        self.metrics.lines.inc(result.lines)
+        self.metrics.bad_lines.inc(result.bad_lines)
+        self.metrics.bytes_read.inc(result.bytes_read)
+        for reason, count in result.bad_files.items():
+            self.metrics.bad_files.labels(reason).inc(count)
         return touched
 
     def scan_dir(self, directory: Path) -> set[str]:
@@ -470,6 +559,46 @@ class ClaudeIndex:
         if start > 0:
             data = data[data.find(b"\n") + 1 :]
         return recent_activity(data, limit)
+
+
+@dataclass
+class GroupResult:
+    rows: list[TranscriptRow]
+    removed: list[str]
+    partial: list[str]
+    lines: float
+    bad_lines: float
+    bytes_read: float
+    bad_files: dict[str, float]
+
+
+def _read_group(root: str, items: list[tuple[str, TranscriptRow | None]], settle_s: float) -> GroupResult:
+    """In a worker process: bring some files up to date, return their rows."""
+    index = ClaudeIndex(Path(root), PriceTable({"models": {}}), workers=1)
+    index.settle_s = settle_s
+    index.load(row for _, row in items if row is not None)
+    for key, _ in items:
+        index.update(Path(key))
+    rows, removed = index.take_changes()
+    m = index.metrics
+    bad_files = {
+        s.labels["reason"]: s.value
+        for metric in m.bad_files.collect()
+        for s in metric.samples
+        if s.name.endswith("_total")
+    }
+    return GroupResult(
+        rows, removed, sorted(index.partial),
+        _value(m.lines), _value(m.bad_lines), _value(m.bytes_read), bad_files,
+    )
+
+
+def _value(counter: Any) -> float:
+    for metric in counter.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                return float(sample.value)
+    return 0.0
 
 
 def _is_object(data: bytes) -> bool:
