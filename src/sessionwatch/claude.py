@@ -105,6 +105,9 @@ _decode_stamp = msgspec.json.Decoder(Stamp).decode
 #: decoded, for its timestamp. Claude Code writes compact JSON, so the top-level
 #: type appears exactly like this; anything else takes the full path.
 _PROGRESS = b'"type":"progress"'
+#: The top-level "type" comes before "data" (seen at bytes 189-302 in real
+#: files); looking only this far keeps the check off the bulk of long lines.
+_PROGRESS_WITHIN = 1024
 
 
 class FileAgg(msgspec.Struct):
@@ -232,7 +235,12 @@ def parse_bytes(agg: FileAgg, data: bytes, *, kind: Kind, source: str = "") -> P
         if len(raw) > MAX_LINE_BYTES:
             _bad(agg, result, source, f"line of {len(raw)} bytes exceeds the limit")
             continue
-        if _PROGRESS in raw and agg.first_raw is not None and raw.startswith(b"{") and raw.endswith(b"}"):
+        if (
+            raw.find(_PROGRESS, 0, _PROGRESS_WITHIN) >= 0
+            and agg.first_raw is not None
+            and raw.startswith(b"{")
+            and raw.endswith(b"}")
+        ):
             last_progress = raw
             continue
         try:
