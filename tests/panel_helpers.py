@@ -75,6 +75,8 @@ class FakeServer:
     subscribers: list[queue.Queue[bytes | None]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     httpd: ThreadingHTTPServer | None = None
+    #: Answer /stream with this status instead of a stream (None: stream).
+    stream_status: int | None = None
 
     @property
     def url(self) -> str:
@@ -104,10 +106,12 @@ class FakeServer:
 
             def do_GET(self) -> None:
                 server.requests[f"GET {self.path.split('?')[0]}"] += 1
-                if self.path.startswith("/stream"):
+                if self.path.startswith("/stream") and server.stream_status is not None:
+                    self._send(server.stream_status, {"error": "no stream today"})
+                elif self.path.startswith("/stream"):
                     self._stream()
                 elif self.path.startswith("/all"):
-                    self._send(200, {"sessions": list(server.sessions.values())})
+                    self._send(200, {"sessions": list(server.sessions.values()), "last_event_id": 0})
                 else:
                     self._send(404, {"error": "unknown path"})
 
@@ -310,22 +314,37 @@ class BokehClient:
     """
 
     def __init__(self, url: str) -> None:
-        from bokeh.client import pull_session
-
-        self.session = pull_session(url=url)
+        self.url = url
         self.closed = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        # Its own thread from the start: bokeh's client runs an IOLoop, which
+        # cannot start on a thread that already runs one (Playwright's).
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
-
-    @property
-    def id(self) -> str:
-        return str(self.session.id)
+        if not self._ready.wait(30) or self._error is not None:
+            raise RuntimeError(f"pull_session({url}) failed: {self._error!r}")
 
     def _run(self) -> None:
+        import panel  # noqa: F401  (registers Panel's bokeh models for the client)
+        from bokeh.client import pull_session
+
+        try:
+            self.session = pull_session(url=self.url)
+        except BaseException as error:
+            self._error = error
+            self._ready.set()
+            self.closed.set()
+            return
+        self._ready.set()
         try:
             self.session._connection.loop_until_closed()
         finally:
             self.closed.set()
+
+    @property
+    def id(self) -> str:
+        return str(self.session.id)
 
     @property
     def close_code(self) -> int | None:

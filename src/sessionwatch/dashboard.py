@@ -694,28 +694,43 @@ class DashboardView:
         self._target = None
         self.confirm.open = False
 
-    async def _on_confirm(self, event: Any) -> None:
+    def _on_confirm(self, event: Any) -> None:
         sid = self._target
         self._close_confirm()
         if sid is None:
             return
+        # The request runs on a thread, not in an async callback: Panel holds
+        # the document for the whole of an async callback, and bokeh's hold
+        # combines a later table update into an earlier one, reordering
+        # them (a removed row came back). Callbacks must stay short.
+        threading.Thread(target=self._request_kill, args=(sid,), daemon=True).start()
+
+    def _request_kill(self, sid: str) -> None:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
-            async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S, headers=headers) as client:
-                response = await client.post(
-                    f"{self.server_url}/sessions/{sid}/kill", json={"by": "panel-dashboard"}
-                )
+            response = httpx.post(
+                f"{self.server_url}/sessions/{sid}/kill",
+                json={"by": "panel-dashboard"},
+                headers=headers,
+                timeout=REQUEST_TIMEOUT_S,
+            )
         except httpx.HTTPError as error:
-            self.message.object = f"Kill failed: the server did not answer ({error})."
+            self._say(f"Kill failed: the server did not answer ({error}).")
             return
         if response.status_code >= 400:
             try:
                 reason = response.json().get("error", response.text)
-            except ValueError:
+            except (ValueError, AttributeError):
                 reason = response.text
-            self.message.object = f"Kill failed: {html.escape(str(reason))}"
+            self._say(f"Kill failed: {html.escape(str(reason))}")
         else:
-            self.message.object = f"Kill requested for `{html.escape(sid[:12])}`."
+            self._say(f"Kill requested for `{html.escape(sid[:12])}`.")
+
+    def _say(self, text: str) -> None:
+        def show() -> None:
+            self.message.object = text
+
+        self._schedule(show)
 
 
 def create_app(feed: Feed, server_url: str, token: str | None = None) -> Any:

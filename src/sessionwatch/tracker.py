@@ -130,6 +130,7 @@ class _Record:
     stopped: bool = False
     # worker-owned
     registered: bool = False
+    registered_at: float = 0.0  # time.monotonic() of the last registration
     synced_version: int = -1
     killed: bool = False
 
@@ -199,6 +200,7 @@ class _HttpBackend:
         self._back = asyncio.Event()  # the server answered again
         self._online = True  # until proven otherwise; only used for logging
         self._client: httpx.AsyncClient | None = None
+        self._stream_requested_at = 0.0
 
     # -- worker-thread API --------------------------------------------------
 
@@ -310,6 +312,7 @@ class _HttpBackend:
                 )
                 raise _Offline("registration refused")
             record.registered = True
+            record.registered_at = time.monotonic()
             fresh = response.status_code == 201 and status == "idle" and task is None
             record.synced_version = version if fresh else -1
         if record.synced_version != version:
@@ -353,6 +356,7 @@ class _HttpBackend:
         delay = RETRY_MIN
         timeout = httpx.Timeout(5.0, read=STREAM_READ_TIMEOUT)
         while True:
+            self._stream_requested_at = time.monotonic()
             try:
                 async with aconnect_sse(
                     self._client, "GET", "/stream", params={"source": "panel"}, timeout=timeout
@@ -383,9 +387,12 @@ class _HttpBackend:
                 self._forget(str(session.get("id")))
             return
         if event in ("init", "refresh"):
+            # Missing from the server's full list: register again. Only for
+            # sessions registered before this stream was requested; a newer
+            # one may simply postdate the snapshot.
             known = {str(s.get("id")) for s in sessions}
-            for sid in list(self.records):
-                if sid not in known:
+            for sid, record in list(self.records.items()):
+                if sid not in known and record.registered_at < self._stream_requested_at:
                     self._forget(sid)
         for session in sessions:
             if session.get("kill_requested"):
