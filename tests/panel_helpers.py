@@ -313,8 +313,9 @@ class BokehClient:
     server's close frame like a browser does, and records the close code.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, session_id: str | None = None) -> None:
         self.url = url
+        self.session_id = session_id
         self.closed = threading.Event()
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -330,7 +331,7 @@ class BokehClient:
         from bokeh.client import pull_session
 
         try:
-            self.session = pull_session(url=self.url)
+            self.session = pull_session(url=self.url, session_id=self.session_id)
         except BaseException as error:
             self._error = error
             self._ready.set()
@@ -408,6 +409,12 @@ class StreamWatch:
                     f"timed out after {timeout} s waiting for {what or predicate} on /stream; "
                     f"sessions: {json.dumps(self.sessions)[:1500]}"
                 )
+            self._pump(min(left, 0.1))
+
+    def settle(self, seconds: float) -> None:
+        """Take in whatever arrives during `seconds` (for asserting absence)."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
             self._pump(min(left, 0.1))
 
     def wait_session(

@@ -398,3 +398,22 @@ def test_dashboard_in_chromium_rows_live_and_kill(
         code = dashboard.stop()
         app.stop()
     assert code == 0, "dashboard did not exit cleanly on Ctrl-C"
+
+
+def test_feed_uses_the_token(sw_server: Callable[..., Any], projects: Path) -> None:
+    srv = sw_server(projects_dir=projects, extra_args=["--token", "s3cret"])
+    feed = Feed(srv.url, token="s3cret")
+    states = States(feed)
+    feed.start()
+    try:
+        states.wait("live")
+        wait_for(lambda: feed.sessions(), timeout=10, what="the init event")
+    finally:
+        feed.stop()
+    wrong = Feed(srv.url, token="nope")
+    states = States(wrong)
+    wrong.start()
+    try:
+        states.wait("unauthorized")
+    finally:
+        wrong.stop()

@@ -403,8 +403,20 @@ def test_example_app_registers_and_kill_closes_the_session_within_2s(
                       f"off the stream {gone * 1000:.0f} ms")
                 assert latency < 2.0
                 assert gone < 5.0
-                kills = httpx.get(f"{srv.url}/sessions/{sid}")
-                assert kills.status_code == 404
+                assert httpx.get(f"{srv.url}/sessions/{sid}").status_code == 404
+
+                # A browser that reconnects with the killed id (bokeh would
+                # recreate the session) is closed again and not tracked.
+                seen = len(watch.events)
+                try:
+                    again: BokehClient | None = BokehClient(f"{base}/panel_app", session_id=sid)
+                except RuntimeError:
+                    again = None  # closed before the document even arrived
+                if again is not None:
+                    assert again.closed.wait(5), "the killed session came back to life"
+                    again.close()
+                watch.settle(1.5)  # the window in which a re-registration would show
+                assert not [e for e in watch.events[seen:] if any(s["id"] == sid for s in e[1]["sessions"])]
             finally:
                 client.close()
     finally:
@@ -563,3 +575,24 @@ def test_browser_task_runs_and_kill_shows_the_disconnect_notification(
         watch.close()
         app.stop()
 
+
+
+def test_token_is_sent_when_the_server_requires_one(
+    sw_server: ServerFactory, monkeypatch: pytest.MonkeyPatch, tracking: None
+) -> None:
+    srv = sw_server(extra_args=["--token", "s3cret"])
+    auth = {"Authorization": "Bearer s3cret"}
+    watch = StreamWatch(srv.url, "?source=panel", headers=auth)
+    try:
+        monkeypatch.setenv("SESSIONWATCH_TOKEN", "s3cret")
+        tracker = SessionTracker.get_tracker(app_name(), server_url=srv.url)
+        sid = tracker.session_id
+        watch.wait_session(sid, what="registration with the token")
+        with tracker.task("authorised"):
+            watch.wait_session(sid, lambda s: s["status"] == "running", what="status with the token")
+        assert httpx.post(f"{srv.url}/sessions/{sid}/kill").status_code == 401
+        assert httpx.post(f"{srv.url}/sessions/{sid}/kill", headers=auth).status_code == 200
+        wait_for(lambda: tracker.stopped, timeout=5, what="kill heard on the authorised stream")
+        watch.wait_gone(sid)
+    finally:
+        watch.close()

@@ -485,6 +485,7 @@ class DashboardView:
             layout="fit_data_stretch",
             formatters={"status": _status_formatter(), "kill": {"type": "html"}},
             titles={"last_activity": "last activity", "kill": ""},
+            widths={"task": 420, "project": 260},
             hidden_columns=["id"],
             header_align="left",
             stylesheets=[CSS],

@@ -48,7 +48,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from httpx_sse import aconnect_sse
@@ -150,13 +150,6 @@ class _Record:
         return body
 
 
-class _Backend(Protocol):
-    def attach(self, record: _Record) -> None: ...
-    def wake(self) -> None: ...
-    async def run(self) -> None: ...
-    def deregister_now(self, deadline: float) -> None: ...
-
-
 class _Offline(Exception):
     """The server or database cannot be used right now."""
 
@@ -168,6 +161,80 @@ async def _wait(event: asyncio.Event, timeout: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+class _Backend:
+    """What both backends share: their sessions, the wake-up, kills.
+
+    Everything here runs on the worker thread.
+    """
+
+    def __init__(self) -> None:
+        self.records: dict[str, _Record] = {}
+        self._dirty = asyncio.Event()
+        self._online = True  # only for logging each outage once
+
+    def attach(self, record: _Record) -> None:
+        self.records[record.session_id] = record
+        self._dirty.set()
+
+    def wake(self) -> None:
+        self._dirty.set()
+
+    async def run(self) -> None:
+        raise NotImplementedError
+
+    def deregister_now(self, deadline: float) -> None:
+        """Synchronously deregister every live session (atexit)."""
+        raise NotImplementedError
+
+    async def _sync(self, record: _Record) -> None:
+        """Bring the server's copy of `record` up to date; raise _Offline."""
+        raise NotImplementedError
+
+    async def _pause(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def _sync_loop(self) -> None:
+        delay = RETRY_MIN
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                for record in list(self.records.values()):
+                    await self._sync(record)
+            except _Offline:
+                self._dirty.set()  # try everything again after the pause
+                await self._pause(delay)
+                delay = min(delay * 2, RETRY_MAX)
+            else:
+                delay = RETRY_MIN
+
+    def _interval(self) -> float:
+        # One beat for every session of the process: the shortest asked for.
+        intervals = [r.heartbeat_interval for r in self.records.values()]
+        return min(intervals, default=DEFAULT_HEARTBEAT_INTERVAL)
+
+    def _live_ids(self) -> list[str]:
+        return [r.session_id for r in self.records.values() if r.registered and not r.killed]
+
+    def _forget(self, session_id: str) -> None:
+        """The server does not know this session (any more): register again."""
+        record = self.records.get(session_id)
+        if record is not None and record.registered:
+            record.registered = False
+            self._dirty.set()
+
+    def _kill(self, session_id: str) -> None:
+        record = self.records.get(session_id)
+        if record is None or record.killed:
+            return
+        record.killed = True
+        log.info("kill requested for Panel session %s", session_id)
+        try:
+            record.on_kill()
+        except Exception:
+            log.exception("closing killed session %s failed", session_id)
 
 
 class _Beat:
@@ -189,30 +256,19 @@ class _Beat:
 # --------------------------------------------------------------------------
 
 
-class _HttpBackend:
+class _HttpBackend(_Backend):
     """Sessions reported to one sessionwatch server over its REST API."""
 
     def __init__(self, url: str, token: str | None) -> None:
+        super().__init__()
         self.url = url.rstrip("/")
         self.token = token
-        self.records: dict[str, _Record] = {}
-        self._dirty = asyncio.Event()
         self._back = asyncio.Event()  # the server answered again
-        self._online = True  # until proven otherwise; only used for logging
         self._client: httpx.AsyncClient | None = None
         self._stream_requested_at = 0.0
 
-    # -- worker-thread API --------------------------------------------------
-
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
-
-    def attach(self, record: _Record) -> None:
-        self.records[record.session_id] = record
-        self._dirty.set()
-
-    def wake(self) -> None:
-        self._dirty.set()
 
     async def run(self) -> None:
         self._client = httpx.AsyncClient(
@@ -242,24 +298,6 @@ class _HttpBackend:
             log.info("sessionwatch server at %s is back", self.url)
         self._back.set()
 
-    def _forget(self, session_id: str) -> None:
-        """The server does not know this session (any more): register again."""
-        record = self.records.get(session_id)
-        if record is not None and record.registered:
-            record.registered = False
-            self._dirty.set()
-
-    def _kill(self, session_id: str) -> None:
-        record = self.records.get(session_id)
-        if record is None or record.killed:
-            return
-        record.killed = True
-        log.info("kill requested for Panel session %s", session_id)
-        try:
-            record.on_kill()
-        except Exception:
-            log.exception("closing killed session %s failed", session_id)
-
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         assert self._client is not None
         try:
@@ -276,21 +314,9 @@ class _HttpBackend:
 
     # -- registration and status -------------------------------------------
 
-    async def _sync_loop(self) -> None:
-        delay = RETRY_MIN
-        while True:
-            await self._dirty.wait()
-            self._dirty.clear()
-            try:
-                for record in list(self.records.values()):
-                    await self._sync(record)
-            except _Offline:
-                self._dirty.set()  # try everything again after the pause
-                # A working stream or heartbeat cuts the pause short.
-                await _wait(self._back, delay)
-                delay = min(delay * 2, RETRY_MAX)
-            else:
-                delay = RETRY_MIN
+    async def _pause(self, seconds: float) -> None:
+        # A working stream or heartbeat cuts the pause short.
+        await _wait(self._back, seconds)
 
     async def _sync(self, record: _Record) -> None:
         status, task, version, stopped = record.snapshot()
@@ -326,15 +352,11 @@ class _HttpBackend:
 
     # -- heartbeats ------------------------------------------------------------
 
-    def _interval(self) -> float:
-        intervals = [r.heartbeat_interval for r in self.records.values()]
-        return min(intervals, default=DEFAULT_HEARTBEAT_INTERVAL)
-
     async def _heartbeat_loop(self) -> None:
         beat = _Beat()
         while True:
             await beat.sleep(self._interval())
-            ids = [r.session_id for r in self.records.values() if r.registered and not r.killed]
+            ids = self._live_ids()
             if not ids:
                 continue
             try:
@@ -401,7 +423,6 @@ class _HttpBackend:
     # -- exit --------------------------------------------------------------------
 
     def deregister_now(self, deadline: float) -> None:
-        """Best-effort synchronous DELETE of every live session (atexit)."""
         ids = [r.session_id for r in list(self.records.values()) if r.registered]
         if not ids:
             return
@@ -448,24 +469,15 @@ def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
         yield items[start : start + size]
 
 
-class _DbBackend:
+class _DbBackend(_Backend):
     """Sessions written straight into the server's SQLite file."""
 
     def __init__(self, path: Path) -> None:
+        super().__init__()
         self.path = path
-        self.records: dict[str, _Record] = {}
-        self._dirty = asyncio.Event()
-        self._online = True
         # One thread owns the connection; blocking SQLite never runs on the loop.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="sessionwatch-db")
         self._conn: sqlite3.Connection | None = None
-
-    def attach(self, record: _Record) -> None:
-        self.records[record.session_id] = record
-        self._dirty.set()
-
-    def wake(self) -> None:
-        self._dirty.set()
 
     async def run(self) -> None:
         await asyncio.gather(self._sync_loop(), self._poll_loop())
@@ -492,21 +504,6 @@ class _DbBackend:
             log.info("sessionwatch database %s usable again", self.path)
         return result
 
-    async def _sync_loop(self) -> None:
-        delay = RETRY_MIN
-        while True:
-            await self._dirty.wait()
-            self._dirty.clear()
-            try:
-                for record in list(self.records.values()):
-                    await self._sync(record)
-            except _Offline:
-                self._dirty.set()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX)
-            else:
-                delay = RETRY_MIN
-
     async def _sync(self, record: _Record) -> None:
         status, task, version, stopped = record.snapshot()
         sid = record.session_id
@@ -519,19 +516,19 @@ class _DbBackend:
             record.registered = True
             record.synced_version = version
         elif record.synced_version != version:
-            found = await self._db(lambda c: _db_status(c, sid, status, task))
-            if not found:
-                record.registered = False
-                self._dirty.set()
+            if not await self._db(lambda c: _db_status(c, sid, status, task)):
+                self._forget(sid)  # the row was cleaned up: insert it again
                 return
             record.synced_version = version
 
     async def _poll_loop(self) -> None:
+        # Kills are read every KILL_POLL_INTERVAL, heartbeats written every
+        # interval, in the same short visit to the database.
         beat = _Beat()
         last_heartbeat = time.monotonic()
         while True:
             await beat.sleep(KILL_POLL_INTERVAL)
-            ids = [r.session_id for r in self.records.values() if r.registered and not r.killed]
+            ids = self._live_ids()
             if not ids:
                 continue
             heartbeat = time.monotonic() - last_heartbeat >= self._interval()
@@ -542,23 +539,9 @@ class _DbBackend:
             if heartbeat:
                 last_heartbeat = time.monotonic()
             for sid in missing:
-                record = self.records.get(sid)
-                if record is not None and record.registered:
-                    record.registered = False
-                    self._dirty.set()
+                self._forget(sid)
             for sid in killed:
-                record = self.records.get(sid)
-                if record is not None and not record.killed:
-                    record.killed = True
-                    log.info("kill requested for Panel session %s", sid)
-                    try:
-                        record.on_kill()
-                    except Exception:
-                        log.exception("closing killed session %s failed", sid)
-
-    def _interval(self) -> float:
-        intervals = [r.heartbeat_interval for r in self.records.values()]
-        return min(intervals, default=DEFAULT_HEARTBEAT_INTERVAL)
+                self._kill(sid)
 
     def deregister_now(self, deadline: float) -> None:
         ids = [r.session_id for r in list(self.records.values()) if r.registered]
@@ -589,20 +572,9 @@ def _db_register(conn: sqlite3.Connection, record: _Record, status: str, task: s
                 last_activity = excluded.last_activity,
                 last_heartbeat = excluded.last_heartbeat
             """,
-            (
-                record.session_id,
-                record.app_name,
-                record.user_id,
-                record.host,
-                record.pid,
-                record.url,
-                status,
-                task,
-                now,
-                now,
-                now,
-            ),
-        )
+            (record.session_id, record.app_name, record.user_id, record.host, record.pid,
+             record.url, status, task, now, now, now),
+        )  # fmt: skip
 
 
 def _db_status(conn: sqlite3.Connection, sid: str, status: str, task: str | None) -> bool:
@@ -715,10 +687,6 @@ class _Worker:
             except Exception:
                 log.exception("sessionwatch tracker worker failed; restarting it")
                 await asyncio.sleep(RETRY_MAX)
-
-    def run_coroutine(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Test helper: run `coro` on the worker loop and wait for it."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
 
     def shutdown(self) -> None:
         """Stop the worker; deregister live sessions within `EXIT_BUDGET`."""
@@ -940,11 +908,16 @@ class SessionTracker:
             cls._trackers[key] = tracker
             killed = tracker.session_id in cls._killed
         tracker._key_in_registry = key
-        if killed:
-            # A killed session's browser came back with the same id (bokeh
-            # recreates it): close it again as soon as it is connected.
-            tracker._record.stopped = True
-            tracker._close_again()
+        if killed and panel is not None:
+            # A killed session came back under its id (bokeh recreates the
+            # session for a reconnecting browser): close it again, untracked.
+            tracker.stop()
+            context = panel.document.session_context
+
+            async def close() -> None:
+                await close_panel_session(context)
+
+            _schedule(panel.document, close)
             return tracker
         if panel is not None:
             import panel as pn
@@ -1001,13 +974,13 @@ class SessionTracker:
     def stop(self) -> None:
         """End tracking for this session: deregister it (queued, never blocks)."""
         record = self._record
+        with self._registry_lock:
+            if self._key_in_registry and self._trackers.get(self._key_in_registry) is self:
+                del self._trackers[self._key_in_registry]
         with record.lock:
             if record.stopped:
                 return
             record.stopped = True
-        with self._registry_lock:
-            if self._key_in_registry and self._trackers.get(self._key_in_registry) is self:
-                del self._trackers[self._key_in_registry]
         _Worker.get().wake(self._key)
 
     # -- Panel lifecycle ---------------------------------------------------------
@@ -1035,23 +1008,6 @@ class SessionTracker:
 
         if not _schedule(panel.document, close):
             self.stop()
-
-    def _close_again(self) -> None:
-        panel = self._panel
-        if panel is None:
-            return
-        import panel as pn
-
-        document = panel.document
-        context = document.session_context
-
-        async def close() -> None:
-            await close_panel_session(context)
-
-        def on_load() -> None:
-            _schedule(document, close)
-
-        pn.state.onload(on_load)
 
     def __repr__(self) -> str:
         return (
