@@ -9,8 +9,9 @@ dashboard and this tab is disconnected within two seconds.
 
 Settings come from the environment: ``SESSIONWATCH_URL`` (default
 ``http://127.0.0.1:8765``), ``SESSIONWATCH_TOKEN``, ``SESSIONWATCH_APP_NAME``
-(default ``task-runner``), ``SESSIONWATCH_DB`` (write that database directly
-instead of talking to the server) and ``SESSIONWATCH_HEARTBEAT_S``.
+(default ``task-runner``), ``SESSIONWATCH_HEARTBEAT_S`` and
+``SESSIONWATCH_TRACKER_DB``: the server's ``--db`` file, to write it directly
+instead of talking to the server.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ pn.config.disconnect_notification = "This session was ended. Reload the page to 
 tracker = SessionTracker.get_tracker(
     app_name=os.environ.get("SESSIONWATCH_APP_NAME", "task-runner"),
     heartbeat_interval=float(os.environ.get("SESSIONWATCH_HEARTBEAT_S", DEFAULT_HEARTBEAT_INTERVAL)),
-    db_path=os.environ.get("SESSIONWATCH_DB") or None,
+    db_path=os.environ.get("SESSIONWATCH_TRACKER_DB") or None,
 )
 
 task_name = pn.widgets.TextInput(label="Task name", value="Generating report")

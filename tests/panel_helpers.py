@@ -46,7 +46,7 @@ def wait_for(
     while True:
         try:
             value = predicate()
-        except Exception as error:  # keep polling; report the last error
+        except Exception as error:  # noqa: BLE001 - keep polling; report the last error
             last_error = error
             value = None  # type: ignore[assignment]
         if value:
@@ -332,7 +332,7 @@ class BokehClient:
 
         try:
             self.session = pull_session(url=self.url, session_id=self.session_id)
-        except BaseException as error:
+        except BaseException as error:  # noqa: BLE001 - reported by __init__
             self._error = error
             self._ready.set()
             self.closed.set()

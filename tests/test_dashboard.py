@@ -202,7 +202,7 @@ def test_updates_patch_and_stream_instead_of_reloading(
 
 
 def test_filters_apply_to_live_updates(view: tuple[Feed, DashboardView, dict[str, int]]) -> None:
-    feed, dash, calls = view
+    feed, dash, _ = view
     feed._on_event("init", "1", event("init", [panel_session("a"), claude_session("c")]))
     dash.source_filter.value = ["panel"]
     assert set(table_rows(dash)) == {"a"}

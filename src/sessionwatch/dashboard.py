@@ -34,7 +34,7 @@ import httpx
 import panel  # imported here so that `sessionwatch dashboard` reports a missing Panel at once
 from httpx_sse import aconnect_sse
 
-__all__ = ["Feed", "STATUS_COLOURS", "create_app", "main", "serve_dashboard"]
+__all__ = ["STATUS_COLOURS", "Feed", "create_app", "main", "serve_dashboard"]
 
 log = logging.getLogger("sessionwatch.dashboard")
 
@@ -328,7 +328,7 @@ def _clock(iso: Any) -> str:
     if not iso:
         return ""
     try:
-        moment = datetime.fromisoformat(str(iso).replace("Z", "+00:00")).astimezone()
+        moment = datetime.fromisoformat(str(iso)).astimezone()  # 3.11 reads "Z"
     except ValueError:
         return str(iso)
     if moment.date() == datetime.now().astimezone().date():

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -48,7 +49,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import httpx
 from httpx_sse import aconnect_sse
@@ -533,7 +534,7 @@ class _DbBackend(_Backend):
                 continue
             heartbeat = time.monotonic() - last_heartbeat >= self._interval()
             try:
-                killed, missing = await self._db(lambda c: _db_poll(c, ids, heartbeat))
+                killed, missing = await self._db(functools.partial(_db_poll, ids=ids, heartbeat=heartbeat))
             except _Offline:
                 continue
             if heartbeat:
@@ -799,7 +800,7 @@ def _schedule(document: Any, coroutine: Callable[[], Coroutine[Any, Any, None]])
 
     try:
         document.add_next_tick_callback(without_document_lock(coroutine))
-    except Exception:  # the document is already gone
+    except Exception:  # noqa: BLE001 - the document is already gone, whatever bokeh raises
         return False
     return True
 
@@ -820,9 +821,9 @@ class SessionTracker:
     shows while it runs and its parent shows again after it.
     """
 
-    _trackers: dict[str, SessionTracker] = {}
-    _registry_lock = threading.Lock()
-    _killed: set[str] = set()
+    _trackers: ClassVar[dict[str, SessionTracker]] = {}
+    _registry_lock: ClassVar[threading.Lock] = threading.Lock()
+    _killed: ClassVar[set[str]] = set()
 
     def __init__(
         self,
