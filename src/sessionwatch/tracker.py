@@ -769,6 +769,9 @@ async def close_panel_session(session_context: Any, reason: str = KILL_CLOSE_REA
     a Panel or bokeh upgrade breaks any step. Returns whether the session
     was destroyed.
     """
+    deadline = time.monotonic() + 6.0
+    while session_context.session is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)  # still being created (a killed id that came back)
     session = session_context.session
     if session is None or session.destroyed:
         return session is not None
@@ -790,17 +793,18 @@ async def close_panel_session(session_context: Any, reason: str = KILL_CLOSE_REA
 
 
 def _schedule(document: Any, coroutine: Callable[[], Coroutine[Any, Any, None]]) -> bool:
-    """Run `coroutine` on the session's IOLoop, from any thread.
+    """Run `coroutine` on the Panel session's IOLoop, from any thread.
 
-    `Document.add_next_tick_callback` is the one document method bokeh
-    documents as thread-safe. The callback must not hold the document lock:
-    destroying the session takes it.
+    Straight onto the IOLoop (`IOLoop.add_callback` is thread-safe; the loop
+    is the public `ApplicationContext.io_loop`), not through the document:
+    Panel holds the document while an async callback of the app runs, and a
+    document callback would wait for it. Returns False once the session is
+    gone.
     """
-    from bokeh.document import without_document_lock
-
     try:
-        document.add_next_tick_callback(without_document_lock(coroutine))
-    except Exception:  # noqa: BLE001 - the document is already gone, whatever bokeh raises
+        context = document.session_context
+        context.server_context.application_context.io_loop.add_callback(coroutine)
+    except Exception:  # noqa: BLE001 - the session is already gone, whatever bokeh raises
         return False
     return True
 
