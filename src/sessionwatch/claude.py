@@ -58,8 +58,19 @@ class Block(msgspec.Struct):
     type: str | None = None
     id: str | None = None
     name: str | None = None
-    text: str | None = None
+    #: left undecoded (a slice of the line) until a prompt's text is wanted:
+    #: most text blocks are replies whose words we never look at
+    text: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
     is_error: bool | None = None
+
+    def text_str(self) -> str | None:
+        if not self.text:
+            return None
+        try:
+            value = msgspec.json.decode(self.text)
+        except msgspec.DecodeError:
+            return None
+        return value if isinstance(value, str) else None
 
 
 class Message(msgspec.Struct):
@@ -195,8 +206,10 @@ def _prompt_text(content: str | list[Block] | None) -> str | None:
     if isinstance(content, str):
         text = content
     elif isinstance(content, list):
-        parts = [b.text for b in content if b.type == "text" and b.text]
-        if not parts or any(b.type == "tool_result" for b in content):
+        if any(b.type == "tool_result" for b in content):
+            return None
+        parts = [t for b in content if b.type == "text" and (t := b.text_str())]
+        if not parts:
             return None
         text = "\n".join(parts)
     else:
@@ -209,7 +222,7 @@ def _prompt_text(content: str | list[Block] | None) -> str | None:
 def _command(content: str | list[Block] | None) -> str | None:
     """``/init`` for a slash-command line: a title when nobody typed a prompt."""
     if isinstance(content, list):
-        content = "\n".join(b.text for b in content if b.type == "text" and b.text)
+        content = "\n".join(t for b in content if b.type == "text" and (t := b.text_str()))
     if not isinstance(content, str):
         return None
     found = _COMMAND.search(content)
@@ -501,8 +514,8 @@ def recent_activity(data: bytes, limit: int = 10) -> list[dict[str, Any]]:
                     items.append(
                         {"timestamp": when, "kind": "tool", "summary": block.name or "tool"}
                     )
-                elif block.type == "text" and block.text:
+                elif block.type == "text" and (text := block.text_str()):
                     items.append(
-                        {"timestamp": when, "kind": "reply", "summary": one_line(block.text, 80)}
+                        {"timestamp": when, "kind": "reply", "summary": one_line(text, 80)}
                     )
     return items[-limit:]

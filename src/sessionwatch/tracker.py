@@ -54,6 +54,8 @@ from typing import Any, ClassVar, TypeVar
 import httpx
 from httpx_sse import aconnect_sse
 
+from sessionwatch.store import PANEL_DDL
+
 __all__ = [
     "DEFAULT_HEARTBEAT_INTERVAL",
     "DEFAULT_SERVER_URL",
@@ -81,24 +83,8 @@ STREAM_READ_TIMEOUT = 75.0
 #: Time budget for deregistering at interpreter exit.
 EXIT_BUDGET = 2.0
 
-#: The direct-mode tables, exactly as the server creates them.
-PANEL_SCHEMA = """
-CREATE TABLE IF NOT EXISTS panel_sessions (
-    id TEXT PRIMARY KEY,
-    app_name TEXT NOT NULL,
-    user_id TEXT, host TEXT, pid INTEGER, url TEXT,
-    status TEXT NOT NULL DEFAULT 'idle',
-    current_task TEXT,
-    started_at REAL NOT NULL,
-    last_activity REAL NOT NULL,
-    last_heartbeat REAL NOT NULL,
-    kill_requested INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS panel_kills (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    session_id TEXT NOT NULL, requested_at REAL NOT NULL, requested_by TEXT
-);
-"""
+#: The direct-mode tables: the server's own DDL, so the two cannot drift.
+PANEL_SCHEMA = PANEL_DDL
 
 T = TypeVar("T")
 
