@@ -10,6 +10,7 @@ import time
 import uuid
 from typing import Any
 
+import anyio
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
@@ -133,8 +134,6 @@ async def session_detail(request: Request) -> Response:
 
 
 async def _recent(monitor: Monitor, sid: str) -> list[dict[str, Any]]:
-    import anyio
-
     return await anyio.to_thread.run_sync(monitor.index.recent, sid)
 
 

@@ -29,6 +29,14 @@ log = logging.getLogger(__name__)
 FRONTEND = Path(__file__).parent / "frontend"
 
 
+def unauthorized() -> JSONResponse:
+    return JSONResponse(
+        {"error": "this server needs a token: Authorization: Bearer <token>"},
+        status_code=401,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
 class TokenMiddleware:
     """With ``--token``, every path but the public ones needs it."""
 
@@ -47,12 +55,7 @@ class TokenMiddleware:
         if public or api.token_ok(Request(scope), self.token):
             await self.app(scope, receive, send)
             return
-        response = JSONResponse(
-            {"error": "this server needs a token: Authorization: Bearer <token>"},
-            status_code=401,
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-        await response(scope, receive, send)
+        await unauthorized()(scope, receive, send)
 
 
 class NoCache:
@@ -124,11 +127,7 @@ class App:
         if request.method not in ("GET", "HEAD"):
             response = JSONResponse({"error": "method not allowed"}, status_code=405)
         elif self.token is not None and not api.token_ok(request, self.token):
-            response = JSONResponse(
-                {"error": "this server needs a token: Authorization: Bearer <token>"},
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+            response = unauthorized()
         else:
             try:
                 response = stream_response(
