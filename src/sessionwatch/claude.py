@@ -319,12 +319,7 @@ def apply_line(agg: FileAgg, line: Line, *, kind: Kind) -> None:
 
     if line.sessionId and agg.session_id is None:
         agg.session_id = line.sessionId
-    ts = line.timestamp
-    if ts and ts[:1].isdigit():
-        if agg.first_raw is None or ts < agg.first_raw:
-            agg.first_raw = ts
-        if agg.last_raw is None or ts > agg.last_raw:
-            agg.last_raw = ts
+    _stamp(agg, line.timestamp)
     if line.cwd:
         agg.cwd = line.cwd
     if line.gitBranch:

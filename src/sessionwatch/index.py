@@ -185,10 +185,12 @@ class ClaudeIndex:
         for gone in [p for p in self.files if p not in seen]:
             touched |= self.forget(gone)
         if self.workers > 1:
-            pending = self._pending(paths)
+            pending, current = self._pending(paths)
             if sum(pending.values()) >= PARALLEL_MIN_BYTES:
                 touched |= self._scan_parallel(pending)
-                paths = [p for p in paths if str(p) not in pending]
+                current |= set(pending)
+            # files stat-ed above and found unchanged need no second stat
+            paths = [p for p in paths if str(p) not in current]
         total = len(paths)
         last_report = time.monotonic()
         for n, path in enumerate(paths, 1):
@@ -200,9 +202,11 @@ class ClaudeIndex:
             self.progress(total, total)
         return touched
 
-    def _pending(self, paths: list[Path]) -> dict[str, int]:
-        """Bytes left to read per transcript, for files with something to read."""
+    def _pending(self, paths: list[Path]) -> tuple[dict[str, int], set[str]]:
+        """Bytes left to read per transcript with something to read, and the
+        transcripts that are already up to date (what ``update`` would skip)."""
         pending: dict[str, int] = {}
+        current: set[str] = set()
         for path in paths:
             key = str(path)
             try:
@@ -216,7 +220,15 @@ class ClaudeIndex:
             left = st.st_size - (fs.offset if same and fs is not None else 0)
             if left > 0:
                 pending[key] = left
-        return pending
+            elif (
+                same
+                and fs is not None
+                and fs.offset > 0
+                and st.st_size == fs.size
+                and st.st_mtime == fs.mtime
+            ):
+                current.add(key)
+        return pending, current
 
     def _scan_parallel(self, pending: dict[str, int]) -> set[str]:
         n = self.workers
@@ -254,14 +266,16 @@ class ClaudeIndex:
         for row in result.rows:
             fs = FileState.from_row(row)
             old = self.files.get(fs.path)
-            if old is not None and old.parent() != fs.parent() and old.parent() is not None:
-                self.members.get(old.parent() or "", set()).discard(fs.path)
-                touched.add(old.parent() or "")
+            before = old.parent() if old is not None else None
+            after = fs.parent()
+            if before is not None and before != after:
+                self.members.get(before, set()).discard(fs.path)
+                touched.add(before)
             self.files[fs.path] = fs
             self._link(fs)
             self.dirty.add(fs.path)
-            if fs.parent() is not None:
-                touched.add(fs.parent() or "")
+            if after is not None:
+                touched.add(after)
         for path in result.removed:
             touched |= self.forget(path)
         self.partial |= set(result.partial)
@@ -276,11 +290,14 @@ class ClaudeIndex:
         """Read every transcript under a directory that just appeared."""
         touched: set[str] = set()
         try:
-            paths = sorted(p for p in directory.rglob("*") if p.name.endswith(".jsonl") or p.name == "sessions-index.json")
+            paths = [
+                p for p in directory.rglob("*")
+                if p.name.endswith(".jsonl") or p.name == "sessions-index.json"
+            ]
         except OSError:
             return touched
         # the index hint first, so titles are there when sessions first show
-        for p in sorted(paths, key=lambda p: p.name != "sessions-index.json"):
+        for p in sorted(paths, key=lambda p: (p.name != "sessions-index.json", p)):
             touched |= self.update(p)
         return touched
 
