@@ -51,6 +51,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+# httpx imports httpcore lazily, on its first client; httpcore's package tries
+# optional imports (socks, http2) that fail and leave sys.modules again. Done
+# in the tracker's worker thread while Panel runs an app module, that races
+# Panel's module recording (panel/io/reload.py) into a KeyError that kills the
+# session. Importing it here, on the importing thread, settles sys.modules first.
+import httpcore  # noqa: F401
 import httpx
 from httpx_sse import aconnect_sse
 
