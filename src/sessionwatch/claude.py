@@ -19,9 +19,11 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+
+from sessionwatch.redact import mask
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +42,21 @@ Kind = Literal["main", "subagent"]
 # --- the fields we decode; msgspec skips everything else without allocating ---
 
 
+#: A token count: a negative or absurd one makes the line bad instead of
+#: poisoning a session's totals (or overflowing a 64-bit integer downstream).
+Tokens = Annotated[int, msgspec.Meta(ge=0, lt=2**48)]
+
+
 class CacheCreation(msgspec.Struct):
-    ephemeral_5m_input_tokens: int | None = None
-    ephemeral_1h_input_tokens: int | None = None
+    ephemeral_5m_input_tokens: Tokens | None = None
+    ephemeral_1h_input_tokens: Tokens | None = None
 
 
 class Usage(msgspec.Struct):
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    cache_creation_input_tokens: int | None = None
-    cache_read_input_tokens: int | None = None
+    input_tokens: Tokens | None = None
+    output_tokens: Tokens | None = None
+    cache_creation_input_tokens: Tokens | None = None
+    cache_read_input_tokens: Tokens | None = None
     cache_creation: CacheCreation | None = None
     speed: str | None = None
 
@@ -68,6 +75,12 @@ class Block(msgspec.Struct):
             return None
         try:
             value = msgspec.json.decode(self.text)
+        except UnicodeDecodeError:
+            # a raw byte that is not UTF-8 inside the string (issue 8, item 1)
+            try:
+                value = msgspec.json.decode(_replace_bad_utf8(bytes(self.text)))
+            except msgspec.DecodeError:
+                return None
         except msgspec.DecodeError:
             return None
         return value if isinstance(value, str) else None
@@ -108,8 +121,31 @@ class Stamp(msgspec.Struct):
     timestamp: str | None = None
 
 
-_decode_line = msgspec.json.Decoder(Line).decode
-_decode_stamp = msgspec.json.Decoder(Stamp).decode
+_decode_line_strict = msgspec.json.Decoder(Line).decode
+_decode_stamp_strict = msgspec.json.Decoder(Stamp).decode
+
+
+def _replace_bad_utf8(raw: bytes) -> bytes:
+    return raw.decode("utf-8", "replace").encode("utf-8")
+
+
+def _decode_line(raw: bytes) -> Line:
+    """Decode one line; bytes that are not UTF-8 become U+FFFD (issue 8, item 1).
+
+    msgspec raises ``UnicodeDecodeError`` (not ``DecodeError``) for them; the
+    slow path runs only then, so valid lines cost nothing extra.
+    """
+    try:
+        return _decode_line_strict(raw)
+    except UnicodeDecodeError:
+        return _decode_line_strict(_replace_bad_utf8(raw))
+
+
+def _decode_stamp(raw: bytes) -> Stamp:
+    try:
+        return _decode_stamp_strict(raw)
+    except UnicodeDecodeError:
+        return _decode_stamp_strict(_replace_bad_utf8(raw))
 
 #: Progress lines (tool output streaming in, 2.1.x) are close to half of all
 #: lines and say nothing but "still active": only the last one of a read is
@@ -181,9 +217,17 @@ _NOT_A_PROMPT = re.compile(
     r"^\s*(<command-name>|<command-message>|<local-command-stdout>|<local-command-stderr>|"
     r"<bash-input>|<bash-stdout>|<system-reminder>|Caveat: The messages below)"
 )
+#: User lines Claude Code writes in the person's name (issue 8, item 25): shown
+#: in ``recent`` as what they are, never a title. ``isMeta`` and
+#: ``isCompactSummary`` lines say so in a field; these two only in their text.
 _INTERRUPT = "[Request interrupted by user"
+_TASK = "<task-notification>"
+_TASK_SUMMARY = re.compile(r"<summary>(.*?)</summary>", re.S)
+_TASK_STATUS = re.compile(r"<status>(.*?)</status>", re.S)
 _COMMAND = re.compile(r"<command-name>([^<]*)</command-name>(?:.*?<command-args>([^<]*)</command-args>)?", re.S)
 _WS = re.compile(r"\s+")
+#: Enough text to fill any summary line once whitespace is collapsed.
+_SHOWN_SOURCE = 16 * 1024
 
 
 def one_line(text: str, limit: int = TITLE_MAX) -> str:
@@ -192,17 +236,30 @@ def one_line(text: str, limit: int = TITLE_MAX) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
 
 
+def shown(text: str, limit: int = TITLE_MAX) -> str:
+    """``one_line`` with keys, tokens and passwords masked (issue 8, item 19).
+
+    Every title and summary cut from a transcript goes through here. Masking
+    comes before the cut so that a key the limit would cut in half is still
+    recognised and masked whole.
+    """
+    return one_line(mask(one_line(text[:_SHOWN_SOURCE], limit + 1024)), limit)
+
+
 def _ts(value: str | None) -> float | None:
     if not value:
         return None
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
 
 
 def _prompt_text(content: str | list[Block] | None) -> str | None:
-    """The text a person typed, or None for tool results and command noise."""
+    """The text of a user line, or None for tool results and command noise.
+
+    Still includes interrupts and task notifications: see :func:`_user_kind`.
+    """
     if isinstance(content, str):
         text = content
     elif isinstance(content, list):
@@ -219,6 +276,23 @@ def _prompt_text(content: str | list[Block] | None) -> str | None:
     return text
 
 
+def _user_kind(text: str) -> str:
+    """``prompt`` for what a person typed, else what Claude Code wrote for them."""
+    if text.startswith(_INTERRUPT):
+        return "interrupt"
+    if text.lstrip().startswith(_TASK):
+        return "task"
+    return "prompt"
+
+
+def _task_summary(text: str) -> str:
+    found = _TASK_SUMMARY.search(text)
+    if found is not None and found.group(1).strip():
+        return found.group(1)
+    status = _TASK_STATUS.search(text)
+    return f"background task {status.group(1).strip() if status else 'finished'}"
+
+
 def _command(content: str | list[Block] | None) -> str | None:
     """``/init`` for a slash-command line: a title when nobody typed a prompt."""
     if isinstance(content, list):
@@ -228,7 +302,7 @@ def _command(content: str | list[Block] | None) -> str | None:
     found = _COMMAND.search(content)
     if found is None:
         return None
-    return one_line(f"{found.group(1)} {found.group(2) or ''}")
+    return shown(f"{found.group(1)} {found.group(2) or ''}")
 
 
 def parse_bytes(agg: FileAgg, data: bytes, *, kind: Kind, source: str = "") -> ParseResult:
@@ -305,16 +379,16 @@ def apply_line(agg: FileAgg, line: Line, *, kind: Kind) -> None:
     t = line.type
     if t == "summary":
         if line.summary:
-            agg.summary = one_line(line.summary)
+            agg.summary = shown(line.summary)
         return
     if t == "custom-title":
         if line.customTitle:
-            agg.custom_title = one_line(line.customTitle)
+            agg.custom_title = shown(line.customTitle)
         return
     if t == "ai-title":
         text = line.aiTitle or line.title
         if text:
-            agg.ai_title = one_line(text)
+            agg.ai_title = shown(text)
         return
 
     if line.sessionId and agg.session_id is None:
@@ -343,14 +417,16 @@ def apply_line(agg: FileAgg, line: Line, *, kind: Kind) -> None:
         text = _prompt_text(content)
         if main_turn and text is None and agg.first_command is None:
             agg.first_command = _command(content)
-        if main_turn:
-            if text is not None and text.startswith(_INTERRUPT):
+        if main_turn and text is not None:
+            said = _user_kind(text)
+            if said == "interrupt":
                 agg.last_kind = "interrupt"
-            elif text is not None:
+            else:
+                # a task notification starts a turn too: the agent answers it
                 agg.messages += 1
                 agg.last_kind = "prompt"
-                if agg.first_prompt is None:
-                    agg.first_prompt = one_line(text)
+                if said == "prompt" and agg.first_prompt is None:
+                    agg.first_prompt = shown(text)
     elif t == "system" and main_turn:
         if line.subtype in ("turn_duration", "stop_hook_summary"):
             agg.last_kind = "end"
@@ -484,10 +560,13 @@ def classify(path: Path, root: Path) -> TranscriptPath | None:
 def recent_activity(data: bytes, limit: int = 10) -> list[dict[str, Any]]:
     """Short one-line summaries of the last prompts, tool calls and replies.
 
-    Only names and the first words are kept: transcripts hold secrets, and
-    the detail endpoint must not leak whole message bodies.
+    Only names and the first words are kept, with secrets masked: transcripts
+    hold secrets, and the detail endpoint must not leak whole message bodies.
+    Kinds: ``prompt`` (typed by a person), ``task`` (a background task's
+    notification), ``interrupt``, ``compact`` (the conversation was
+    summarised), ``tool`` and ``reply``.
     """
-    items: list[dict[str, Any]] = []
+    items: list[tuple[str | None, str, str]] = []
     for raw in data.split(b"\n"):
         if not raw.strip():
             continue
@@ -500,17 +579,26 @@ def recent_activity(data: bytes, limit: int = 10) -> list[dict[str, Any]]:
             continue
         when = line.timestamp
         if line.type == "user":
+            if line.isCompactSummary:
+                items.append((when, "compact", "conversation compacted"))
+                continue
             text = _prompt_text(msg.content)
-            if text is not None:
-                items.append({"timestamp": when, "kind": "prompt", "summary": one_line(text, 80)})
+            if text is None:
+                continue
+            kind = _user_kind(text)
+            if kind == "interrupt":
+                text = text.strip().strip("[]")
+            elif kind == "task":
+                text = _task_summary(text)
+            items.append((when, kind, text))
         elif line.type == "assistant" and isinstance(msg.content, list):
             for block in msg.content:
                 if block.type == "tool_use":
-                    items.append(
-                        {"timestamp": when, "kind": "tool", "summary": block.name or "tool"}
-                    )
+                    items.append((when, "tool", block.name or "tool"))
                 elif block.type == "text" and (text := block.text_str()):
-                    items.append(
-                        {"timestamp": when, "kind": "reply", "summary": one_line(text, 80)}
-                    )
-    return items[-limit:]
+                    items.append((when, "reply", text))
+    # summarised last: masking costs more than cutting, and most items are dropped
+    return [
+        {"timestamp": when, "kind": kind, "summary": shown(text, 80)}
+        for when, kind, text in items[-limit:]
+    ]
