@@ -21,12 +21,34 @@ import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-FIXTURES = REPO.parent / "shared" / "fixtures" / "claude-projects"
+#: Real Claude Code transcripts (read-only; tests copy them into tmp_path):
+#: $SESSIONWATCH_FIXTURES, or ../shared/fixtures/claude-projects beside the repository.
+FIXTURES = Path(os.environ.get("SESSIONWATCH_FIXTURES") or REPO.parent / "shared" / "fixtures" / "claude-projects")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
     if not FIXTURES.is_dir():
-        raise pytest.UsageError(f"fixture transcripts not found at {FIXTURES}")
+        raise pytest.UsageError(f"fixture transcripts not found at {FIXTURES} (set SESSIONWATCH_FIXTURES)")
+
+
+def require_tool(name: str, *elsewhere: str) -> str:
+    """The path of a tool the tests drive; a missing one fails the test, never skips it."""
+    found = shutil.which(name) or next((p for p in elsewhere if os.access(p, os.X_OK)), None)
+    if found is None:
+        pytest.fail(f"{name} is not installed: `bash .ci/run` installs Debian's chromium, nginx and nodejs", pytrace=False)
+    return found
+
+
+@pytest.fixture(scope="session")
+def chromium_bin() -> str:
+    """Debian's Chromium (Playwright drives it; never a downloaded browser)."""
+    return require_tool("chromium", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def nginx_bin() -> str:
+    return require_tool("nginx", "/usr/sbin/nginx")
 
 
 def free_port() -> int:

@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import queue
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,7 +26,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_APP = ROOT / "examples" / "panel_app.py"
-CHROMIUM = "/usr/bin/chromium"
+#: Debian's Chromium; tests that drive it request the `chromium_bin` fixture, which fails when it is missing.
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 T = TypeVar("T")

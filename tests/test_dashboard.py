@@ -329,7 +329,7 @@ class DashboardProcess:
         return self.process.returncode
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium not installed")
+@pytest.mark.usefixtures("chromium_bin")  # fails, never skips, without Chromium
 def test_dashboard_in_chromium_rows_live_and_kill(
     sw_server: Callable[..., Any], projects: Path
 ) -> None:
