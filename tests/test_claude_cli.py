@@ -33,7 +33,7 @@ from .claude_cli import (
 )
 from .claude_fixtures import claude_home, fake_api  # noqa: F401 - fixtures
 from .conftest import Server, wait_for
-from .fakeapi import FakeAPI, Turn, Usage
+from .fakeapi import ApiError, FakeAPI, Turn, Usage
 
 USAGE = Usage(input_tokens=1200, output_tokens=300, cache_creation_input_tokens=2000, cache_read_input_tokens=5000)
 
@@ -215,6 +215,26 @@ def test_status_is_running_while_the_cli_waits_for_the_model(fake_api: FakeAPI, 
         cli.wait_result()
         assert cli.close() == 0
     assert sessionwatch_scan(claude_home.projects_dir).session(session["id"])["status"] == "waiting"
+
+
+# --- a failing API ------------------------------------------------------------------
+
+
+def test_overloaded_api_ends_the_turn_waiting_with_no_cost(fake_api: FakeAPI, claude_home: ClaudeHome) -> None:
+    """529 twice: with CLAUDE_CODE_MAX_RETRIES=1 the CLI gives up after one retry (about 1 s)."""
+    fake_api.reset([ApiError(529, "overloaded_error", "Overloaded")] * 2)
+    run = run_claude(claude_home, fake_api.url, "hi")
+    assert run.returncode != 0
+    assert run.result["is_error"] and run.result["total_cost_usd"] == 0
+    assert [r["error_status"] for r in run.of_type("system", "api_retry")] == [529]
+    assert [r.status for r in fake_api.agent_requests()] == [529, 529]
+
+    session = sessionwatch_scan(claude_home.projects_dir).session(run.session_id)
+    # The CLI writes a <synthetic> assistant reply: the turn is over, nothing was spent.
+    assert session["status"] == "waiting"
+    assert session["tokens"] == totals(Usage())
+    assert session["cost_usd"] in (0, None)
+    assert session["title"] == "hi"
 
 
 # --- the harness itself ----------------------------------------------------------
