@@ -146,9 +146,16 @@ def parse_stream(text: str) -> list[dict[str, Any]]:
     return messages
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """A transcript's lines (every line must be a JSON object)."""
-    return parse_stream(path.read_text("utf-8"))
+def read_jsonl(path: Path, *, growing: bool = False) -> list[dict[str, Any]]:
+    """A transcript's lines (every line must be a JSON object).
+
+    ``growing=True`` for a file the CLI may still be appending to: a last line
+    without its newline yet is left out instead of failing.
+    """
+    text = path.read_text("utf-8")
+    if growing:
+        text = text[: text.rfind("\n") + 1]
+    return parse_stream(text)
 
 
 @dataclass

@@ -200,17 +200,19 @@ def test_status_is_running_while_the_cli_waits_for_the_model(fake_api: FakeAPI, 
     fake_api.reset([Turn.text("Done at last.", gate=gate)])
     with ClaudeProcess(claude_home, fake_api.url) as cli:
         cli.send("take your time")
-        fake_api.wait_requests(1)
+        fake_api.wait_requests(1)  # the response is held until the gate opens
 
-        def running() -> dict[str, Any] | None:
+        def prompt_written() -> bool:
             paths = claude_home.transcripts()
-            if not paths:
-                return None
-            sessions = sessionwatch_scan(claude_home.projects_dir).data["sessions"]
-            return sessions[0] if sessions and sessions[0]["status"] == "running" else None
+            return bool(paths) and any(
+                ln.get("type") == "user" and ln["message"]["content"] == "take your time"
+                for ln in read_jsonl(paths[0], growing=True)
+            )
 
-        session = wait_for(running, 30, "the transcript to show the prompt (status running)")
-        assert isinstance(session, dict) and session["title"] == "take your time"
+        wait_for(prompt_written, 30, "the CLI to write the prompt line")
+        sessions = sessionwatch_scan(claude_home.projects_dir).data["sessions"]
+        assert [(s["title"], s["status"]) for s in sessions] == [("take your time", "running")]
+        session = sessions[0]
         gate.set()
         cli.wait_result()
         assert cli.close() == 0
