@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sessionwatch.index import ClaudeIndex
+from sessionwatch.index import TAIL_HASH_BYTES, ClaudeIndex
 from sessionwatch.prices import PriceTable
 from sessionwatch.store import TranscriptRow
 
-from .test_claude import assistant, user
+from .test_claude import assistant, line, user
 
 SPOTTER = "-home-USER-projects-spotter-worktrees-spotter-gqc"
 BIG = "258c7280-ae70-4798-800f-63464d01a85d"
@@ -72,7 +76,8 @@ def test_append_reads_only_the_new_bytes(projects: Path) -> None:
     with open(path, "ab") as f:
         f.write(new)
     assert index.update(path) == {BIG}
-    assert bytes_read(index) - read_before == len(new)
+    # the new line, and the last 4 KiB before it to tell an append from a rewrite
+    assert bytes_read(index) - read_before == len(new) + TAIL_HASH_BYTES
     after = index.session(BIG, time.time())
     assert after is not None
     assert after["tokens"]["output"] == before["tokens"]["output"] + 1234
@@ -226,7 +231,7 @@ def test_status_running_waiting_idle(tmp_path: Path) -> None:
     path.write_bytes(user("go"))
     index = make_index(root, idle_after_s=300)
     index.scan()
-    now = time.time()
+    now = datetime(2026, 1, 1, 0, 1, tzinfo=timezone.utc).timestamp()  # a minute after the entries
     assert index.status("s1", now) == "running"
     with open(path, "ab") as f:
         f.write(assistant("m1", "r1", 1))
@@ -255,4 +260,147 @@ def test_parallel_scan_gives_the_same_sessions_as_one_process(projects: Path, mo
         f.write(assistant("m-par", "r-par", 5))
     before = bytes_read(many)
     many.scan()
-    assert bytes_read(many) - before == len(assistant("m-par", "r-par", 5))
+    assert bytes_read(many) - before == len(assistant("m-par", "r-par", 5)) + TAIL_HASH_BYTES
+
+
+# --- issue 8 ----------------------------------------------------------------------------
+
+
+def bad_utf8_lines() -> bytes:
+    """A prompt and a reply each holding a raw 0xE9 byte, as in the attack run."""
+    prompt = user("caf\u00e9", sessionId=BIG).replace("caf\\u00e9".encode(), b"caf\xe9")
+    reply = assistant("m-bad", "r-bad", 7, block={"type": "text", "text": "caf\u00e9 ok"}, sessionId=BIG)
+    reply = reply.replace("caf\\u00e9".encode(), b"caf\xe9")
+    assert prompt.count(b"\xe9") == reply.count(b"\xe9") == 1
+    return prompt + reply
+
+
+def test_invalid_utf8_byte_does_not_break_update_scan_or_recent(projects: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    index = make_index(projects)
+    index.scan()
+    before = index.session(BIG, time.time())
+    assert before is not None
+    path = projects / SPOTTER / f"{BIG}.jsonl"
+    with open(path, "ab") as f:
+        f.write(bad_utf8_lines())
+    assert index.update(path) == {BIG}
+    after = index.session(BIG, time.time())
+    assert after is not None
+    assert after["message_count"] == before["message_count"] + 2
+    assert after["tokens"]["output"] == before["tokens"]["output"] + 7
+    assert [(i["kind"], i["summary"]) for i in index.recent(BIG)[-2:]] == [("prompt", "caf\ufffd"), ("reply", "caf\ufffd ok")]
+    # the parallel first read too
+    monkeypatch.setattr("sessionwatch.index.PARALLEL_MIN_BYTES", 0)
+    many = make_index(projects, workers=2)
+    many.scan()
+    assert many.session(BIG, time.time())["tokens"] == after["tokens"]  # type: ignore[index]
+
+
+def test_scan_json_survives_an_invalid_utf8_byte(projects: Path) -> None:
+    with open(projects / SPOTTER / f"{BIG}.jsonl", "ab") as f:
+        f.write(bad_utf8_lines())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONWATCH_")}
+    r = subprocess.run(
+        [sys.executable, "-m", "sessionwatch", "scan", "--json", "--projects-dir", str(projects)],
+        capture_output=True, timeout=120, env=env,
+    )
+    assert r.returncode == 0, r.stderr.decode(errors="replace")[-2000:]
+    assert b"Traceback" not in r.stderr
+    assert BIG in {s["id"] for s in json.loads(r.stdout)["sessions"]}
+
+
+def rewrite_in_place(path: Path, data: bytes) -> None:
+    """Truncate and rewrite a file through the same inode, as an editor saving in place does."""
+    ino = path.stat().st_ino
+    with open(path, "r+b") as f:
+        f.truncate(0)
+        f.write(data)
+    assert path.stat().st_ino == ino
+
+
+def test_a_transcript_rewritten_in_place_is_read_again(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    (root / "proj").mkdir(parents=True)
+    path = root / "proj" / "s1.jsonl"
+    path.write_bytes(user("a") + assistant("m1", "r1", 100) + assistant("m2", "r2", 220))
+    index = make_index(root)
+    index.scan()
+    assert index.session("s1", time.time())["tokens"]["output"] == 320  # type: ignore[index]
+    rows, _ = index.take_changes()
+    # rewritten, at least as long as what was read: not an append
+    rewrite_in_place(path, user("b") + assistant("m3", "r3", 250) + assistant("m4", "r4", 250) + user("c"))
+    index.update(path)
+    assert index.session("s1", time.time())["tokens"]["output"] == 500  # type: ignore[index]
+    # and the figure stored before the rewrite does not survive a restart either
+    resumed = make_index(root)
+    resumed.load(rows)
+    resumed.scan()
+    assert resumed.session("s1", time.time())["tokens"]["output"] == 500  # type: ignore[index]
+    # the corrected state is what gets stored, not deleted behind it
+    rows, removed = index.take_changes()
+    assert [r.path for r in rows] == [str(path)] and removed == []
+    # an ordinary append after it still reads only the new bytes
+    size = path.stat().st_size
+    with open(path, "ab") as f:
+        f.write(assistant("m5", "r5", 5))
+    read = bytes_read(index)
+    index.update(path)
+    assert bytes_read(index) - read == len(assistant("m5", "r5", 5)) + min(size, TAIL_HASH_BYTES)
+    assert index.session("s1", time.time())["tokens"]["output"] == 505  # type: ignore[index]
+
+
+def test_same_transcript_in_two_project_folders_counts_once(projects: Path) -> None:
+    single = make_index(projects)
+    single.scan()
+    expected = single.session(BIG, time.time())
+    assert expected is not None
+    # a copy of the whole project folder under another name (a moved or backed-up project)
+    shutil.copytree(projects / SPOTTER, projects / "-home-USER-backup-spotter-gqc")
+    # and a stray copy of the main transcript alone
+    shutil.copy(projects / SPOTTER / f"{BIG}.jsonl", projects / "-tmp" / f"{BIG}.jsonl")
+    for workers in (1, 2):
+        index = make_index(projects, workers=workers)
+        index.scan()
+        s = index.session(BIG, time.time())
+        assert s is not None
+        assert s["tokens"] == expected["tokens"]
+        assert s["cost_usd"] == expected["cost_usd"]
+        assert s["tool_calls"] == expected["tool_calls"]
+        assert s["message_count"] == expected["message_count"]
+    # the original grows: it is the more complete copy and its new response counts
+    with open(projects / SPOTTER / f"{BIG}.jsonl", "ab") as f:
+        f.write(assistant("m-more", "r-more", 11, sessionId=BIG))
+    index.scan()
+    assert index.session(BIG, time.time())["tokens"]["output"] == expected["tokens"]["output"] + 11  # type: ignore[index]
+
+
+def test_status_comes_from_the_last_entry_not_the_file_mtime(projects: Path) -> None:
+    """Transcripts copied or restored today whose entries are months old are idle."""
+    now = time.time()
+    for path in projects.rglob("*.jsonl"):
+        os.utime(path, (now, now))
+    index = make_index(projects, idle_after_s=300)
+    index.scan()
+    statuses = {sid: index.status(sid, now) for sid in index.session_ids()}
+    assert statuses and set(statuses.values()) == {"idle"}, statuses
+    for sid in index.session_ids():
+        assert index.session(sid, now)["status"] == "idle"  # type: ignore[index]
+    # a fresh entry wakes it, whatever the mtime says
+    path = projects / "-tmp" / "session_b.jsonl"
+    stamp = datetime.fromtimestamp(now - 5, timezone.utc).isoformat().replace("+00:00", "Z")
+    with open(path, "ab") as f:
+        f.write(b"\n" + line(type="user", message={"role": "user", "content": "again"}, sessionId="session_b", timestamp=stamp))
+    old = now - 10 * 86400
+    os.utime(path, (old, old))
+    index.update(path)
+    assert index.status("session_b", now) == "running"
+
+
+def test_a_secret_in_a_sessions_index_title_is_masked(tmp_path: Path) -> None:
+    proj = tmp_path / "p" / "proj"
+    proj.mkdir(parents=True)
+    (proj / "s1.jsonl").write_bytes(b'{"type":"queue-operation","sessionId":"s1","timestamp":"2026-01-01T00:00:00Z"}\n')
+    (proj / "sessions-index.json").write_text(json.dumps({"entries": [{"sessionId": "s1", "firstPrompt": "deploy with AKIAIOSFODNN7EXAMPLE"}]}))
+    index = make_index(tmp_path / "p")
+    index.scan()
+    assert index.session("s1", time.time())["title"] == "deploy with ••••"  # type: ignore[index]

@@ -189,6 +189,12 @@ class FileAgg(msgspec.Struct):
     recent_tools: list[str] = msgspec.field(default_factory=list)
     lines: int = 0
     bad_lines: int = 0
+    #: How far reading got, kept here so it is stored with the totals it
+    #: produced (index.py): a hash of the last bytes before the offset, to
+    #: notice a file rewritten in place rather than appended to (issue 8,
+    #: item 4), and whether reading stopped inside an over-long line.
+    tail_hash: str | None = None
+    skipping: bool = False
 
 
 agg_encoder = msgspec.json.Encoder()

@@ -4,11 +4,14 @@ and the sessions they add up to.
 Incremental by construction: each file keeps ``(dev, ino, size, offset)``; a
 change reads only the bytes after ``offset`` up to the last complete line, so
 appending one line to a 500 MB transcript costs work proportional to the line.
-A file that shrank or changed identity is read again from 0.
+A file that shrank, changed identity or whose bytes before ``offset`` changed
+(rewritten in place: the hash of its last 4 KiB read differs) is read again
+from 0.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import multiprocessing as mp
@@ -23,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 
 from sessionwatch.claude import (
@@ -35,6 +39,7 @@ from sessionwatch.claude import (
     classify,
     parse_bytes,
     recent_activity,
+    shown,
 )
 from sessionwatch.metrics import Metrics
 from sessionwatch.prices import PriceTable
@@ -50,6 +55,12 @@ PARALLEL_MIN_BYTES = 64 * 1024 * 1024
 #: the final newline; Claude Code itself always writes one).
 SETTLE_S = 3.0
 RECENT_TAIL_BYTES = 256 * 1024
+#: How many bytes before the offset are hashed to tell an append from a rewrite.
+TAIL_HASH_BYTES = 4096
+
+
+def _tail_hash(tail: bytes) -> str:
+    return hashlib.blake2b(tail, digest_size=8).hexdigest()
 
 
 def iso(ts: float | None) -> str | None:
@@ -68,32 +79,31 @@ class FileState:
     size: int = 0
     mtime: float = 0.0
     offset: int = 0
+    #: the totals so far, and how the reading stands (``tail_hash``, ``skipping``)
     agg: FileAgg = field(default_factory=FileAgg)
-    #: inside an over-long line: drop bytes until the next newline
-    skipping: bool = False
 
     def parent(self) -> str | None:
         return self.session_id if self.kind == "main" else (self.session_id or self.agg.session_id)
 
     def row(self) -> TranscriptRow:
-        blob = agg_encoder.encode(self.agg)
-        if self.skipping:
-            blob = b"S" + blob
         return TranscriptRow(
             self.path, self.kind, self.parent(), self.dev, self.ino, self.size, self.mtime,
-            self.offset, blob,
+            self.offset, agg_encoder.encode(self.agg),
         )
 
     @classmethod
     def from_row(cls, row: TranscriptRow) -> FileState:
-        blob = bytes(row.agg)
-        skipping = blob.startswith(b"S")
-        agg = agg_decoder.decode(blob[1:] if skipping else blob)
         kind: Kind = "main" if row.kind == "main" else "subagent"
-        return cls(
-            row.path, kind, row.session_id, row.dev, row.ino,
-            row.size, row.mtime, row.offset, agg, skipping,
-        )
+        blob = bytes(row.agg)
+        if blob[:1] == b"S":
+            # an older version's "skipping" mark; such rows have no tail_hash
+            # either, so the file is read again from 0 anyway
+            blob = blob[1:]
+        try:
+            agg = agg_decoder.decode(blob)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return cls(row.path, kind, row.session_id, row.dev, row.ino)  # read it again
+        return cls(row.path, kind, row.session_id, row.dev, row.ino, row.size, row.mtime, row.offset, agg)
 
 
 @dataclass
@@ -118,6 +128,7 @@ class ClaudeIndex:
         workers: int | None = None,
     ) -> None:
         self.root = root
+        self._root_prefix = len(str(root)) + 1
         self.prices = prices
         self.idle_after_s = idle_after_s
         self.metrics = metrics or Metrics()
@@ -313,7 +324,7 @@ class ClaudeIndex:
                 title = entry.get("summary") or entry.get("firstPrompt")
                 project = entry.get("projectPath") or original
                 self.hints[entry["sessionId"]] = Hint(
-                    title if isinstance(title, str) else None,
+                    shown(title) if isinstance(title, str) else None,
                     project if isinstance(project, str) else None,
                 )
         except (OSError, ValueError, AttributeError) as exc:
@@ -351,8 +362,17 @@ class ClaudeIndex:
         if st.st_size == fs.size and st.st_mtime == fs.mtime and fs.offset > 0:
             return touched
         before = fs.parent()
+        settled = time.time() - st.st_mtime >= self.settle_s
         try:
-            self._read(fs, st.st_size, time.time() - st.st_mtime >= self.settle_s)
+            if not self._read(fs, st.st_size, settled):
+                # Same inode and no shorter, but not what was read: rewritten
+                # in place, so not an append (issue 8, item 4).
+                log.info("%s was rewritten in place; reading it again from the start", key)
+                touched |= self.forget(key)
+                fs = FileState(key, info.kind, info.session_id, st.st_dev, st.st_ino)
+                self.files[key] = fs
+                before = None
+                self._read(fs, st.st_size, settled)
         except FileNotFoundError:
             return touched | self.forget(key)
         except OSError as exc:
@@ -369,24 +389,33 @@ class ClaudeIndex:
             touched.add(after)
         return touched
 
-    def _read(self, fs: FileState, size: int, settled: bool) -> None:
+    def _read(self, fs: FileState, size: int, settled: bool) -> bool:
+        """Read from ``fs.offset`` to ``size``; False, reading nothing, if the
+        bytes before the offset are no longer the ones read (a rewrite)."""
         started = time.perf_counter()
         lines = bad = 0
+        agg = fs.agg
         with open(fs.path, "rb") as f:
-            f.seek(fs.offset)
+            tail = b""
+            if fs.offset > 0:
+                f.seek(max(0, fs.offset - TAIL_HASH_BYTES))
+                tail = f.read(min(fs.offset, TAIL_HASH_BYTES))
+                self.metrics.bytes_read.inc(len(tail))
+                if agg.tail_hash is None or _tail_hash(tail) != agg.tail_hash:
+                    return False
             carry = b""
             while fs.offset + len(carry) < size:
                 chunk = f.read(min(CHUNK, size - fs.offset - len(carry)))
                 if not chunk:
                     break
                 self.metrics.bytes_read.inc(len(chunk))
-                if fs.skipping:
+                if agg.skipping:
                     nl = chunk.find(b"\n")
                     if nl < 0:
-                        fs.offset += len(chunk)
+                        tail = self._advance(fs, tail, chunk)
                         continue
-                    fs.offset += nl + 1
-                    fs.skipping = False
+                    tail = self._advance(fs, tail, chunk[: nl + 1])
+                    agg.skipping = False
                     chunk = chunk[nl + 1 :]
                 data = carry + chunk
                 end = data.rfind(b"\n")
@@ -394,32 +423,42 @@ class ClaudeIndex:
                     carry = data
                     if len(carry) > MAX_LINE_BYTES:
                         # An endless line: skip it and count it once, not per read.
-                        fs.agg.bad_lines += 1
+                        agg.bad_lines += 1
                         bad += 1
                         self._warn(fs.path, "huge", "line over the size limit skipped")
-                        fs.offset += len(carry)
-                        fs.skipping = True
+                        tail = self._advance(fs, tail, carry)
+                        agg.skipping = True
                         carry = b""
                     continue
-                result = parse_bytes(fs.agg, data[: end + 1], kind=fs.kind, source=fs.path)
+                result = parse_bytes(agg, data[: end + 1], kind=fs.kind, source=fs.path)
                 lines += result.lines
                 bad += result.bad
-                fs.offset += end + 1
+                tail = self._advance(fs, tail, data[: end + 1])
                 carry = data[end + 1 :]
             # A partial last line stays unread until its newline arrives, or
             # until the file has settled with a whole JSON object there.
             self.partial.discard(fs.path)
-            if carry and not fs.skipping:
+            if carry and not agg.skipping:
                 if settled and carry.rstrip().endswith(b"}") and _is_object(carry):
-                    result = parse_bytes(fs.agg, carry, kind=fs.kind, source=fs.path)
+                    result = parse_bytes(agg, carry, kind=fs.kind, source=fs.path)
                     lines += result.lines
-                    fs.offset += len(carry)
+                    tail = self._advance(fs, tail, carry)
                 else:
                     self.partial.add(fs.path)
+        agg.tail_hash = _tail_hash(tail) if fs.offset > 0 else None
         self.metrics.lines.inc(lines)
         if bad:
             self.metrics.bad_lines.inc(bad)
         self.metrics.parse_seconds.observe(time.perf_counter() - started)
+        return True
+
+    @staticmethod
+    def _advance(fs: FileState, tail: bytes, consumed: bytes) -> bytes:
+        """Move the offset past ``consumed``; returns the new last bytes read."""
+        fs.offset += len(consumed)
+        if len(consumed) >= TAIL_HASH_BYTES:
+            return consumed[-TAIL_HASH_BYTES:]
+        return (tail + consumed)[-TAIL_HASH_BYTES:]
 
     def settle(self, now: float) -> set[str]:
         """Re-read files whose unterminated last line has had time to settle."""
@@ -473,7 +512,9 @@ class ClaudeIndex:
     def take_changes(self) -> tuple[list[TranscriptRow], list[str]]:
         """Rows to persist since the last call, and paths to delete."""
         rows = [self.files[p].row() for p in self.dirty if p in self.files]
-        removed = list(self.removed)
+        # a file forgotten and read again (replaced, rewritten) is upserted, not
+        # deleted: the store applies deletes after upserts
+        removed = [p for p in self.removed if p not in self.files]
         self.dirty.clear()
         self.removed.clear()
         return rows, removed
@@ -484,32 +525,72 @@ class ClaudeIndex:
         return [sid for sid in self.members if self._main(sid) is not None]
 
     def _main(self, sid: str) -> FileState | None:
+        found = self._files_of(sid)
+        return found[0] if found is not None else None
+
+    def _files_of(self, sid: str) -> tuple[FileState, list[FileState]] | None:
+        """A session's main transcript and the files that add up to it.
+
+        One session id can have main transcripts in several project folders:
+        the same transcript copied (a project moved, a backup restored beside
+        it) holds the same responses, so adding the copies would count each
+        response twice (issue 8, item 20). The copies cannot be told apart
+        response by response without keeping every response id, so the
+        session is read from one project folder: the one whose main
+        transcript has the most lines (a copy is a prefix of the file that
+        went on growing), then the most lines in all, subagents included,
+        then the path, so the choice is stable. Files of the session in other
+        folders are copies and are left out.
+        """
+        groups: dict[str, list[FileState]] = {}
+        mains: dict[str, FileState] = {}
         for path in self.members.get(sid, ()):
             fs = self.files.get(path)
-            if fs is not None and fs.kind == "main" and fs.agg.first_ts is not None:
-                return fs
-        return None
+            if fs is None:
+                continue
+            folder = self._folder(path)
+            groups.setdefault(folder, []).append(fs)
+            if fs.kind == "main" and fs.agg.first_ts is not None:
+                mains[folder] = fs
+        if not mains:
+            return None
+        if len(mains) == 1:
+            ((folder, main),) = mains.items()
+        else:
+            folder, main = max(
+                mains.items(),
+                key=lambda fm: (fm[1].agg.lines, sum(f.agg.lines for f in groups[fm[0]]), fm[1].path),
+            )
+        return main, groups[folder]
+
+    def _folder(self, path: str) -> str:
+        """The project folder under the root that ``path`` is in."""
+        return path[self._root_prefix :].split(os.sep, 1)[0]
 
     def status(self, sid: str, now: float) -> str:
         """running / waiting / idle: see the rules beside RUNNING_KINDS in claude.py."""
-        main = self._main(sid)
-        if main is None:
+        found = self._files_of(sid)
+        if found is None:
             return "idle"
-        newest = max(
-            (self.files[p].mtime for p in self.members.get(sid, ()) if p in self.files),
-            default=main.mtime,
-        )
-        if now - newest >= self.idle_after_s:
+        return self._status(found[0], found[1], now)
+
+    def _status(self, main: FileState, files: list[FileState], now: float) -> str:
+        # Activity is the newest entry's own timestamp, never the file's mtime:
+        # a transcript copied or restored today whose last entry is a year old
+        # is idle (issue 8, item 23).
+        newest = max((f.agg.last_ts for f in files if f.agg.last_ts is not None), default=None)
+        if newest is None or now - newest >= self.idle_after_s:
             return "idle"
         return "running" if main.agg.last_kind in RUNNING_KINDS else "waiting"
 
     def session(self, sid: str, now: float) -> dict[str, Any] | None:
         """The contract's Session for a Claude session, or None if it is not one."""
-        main = self._main(sid)
-        if main is None:
+        found = self._files_of(sid)
+        if found is None:
             return None
+        main, files = found
         agg = main.agg
-        parts = [self.files[p].agg for p in self.members.get(sid, ()) if p in self.files]
+        parts = [f.agg for f in files]
         tokens = {"input": 0, "output": 0, "cache_creation": 0, "cache_read": 0}
         cost: float | None = 0.0
         tool_calls = 0
@@ -543,7 +624,7 @@ class ClaudeIndex:
             "source": "claude",
             "project": agg.cwd or hint.project or Path(main.path).parent.name,
             "title": title,
-            "status": self.status(sid, now),
+            "status": self._status(main, files, now),
             "current_task": None,
             "user": None,
             "host": None,
