@@ -207,10 +207,11 @@ class FakeAPI:
         with self._lock:
             self.script.extend(turns)
 
-    def reset(self, script: Iterable[Turn | ApiError] = ()) -> None:
+    def reset(self, script: Iterable[Turn | ApiError] = (), side_script: Iterable[Turn | ApiError] = ()) -> None:
         """Forget recorded requests and start a new script (one fake shared by several runs)."""
         with self._lock:
             self.script = list(script)
+            self.side_script = list(side_script)
             self.requests.clear()
             self.unexpected.clear()
 
@@ -359,8 +360,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._other("GET")
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        raw = self._read_body()
         try:
             body: Any = json.loads(raw) if raw else None
         except ValueError:
@@ -396,6 +396,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
         self.wfile.flush()
         self.api._answered(rec, 200, message_id, request_id, answer.usage)
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            parts = []
+            while True:
+                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline().strip():  # trailers, then the blank line
+                        pass
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
 
     def _other(self, method: str) -> None:
         self.api._record(method, self.path, dict(self.headers), None)
