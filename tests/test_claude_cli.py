@@ -51,22 +51,26 @@ def assert_cost_close(ours: float | None, cli: float, what: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("model_args", "model"),
+    ("model_args", "model", "usage"),
     [
-        ([], "claude-opus-5-5"),  # 2.1.330's default
-        (["--model", "claude-opus-4-8"], "claude-opus-4-8"),  # 2.1.197's default
-        (["--model", "claude-sonnet-4-5-20250929"], "claude-sonnet-4-5-20250929"),
+        # 2.1.330's default; its cache reads cost 0.05x input, not the usual 0.1x
+        ([], "claude-opus-5-5", USAGE),
+        # 1-hour cache writes (2x input) beside 5-minute ones (1.25x)
+        ([], "claude-opus-5-5", Usage(1200, 300, 2000, 5000, cache_1h_input_tokens=1500)),
+        (["--model", "claude-opus-4-8"], "claude-opus-4-8", USAGE),  # 2.1.197's default
+        (["--model", "claude-sonnet-4-5-20250929"], "claude-sonnet-4-5-20250929", USAGE),
     ],
+    ids=["opus-5-5", "opus-5-5-1h-cache", "opus-4-8", "sonnet-4-5"],
 )
 def test_scan_cost_matches_the_cli_total_cost(
-    fake_api: FakeAPI, claude_home: ClaudeHome, model_args: list[str], model: str
+    fake_api: FakeAPI, claude_home: ClaudeHome, model_args: list[str], model: str, usage: Usage
 ) -> None:
-    fake_api.reset([Turn.text("Hello.", USAGE)])
+    fake_api.reset([Turn.text("Hello.", usage)])
     run = run_claude(claude_home, fake_api.url, "hi", *model_args).check()
 
     assert [r.body["model"] for r in fake_api.agent_requests()] == [model]
     answered = fake_api.answered_usage()  # the scripted turn plus any side query the CLI made
-    assert answered == USAGE + Usage(
+    assert answered == usage + Usage(
         fake_api.side_usage.input_tokens * len(fake_api.side_requests()),
         fake_api.side_usage.output_tokens * len(fake_api.side_requests()),
     )
