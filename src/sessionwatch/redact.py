@@ -47,19 +47,20 @@ _AUTH = re.compile(r"\b((?:Bearer|Basic|Token)\s+)(?=[A-Za-z0-9._~+/-]*\d)[A-Za-
 #: ``https://user:password@host``: the password goes.
 _USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://[^\s/:@]*:)[^\s/@]+(@)", re.I)
 
+#: A value: quoted (spaces and all) or up to the next space, quote or separator.
+_VALUE = r"""(?!••••)(?:"[^"\n]*"|'[^'\n]*'|[^\s"',;]+)"""
+
 #: A password is masked whatever it looks like: ``password: hunter2``,
 #: ``DB_PASSWORD=...``, ``--db-password=...``, ``"passwd": "..."``.
 _PASSWORD = re.compile(
-    r"""((?:\b|_)[A-Za-z0-9_.-]*(?:password|passwd|passphrase|pass_?word)["']?\s*[:=]\s*["']?)"""
-    r"""(?!••••)[^\s"',;]+""",
+    r"""((?:\b|_)[A-Za-z0-9_.-]*(?:password|passwd|passphrase|pass_?word)["']?\s*[:=]\s*)""" + _VALUE,
     re.I,
 )
 
 #: ``--token=...``, ``--api-key x``, ``--client-secret=...``: a flag naming a
 #: credential takes its value with it.
 _FLAG = re.compile(
-    r"""(--?[A-Za-z0-9-]*(?:password|passwd|token|secret|api-?key|access-?key|private-?key)(?:=|\s+)["']?)"""
-    r"""(?!••••)[^\s"',;]+""",
+    r"""(--?[A-Za-z0-9-]*(?:password|passwd|token|secret|api-?key|access-?key|private-?key)(?:=|\s+))""" + _VALUE,
     re.I,
 )
 
@@ -84,11 +85,17 @@ def _keep_name(m: re.Match[str]) -> str:
     return m.group(1) + MASK
 
 
+def _keep_name_and_quotes(m: re.Match[str]) -> str:
+    value = m.group(0)[len(m.group(1)) :]
+    quote = value[0] if value[:1] in ("'", '"') else ""
+    return m.group(1) + quote + MASK + quote
+
+
 def mask(text: str) -> str:
     """``text`` with every key, token or password it seems to hold replaced by ``••••``."""
     text = _KEYS.sub(_keep_prefix, text)
     text = _AUTH.sub(_keep_name, text)
     text = _USERINFO.sub(lambda m: m.group(1) + MASK + m.group(2), text)
-    text = _FLAG.sub(_keep_name, text)
-    text = _PASSWORD.sub(_keep_name, text)
+    text = _FLAG.sub(_keep_name_and_quotes, text)
+    text = _PASSWORD.sub(_keep_name_and_quotes, text)
     return _NAMED.sub(_keep_name, text)
