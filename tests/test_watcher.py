@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
+import httpx
+import pytest
 
 from sessionwatch.config import Settings
 from sessionwatch.monitor import Monitor
 from sessionwatch.watcher import watching
 
+from .conftest import Server, wait_for
+from .sse import SSEClient
 from .test_claude import assistant, user
 
 
@@ -91,3 +96,89 @@ async def test_monitor_with_injected_changes_is_exact(tmp_path: Path) -> None:
         assert chunk.count(b"event: ") == 1
     finally:
         await monitor.close()
+
+
+def three_sessions(root: Path) -> list[Path]:
+    """Three one-line transcripts in one project folder of ``root``."""
+    (root / "-work-app").mkdir(parents=True, exist_ok=True)
+    files = []
+    for n in range(3):
+        path = root / "-work-app" / f"s{n}.jsonl"
+        path.write_bytes(user(f"hello {n}", sessionId=f"s{n}"))
+        files.append(path)
+    return files
+
+
+@pytest.mark.parametrize("pause", [False, True], ids=["recreated-at-once", "recreated-after-a-pause"])
+async def test_projects_dir_removed_and_created_again_is_watched_again(tmp_path: Path, pause: bool) -> None:
+    """Regression: the contents were removed (one batch), then the empty root
+    (its own event dropped by the filter): awatch went on watching the dead
+    directory, and nothing under the recreated one was ever reported.
+
+    The root is sent once when it goes away and once it is watched again
+    (callers rescan); an append after that is reported.
+    """
+    root = tmp_path / "projects"
+    files = three_sessions(root)
+    db = tmp_path / "x.db"
+    stop = anyio.Event()
+    step = "remove contents"
+    roots = 0  # batches naming the root since it was removed
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+
+            async def act() -> None:
+                await anyio.sleep(0.3)  # the watch is up (nothing else tells us)
+                shutil.rmtree(root / "-work-app")
+
+            tg.start_soon(act)
+            async with watching(root, db, debounce_ms=50, step_ms=20, stop_event=stop) as batches:
+                async for batch in batches:
+                    if step == "remove contents" and files[0] in batch:
+                        root.rmdir()  # the empty root alone, after its contents were reported
+                        step = "root removed"
+                        if not pause:
+                            three_sessions(root)  # races the root's own event
+                            step = "recreated"
+                        continue
+                    roots += root in batch
+                    if step == "root removed" and roots == 1:  # it went away
+                        three_sessions(root)
+                        step = "recreated"
+                    elif step == "recreated" and roots == 2:  # watched again
+                        with open(files[1], "ab") as f:
+                            f.write(user("again", sessionId="s1"))
+                        step = "appended"
+                    elif step == "appended" and files[1] in batch:
+                        stop.set()
+                        break
+    assert step == "appended"
+
+
+def test_server_sees_sessions_again_after_the_projects_dir_comes_back(
+    tmp_path: Path, sw_server: Callable[..., Server]
+) -> None:
+    """End to end: 0 of 3 sessions came back, and appends were ignored until a
+    manual refresh."""
+    root = tmp_path / "projects"
+    files = three_sessions(root)
+    srv = sw_server(projects_dir=root)
+
+    def count() -> int:
+        return len(httpx.get(srv.url + "/all", timeout=5).json()["sessions"])
+
+    assert count() == 3
+    shutil.rmtree(root / "-work-app")
+    wait_for(lambda: count() == 0, timeout=15, what="the sessions to go with their files")
+    root.rmdir()
+    three_sessions(root)
+    wait_for(lambda: count() == 3, timeout=15, what="3 sessions after the projects dir came back")
+    client = SSEClient(srv.url + "/stream").start()
+    try:
+        assert client.next().event == "init"
+        with open(files[2], "ab") as f:
+            f.write(user("again", sessionId="s2"))
+        ev = client.next(timeout=15)
+        assert ev.event == "session-updated" and [s["id"] for s in ev.data["sessions"]] == ["s2"]
+    finally:
+        client.stop()

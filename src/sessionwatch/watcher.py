@@ -3,7 +3,8 @@
 Two watchers feed one stream: the projects dir (recursive, transcripts and
 ``sessions-index.json`` only) and the database's directory (not recursive,
 only the database and its WAL: that is how direct-mode trackers are noticed).
-A projects dir that does not exist yet is waited for, then watched.
+A projects dir that does not exist yet is waited for, then watched; one that
+is removed (or removed and created again) is noticed and watched again.
 
 ``WATCHFILES_FORCE_POLLING`` is honoured by watchfiles itself (``force_polling``
 stays None), for network filesystems where notify events never arrive.
@@ -13,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import stat
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -26,6 +28,9 @@ log = logging.getLogger(__name__)
 
 #: How often a missing projects dir is looked for.
 WAIT_FOR_DIR_S = 1.0
+#: How often, in silence, the watched projects dir is checked to still be the
+#: one watched (it may have been removed, or removed and created again).
+CHECK_ROOT_S = 1.0
 
 
 def transcript_filter(change: Change, path: str) -> bool:
@@ -35,6 +40,17 @@ def transcript_filter(change: Change, path: str) -> bool:
     # written into it before inotify watches it are never reported, so the
     # directory itself is passed on and scanned.
     return change == Change.added and os.path.isdir(path)
+
+
+def projects_filter(root: Path) -> Callable[[Change, str], bool]:
+    """Transcripts, new directories, and any change to the root itself (its
+    removal is how a watch that went dead shows)."""
+    top = str(root)
+
+    def accept(change: Change, path: str) -> bool:
+        return path == top or transcript_filter(change, path)
+
+    return accept
 
 
 def db_filter(db: Path) -> object:
@@ -80,8 +96,16 @@ async def watching(
 async def _watch_projects(
     root: Path, debounce_ms: int, step_ms: int, stop: anyio.Event, send: ObjectSendStream[set[Path]]
 ) -> None:
+    # inotify watches an inode, not a name: once the root is removed, awatch
+    # goes on waiting on the dead directory without a word (its only sign is
+    # a ``deleted`` event for the root itself), and a directory created again
+    # under the same name is never watched. So an event for the root ends the
+    # watch, and so does a root found missing or replaced (another inode)
+    # after any batch or CHECK_ROOT_S of silence. Then the root is sent
+    # (callers rescan: sessions of removed files go) and the watch starts
+    # again, waiting for the root if need be.
     async with send:
-        first = True
+        announce = False  # send the root once the new watch is up
         while not stop.is_set():
             if not root.is_dir():
                 log.info("waiting for %s to appear", root)
@@ -91,22 +115,48 @@ async def _watch_projects(
                     with anyio.move_on_after(WAIT_FOR_DIR_S):
                         await stop.wait()
                 log.info("%s appeared, watching it", root)
-                await send.send({root})  # callers rescan the whole dir
-            elif not first:
-                await send.send({root})
-            first = False
-            async for changes in awatch(
+                announce = True
+            identity = _identity(root)
+            if identity is None:
+                continue  # gone again already
+            watcher = awatch(
                 root,
-                watch_filter=transcript_filter,
+                watch_filter=projects_filter(root),
                 debounce=debounce_ms,
                 step=step_ms,
                 stop_event=stop,
+                rust_timeout=int(CHECK_ROOT_S * 1000),
+                yield_on_timeout=True,
                 recursive=True,
                 ignore_permission_denied=True,
-            ):
-                await send.send({Path(p) for _, p in changes})
-                if not root.is_dir():
-                    break  # the dir itself went away: wait for it again
+            )
+            async with aclosing(watcher):
+                # The first batch (or the first timeout) comes once the watch is
+                # up: a rescan asked for then misses nothing written meanwhile.
+                async for changes in watcher:
+                    paths = {Path(p) for _, p in changes}
+                    # An event for the root itself is its removal or a move:
+                    # its inode may already be reused by a new directory of
+                    # the same name, so that alone means the watch is dead.
+                    gone = root in paths or _identity(root) != identity
+                    if announce or gone:
+                        paths.add(root)
+                        announce = False
+                    if paths:
+                        await send.send(paths)
+                    if gone:
+                        log.warning("%s was removed or replaced; watching it again when it is back", root)
+                        announce = True
+                        break
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The directory's (device, inode), or None if it is not a directory now."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
 
 
 async def _watch_db(
