@@ -175,6 +175,17 @@ def test_invalid_utf8_byte_in_a_reply_does_not_break_recent_activity() -> None:
     assert agg.bad_lines == 0 and next(iter(agg.buckets.values()))[1] == 3
 
 
+def test_absurd_lines_are_bad_lines_not_exceptions() -> None:
+    deep = b'{"type":"user","message":' * 100_000 + b"1" + b"}" * 100_000
+    huge = assistant("m1", "r1", 1).replace(b'"input_tokens": 10', b'"input_tokens": 1e400')
+    negative = assistant("m2", "r2", -5)
+    far = user("x", timestamp="0001-01-01T00:00:00+01:00")
+    agg = FileAgg()
+    result = parse_bytes(agg, b"\n".join([deep, huge, negative, far]) + b"\n", kind="main")
+    assert result.bad == 3 and agg.messages == 1
+    assert recent_activity(deep + b"\n" + far) == [{"timestamp": "0001-01-01T00:00:00+01:00", "kind": "prompt", "summary": "x"}]
+
+
 def test_random_bytes_in_a_transcript_never_raise() -> None:
     """Fuzz-ish: random bytes spliced into a real transcript are replaced or skipped, never raised."""
     rng = random.Random(8)

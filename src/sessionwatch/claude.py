@@ -37,6 +37,9 @@ DEDUPE_WINDOW = 16
 MAX_LINE_BYTES = 64 * 1024 * 1024
 
 Kind = Literal["main", "subagent"]
+#: What decoding a bad line raises: malformed or mistyped JSON, and nesting
+#: deeper than msgspec recurses (a RecursionError, seen with 100,000 levels).
+BAD_LINE = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 
 
 # --- the fields we decode; msgspec skips everything else without allocating ---
@@ -79,9 +82,9 @@ class Block(msgspec.Struct):
             # a raw byte that is not UTF-8 inside the string (issue 8, item 1)
             try:
                 value = msgspec.json.decode(_replace_bad_utf8(bytes(self.text)))
-            except msgspec.DecodeError:
+            except BAD_LINE:
                 return None
-        except msgspec.DecodeError:
+        except BAD_LINE:
             return None
         return value if isinstance(value, str) else None
 
@@ -338,14 +341,14 @@ def parse_bytes(agg: FileAgg, data: bytes, *, kind: Kind, source: str = "") -> P
             continue
         try:
             line = _decode_line(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except BAD_LINE as exc:
             _bad(agg, result, source, str(exc))
             continue
         apply_line(agg, line, kind=kind)
     if last_progress is not None:
         try:
             stamp = _decode_stamp(last_progress)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except BAD_LINE as exc:
             _bad(agg, result, source, str(exc))
         else:
             _stamp(agg, stamp.timestamp)
@@ -578,7 +581,7 @@ def recent_activity(data: bytes, limit: int = 10) -> list[dict[str, Any]]:
             continue
         try:
             line = _decode_line(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except BAD_LINE:
             continue
         msg = line.message if isinstance(line.message, Message) else None
         if msg is None or line.isMeta or line.isSidechain:
