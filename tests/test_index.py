@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -294,6 +295,24 @@ def test_invalid_utf8_byte_does_not_break_update_scan_or_recent(projects: Path, 
     many = make_index(projects, workers=2)
     many.scan()
     assert many.session(BIG, time.time())["tokens"] == after["tokens"]  # type: ignore[index]
+
+
+def test_random_bytes_appended_to_transcripts_never_raise(projects: Path) -> None:
+    rng = random.Random(8)
+    index = make_index(projects)
+    index.scan()
+    path = projects / "-tmp" / "representative_messages.jsonl"
+    sid = "representative_messages"
+    for _ in range(60):
+        with open(path, "ab") as f:
+            f.write(rng.randbytes(rng.randint(1, 200)) + rng.choice([b"\n", b""]))
+        index.update(path)
+        index.recent(sid)
+        index.session(sid, time.time())
+    (projects / "-tmp" / "sessions-index.json").write_bytes(b"[" * 100_000)
+    (projects / SPOTTER / "sessions-index.json").write_bytes(b'{"entries": 5}')
+    index.scan()
+    assert sid in index.session_ids()
 
 
 def test_scan_json_survives_an_invalid_utf8_byte(projects: Path) -> None:

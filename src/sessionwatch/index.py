@@ -327,7 +327,7 @@ class ClaudeIndex:
                     shown(title) if isinstance(title, str) else None,
                     project if isinstance(project, str) else None,
                 )
-        except (OSError, ValueError, AttributeError) as exc:
+        except (OSError, ValueError, AttributeError, TypeError, RecursionError) as exc:
             self._bad_file(str(path), "bad-index", exc)
 
     # --- one file -------------------------------------------------------------------
