@@ -368,6 +368,31 @@ def test_a_transcript_rewritten_in_place_is_read_again(tmp_path: Path) -> None:
     assert index.session("s1", time.time())["tokens"]["output"] == 505  # type: ignore[index]
 
 
+def test_rows_stored_before_rewrites_were_noticed_are_read_again(tmp_path: Path) -> None:
+    """A row without a tail hash may hold an append-counted rewrite: its figure must not survive."""
+    root = tmp_path / "p"
+    (root / "proj").mkdir(parents=True)
+    path = root / "proj" / "s1.jsonl"
+    path.write_bytes(user("a") + assistant("m1", "r1", 100))
+    index = make_index(root)
+    index.scan()
+    (row,) = index.take_changes()[0]
+    agg = json.loads(row.agg)
+    agg.pop("tail_hash")
+    agg.pop("skipping")
+    agg["buckets"] = {"claude-sonnet-4-5|0|0": [10, 999, 0, 0, 0]}  # the wrong figure
+    legacy = TranscriptRow(row.path, row.kind, row.session_id, row.dev, row.ino, row.size, row.mtime, row.offset, b"S" + json.dumps(agg).encode())
+    resumed = make_index(root)
+    resumed.load([legacy])
+    resumed.scan()
+    assert resumed.session("s1", time.time())["tokens"]["output"] == 100  # type: ignore[index]
+    garbage = TranscriptRow(row.path, row.kind, row.session_id, row.dev, row.ino, row.size, row.mtime, row.offset, b"not json")
+    again = make_index(root)
+    again.load([garbage])
+    again.scan()
+    assert again.session("s1", time.time())["tokens"]["output"] == 100  # type: ignore[index]
+
+
 def test_same_transcript_in_two_project_folders_counts_once(projects: Path) -> None:
     single = make_index(projects)
     single.scan()

@@ -96,13 +96,15 @@ class FileState:
         kind: Kind = "main" if row.kind == "main" else "subagent"
         blob = bytes(row.agg)
         if blob[:1] == b"S":
-            # an older version's "skipping" mark; such rows have no tail_hash
-            # either, so the file is read again from 0 anyway
-            blob = blob[1:]
+            blob = blob[1:]  # an older version's "skipping" mark
         try:
             agg = agg_decoder.decode(blob)
         except (msgspec.DecodeError, msgspec.ValidationError):
-            return cls(row.path, kind, row.session_id, row.dev, row.ino)  # read it again
+            agg = None
+        if agg is None or (row.offset > 0 and agg.tail_hash is None):
+            # Unreadable, or stored by a version that could not tell a rewrite
+            # from an append (and kept unmasked titles): read it again from 0.
+            return cls(row.path, kind, row.session_id, row.dev, row.ino)
         return cls(row.path, kind, row.session_id, row.dev, row.ino, row.size, row.mtime, row.offset, agg)
 
 
