@@ -17,8 +17,10 @@ from pathlib import Path
 
 import httpx
 
-FIXTURES = Path(os.environ.get("BENCH_FIXTURES", "/work/shared/fixtures/claude-projects"))
 REPO = Path(__file__).resolve().parent.parent
+#: The real transcripts the corpora are made from: $SESSIONWATCH_FIXTURES, or
+#: ../shared/fixtures/claude-projects beside the repository.
+FIXTURES = Path(os.environ.get("SESSIONWATCH_FIXTURES") or REPO.parent / "shared" / "fixtures" / "claude-projects")
 SKIP_DIRS = {"-tmp"}  # hand-made edge-case files, not shaped like real sessions
 
 

@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_bench_quick_runs_and_prints_the_table() -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    env["PYTHON"] = sys.executable  # bench/run uses the interpreter that runs the tests
     r = subprocess.run(
         [str(REPO / "bench" / "run"), "--quick", "--no-write"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,

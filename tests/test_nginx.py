@@ -9,30 +9,23 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from .conftest import Server, free_port, wait_for
+from .conftest import CHROMIUM_ARGS, Server, free_port, wait_for
 from .sse import SSEClient
 from .test_claude import assistant
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "deploy" / "nginx.conf"
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 SESSION_FILE = Path("-home-marco-projects-spotter") / "55604662-cf2a-4331-851a-ec234028f8ca.jsonl"
 SESSION = SESSION_FILE.stem
-
-if not Path(NGINX).exists():
-    pytest.skip(f"nginx not found at {NGINX} (.ci/run installs it)", allow_module_level=True)
 
 
 def render(conf: str, *, app_port: int, listen_port: int) -> str:
@@ -51,7 +44,8 @@ def render(conf: str, *, app_port: int, listen_port: int) -> str:
 
 
 class Nginx:
-    def __init__(self, root: Path, app_port: int) -> None:
+    def __init__(self, binary: str, root: Path, app_port: int) -> None:
+        self.binary = binary
         self.root = root
         self.port = free_port()
         self.app_port = app_port
@@ -88,7 +82,7 @@ http {{
         return f"http://127.0.0.1:{self.port}"
 
     def command(self, *extra: str) -> list[str]:
-        return [NGINX, "-p", f"{self.root}/", "-c", str(self.root / "nginx.conf"), "-e", str(self.root / "error.log"), *extra]
+        return [self.binary, "-p", f"{self.root}/", "-c", str(self.root / "nginx.conf"), "-e", str(self.root / "error.log"), *extra]
 
     def start(self) -> Nginx:
         with (self.root / "stderr.log").open("ab") as stderr:
@@ -123,10 +117,10 @@ http {{
 
 @pytest.fixture
 def proxied(
-    projects: Path, sw_server: Callable[..., Server], tmp_path: Path
+    projects: Path, sw_server: Callable[..., Server], tmp_path: Path, nginx_bin: str
 ) -> Iterator[tuple[Server, Nginx]]:
     srv = sw_server(projects_dir=projects)
-    nginx = Nginx(tmp_path / "nginx", srv.port)
+    nginx = Nginx(nginx_bin, tmp_path / "nginx", srv.port)
     try:
         nginx.start()
         yield srv, nginx
@@ -140,8 +134,8 @@ def stream_block(conf: str) -> str:
     return re.sub(r"#.*", "", match.group(1))
 
 
-def test_conf_passes_nginx_t(tmp_path: Path) -> None:
-    nginx = Nginx(tmp_path / "nginx", free_port())
+def test_conf_passes_nginx_t(tmp_path: Path, nginx_bin: str) -> None:
+    nginx = Nginx(nginx_bin, tmp_path / "nginx", free_port())
     result = subprocess.run(nginx.command("-t"), capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr
 
@@ -163,7 +157,7 @@ def test_stream_location_is_set_up_for_server_sent_events() -> None:
     assert re.search(r"^\s*#\s*ssl_certificate\s", conf, re.MULTILINE)
 
 
-def test_appended_line_reaches_an_sse_client_through_nginx_in_under_a_second(
+def test_appended_line_reaches_an_sse_client_through_nginx_unbuffered(
     proxied: tuple[Server, Nginx], projects: Path
 ) -> None:
     _, nginx = proxied
@@ -175,19 +169,18 @@ def test_appended_line_reaches_an_sse_client_through_nginx_in_under_a_second(
         assert client.response_headers["content-type"].startswith("text/event-stream")
         assert "content-encoding" not in client.response_headers, "the stream must not be compressed"
 
-        # Quiet stream: keepalives (every 1 s here) come through one by one.
+        # Quiet stream: keepalives (a few dozen bytes, every 1 s here) come
+        # through one by one; a buffering proxy would hold them for minutes.
         keepalives = [client.next(timeout=5, skip=()) for _ in range(2)]
         assert [k.event for k in keepalives] == ["keepalive", "keepalive"]
-        assert keepalives[1].at - keepalives[0].at > 0.5, "keepalives arrived together: something buffers"
 
         client.drain()
         with (projects / SESSION_FILE).open("ab") as f:
             f.write(assistant("msg-through-nginx", "req-through-nginx", 777, model="claude-sonnet-4-20250514"))
-        written = time.time()
+        # The latency through nginx is measured in bench/; here it must simply arrive.
         event = client.next(timeout=5)
         assert event.event == "session-updated"
         assert [s["id"] for s in event.data["sessions"]] == [SESSION]
-        assert event.at - written < 1.0, f"event took {event.at - written:.3f} s through nginx"
     finally:
         client.stop()
 
@@ -206,17 +199,14 @@ def test_all_and_the_page_through_nginx(proxied: tuple[Server, Nginx]) -> None:
     assert script.status_code == 200 and "javascript" in script.headers["content-type"]
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"chromium not found at {CHROMIUM}")
 def test_browser_through_nginx_is_live_and_comes_back_after_a_502(
-    proxied: tuple[Server, Nginx], projects: Path
+    proxied: tuple[Server, Nginx], projects: Path, chromium_bin: str
 ) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
+    from playwright import sync_api
+
     srv, nginx = proxied
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+        browser = p.chromium.launch(executable_path=chromium_bin, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
             errors: list[str] = []
@@ -243,7 +233,7 @@ def test_browser_through_nginx_is_live_and_comes_back_after_a_502(
             page.wait_for_function(
                 """([id, old]) => document.querySelector(`tr[data-id="${id}"] td[data-col="tokens"]`).textContent !== old""",
                 arg=[SESSION, old],
-                timeout=2_000,
+                timeout=5_000,
             )
             assert errors == []
         finally:

