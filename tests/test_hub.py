@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
 from typing import Any
 
 from sessionwatch.hub import Filter, Hub
@@ -56,7 +58,7 @@ def test_resume_replays_exactly_the_missed_events() -> None:
 
 
 def test_resume_from_outside_the_buffer_gets_init() -> None:
-    hub = Hub(first_id=0, buffer_size=2)
+    hub = Hub(first_id=0, buffer_size=2, keep_events=0, keep_s=0)
     for i in range(5):
         hub.apply({f"s{i}": sess(f"s{i}")})
     assert b"event: init" in messages(hub, hub.subscribe(last_event_id=1))[0]
@@ -112,3 +114,135 @@ def test_keepalive_only_for_silent_subscribers() -> None:
     assert hub.keepalive(3600) == 1
     (ka,) = messages(hub, sub)
     assert ka.startswith(b"event: keepalive\n") and b"id:" not in ka
+
+
+# --- the replay window's memory -------------------------------------------------------
+
+MiB = 1024 * 1024
+
+
+def big(i: int, size: int, sid: str = "a", **kw: Any) -> dict[str, Any]:
+    """Session ``sid`` carrying ``size`` bytes of text of its own (nothing shared)."""
+    return sess(sid, title=str(i) + "x" * size, **kw)
+
+
+def held_by(hub: Hub, publish: Any) -> int:
+    """Bytes still allocated once ``publish()`` has run and its results are dropped."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        publish()
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+
+
+def test_replay_memory_is_bounded_by_bytes_whatever_the_events_size() -> None:
+    """Regression: 4,096 whole events were kept whatever their size (300 Panel
+    sessions and 4,096 refreshes held 2 GB)."""
+    hub = Hub(first_id=0)  # the defaults: 4,096 events, 64 MiB
+
+    def publish() -> None:
+        for i in range(400):  # 400 × 256 KiB sessions, ~200 MiB with their encodings
+            hub.apply({"a": big(i, 256 * 1024)})  # the state holds one, the window many
+
+    held = held_by(hub, publish)
+    assert held <= 64 * MiB + 4 * MiB, f"{held / MiB:.0f} MiB held by the replay window"
+    assert 0 < hub.replay_bytes <= 64 * MiB
+    assert len(hub.buffer) < 400
+
+
+def test_filtered_encodings_kept_for_replay_count_toward_the_budget() -> None:
+    hub = Hub(first_id=0, buffer_bytes=8 * MiB)
+    subs = [hub.subscribe(Filter(project=f"/p{n}")) for n in range(20)]  # all match "/p..."
+
+    def publish() -> None:
+        for i in range(60):
+            hub.apply({"a": big(i, 64 * 1024, project="/p0/p1/p2/p3/p4/p5/p6/p7/p8/p9/p10")})
+            for sub in subs:
+                sub.items.clear()
+
+    held = held_by(hub, publish)
+    assert held <= 8 * MiB + 2 * MiB, f"{held / MiB:.0f} MiB held"
+    assert hub.replay_bytes <= 8 * MiB
+
+
+def test_resume_from_an_id_evicted_by_bytes_gets_init_and_within_replays_exactly() -> None:
+    hub = Hub(first_id=0, buffer_bytes=1 * MiB)
+    sent = [hub.apply({"a": big(i, 100 * 1024)})[0] for i in range(30)]  # ids 1..30
+    kept = [e.id for e in hub.buffer]
+    assert 0 < len(kept) < 30 and kept == list(range(kept[0], 31))
+    assert hub.replay_bytes <= 1 * MiB
+    evicted = kept[0] - 2  # its successor is gone too: cannot be replayed
+    assert b"event: init" in messages(hub, hub.subscribe(last_event_id=evicted))[0]
+    replay = messages(hub, hub.subscribe(last_event_id=kept[0] - 1))
+    assert replay[0] == b"retry: 2000"
+    assert replay[1:] == [(e.encode() or b"").rstrip(b"\n") for e in sent[kept[0] - 1 :]]
+
+
+def test_an_event_larger_than_the_budget_is_not_kept() -> None:
+    hub = Hub(first_id=0, buffer_bytes=64 * 1024)
+    hub.apply({"a": sess("a")})
+    hub.apply({"b": big(1, 128 * 1024)})
+    assert len(hub.buffer) == 0 and hub.replay_bytes == 0
+    assert b"event: init" in messages(hub, hub.subscribe(last_event_id=1))[0]
+    assert messages(hub, hub.subscribe(last_event_id=2)) == [b"retry: 2000"]
+
+
+def test_the_window_keeps_1000_events_and_15_minutes_beyond_the_count() -> None:
+    now = [1_000_000.0]
+    hub = Hub(first_id=0, buffer_size=10)
+    hub.clock = lambda: now[0]
+    for i in range(1500):  # all within a minute
+        now[0] += 0.01
+        hub.apply({"a": sess("a", tokens={"output": i})})
+    assert len(hub.buffer) == 1500  # 15 minutes are kept whatever the count
+    now[0] += 16 * 60  # those are old now: the count applies, down to 1,000
+    hub.apply({"a": sess("a", tokens={"output": -1})})
+    assert len(hub.buffer) == 1000
+    assert [e.id for e in hub.buffer] == list(range(502, 1502))
+
+
+def test_filtered_replay_is_what_a_live_filtered_subscriber_got() -> None:
+    hub = Hub(first_id=0)
+    flt = Filter(source="panel")
+    live = hub.subscribe(flt)
+    live.items.clear()
+    hub.apply({"p": sess("p", source="panel"), "c": sess("c")})
+    hub.apply({"c": sess("c", status="running")})  # nothing for panel
+    hub.apply({"p": sess("p", source="panel", status="running"), "q": sess("q", source="panel")})
+    hub.apply({"p": None, "c": None})
+    hub.refresh([sess("q", source="panel"), sess("d")])
+    got = messages(hub, live)
+    assert [m.split(b"\n")[1] for m in got] == [
+        b"event: session-created", b"event: session-created", b"event: session-updated",
+        b"event: session-deleted", b"event: refresh",
+    ]  # fmt: skip
+    replay = messages(hub, hub.subscribe(flt, last_event_id=0))
+    assert replay == [b"retry: 2000", *got]
+    # and every subscriber resuming with the same filter shares the same bytes
+    again = hub.subscribe(flt, last_event_id=0)
+    assert all(a is b for a, b in zip(list(again.items)[1:], list(hub.subscribe(flt, last_event_id=0).items)[1:]))
+
+
+async def test_a_dropped_subscriber_ends_its_stream_and_resumes_where_it_left() -> None:
+    """The drop both stream backends rely on (stream.py ends the response when
+    ``next()`` says None): a subscriber that stops taking its chunks is dropped
+    once its queue is full, its stream ends, the others go on, and it resumes
+    with the last id it got."""
+    hub = Hub(first_id=0, queue_size=4)
+    slow = hub.subscribe()
+    fast = hub.subscribe()
+    first = await slow.next()  # the init; then it stops reading
+    assert first is not None and b"event: init" in first
+    for i in range(10):
+        hub.apply({f"s{i}": sess(f"s{i}")})
+        assert await fast.next() is not None
+    assert slow.dropped and slow not in hub.subscribers
+    assert await slow.next() is None  # the response ends: the client reconnects
+    assert hub.metrics.dropped._value.get() == 1  # type: ignore[attr-defined]
+    hub.apply({"a": sess("a")})
+    assert b'"id":"a"' in (await fast.next() or b"")
+    back = messages(hub, hub.subscribe(last_event_id=0))
+    assert [m.split(b"\n")[0] for m in back[1:]] == [b"id: %d" % i for i in range(1, 12)]

@@ -11,6 +11,10 @@
   subscriber with that filter (unfiltered subscribers all share one encoding).
 - Each subscriber has a bounded queue; one that falls behind is dropped (it
   reconnects and resumes with ``Last-Event-ID``), never buffered without limit.
+- The replay window keeps events as their encoded messages (the session dicts
+  are let go once an event is published), bounded in bytes as well as count:
+  at least the last 1,000 events and 15 minutes while they fit in 64 MiB,
+  counting every message kept, filtered ones included; the byte budget wins.
 """
 
 from __future__ import annotations
@@ -27,6 +31,19 @@ import orjson
 from sessionwatch.metrics import Metrics
 
 RETRY_MS = 2000
+#: The replay window (DESIGN.md, The stream): events beyond ``buffer_size``
+#: are dropped oldest first unless among the last KEEP_EVENTS or younger than
+#: KEEP_S; whatever the count and age, all it keeps fits in REPLAY_BYTES.
+REPLAY_BYTES = 64 * 1024 * 1024
+KEEP_EVENTS = 1000
+KEEP_S = 15 * 60.0
+#: What a kept event holds besides its messages, counted with them: the
+#: record, per session the (source, project) pair a filtered replay selects
+#: by, per cached filter its key.
+RECORD_COST = 200
+SESSION_COST = 80
+FILTER_COST = 120
+DELTAS = ("session-created", "session-updated", "session-deleted")
 
 Session = dict[str, Any]
 
@@ -42,10 +59,13 @@ class Filter:
         return self.source is not None or self.project is not None
 
     def match(self, session: Session) -> bool:
-        if self.source is not None and session.get("source") != self.source:
+        return self.match_key(session.get("source"), str(session.get("project") or ""))
+
+    def match_key(self, source: Any, project: str) -> bool:
+        if self.source is not None and source != self.source:
             return False
         if self.project is not None:
-            return self.project.lower() in str(session.get("project") or "").lower()
+            return self.project.lower() in project.lower()
         return True
 
 
@@ -67,21 +87,76 @@ class Event:
         sessions = self.sessions
         if flt:
             sessions = [s for s in sessions if flt.match(s)]
-            if not sessions and self.type in ("session-created", "session-updated", "session-deleted"):
+            if not sessions and self.type in DELTAS:
                 self._encoded[flt] = None
                 return None
         if self.type == "session-deleted":
             sessions = [{"id": s["id"]} for s in sessions]
-        data = orjson.dumps({"type": self.type, "sessions": sessions, "timestamp": self.timestamp})
-        head = b""
-        if retry:
-            head += b"retry: %d\n" % RETRY_MS
-        if self.id is not None:
-            head += b"id: %d\n" % self.id
-        message = head + b"event: " + self.type.encode() + b"\ndata: " + data + b"\n\n"
+        message = _message(self.type, self.id, sessions, self.timestamp, retry=retry)
         if not retry:
             self._encoded[flt] = message
         return message
+
+
+def _message(
+    kind: str, event_id: int | None, sessions: list[Session], timestamp: float, *, retry: bool = False
+) -> bytes:
+    data = orjson.dumps({"type": kind, "sessions": sessions, "timestamp": timestamp})
+    head = b""
+    if retry:
+        head += b"retry: %d\n" % RETRY_MS
+    if event_id is not None:
+        head += b"id: %d\n" % event_id
+    return head + b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
+
+
+def _cost(flt: Filter, message: bytes | None) -> int:
+    return FILTER_COST + len(flt.project or "") + (len(message) if message is not None else 0)
+
+
+class Kept:
+    """A published event as the replay window keeps it: its messages, not its
+    sessions.
+
+    It starts with the messages made while it was published (the unfiltered
+    one always). A subscriber resuming with another filter gets a message cut
+    from the unfiltered one, decoded again; it is kept for the next such
+    subscriber and counted like the others. ``size`` is what the record holds.
+    """
+
+    __slots__ = ("id", "type", "timestamp", "keys", "messages", "size")
+
+    def __init__(self, event: Event) -> None:
+        assert event.id is not None
+        full = event.encode()
+        assert full is not None
+        self.id: int = event.id
+        self.type = event.type
+        self.timestamp = event.timestamp
+        self.keys = [(s.get("source"), str(s.get("project") or "")) for s in event.sessions]
+        self.messages: dict[Filter, bytes | None] = dict(event._encoded)
+        self.size = RECORD_COST + sum(SESSION_COST + len(p) for _, p in self.keys)
+        self.size += sum(_cost(f, m) for f, m in self.messages.items())
+
+    def encode(self, flt: Filter) -> tuple[bytes | None, int]:
+        """The message for ``flt`` and the bytes this added to the record."""
+        if flt in self.messages:
+            return self.messages[flt], 0
+        full = self.messages[NO_FILTER]
+        assert full is not None
+        picked = [i for i, (source, project) in enumerate(self.keys) if flt.match_key(source, project)]
+        message: bytes | None
+        if len(picked) == len(self.keys):
+            message = full  # the same sessions: the same bytes
+        elif not picked and self.type in DELTAS:
+            message = None
+        else:
+            sessions = orjson.loads(full[full.index(b"\ndata: ") + 7 : -2])["sessions"]
+            message = _message(self.type, self.id, [sessions[i] for i in picked], self.timestamp)
+        self.messages[flt] = message
+        cost = _cost(flt, None if message is full else message)
+        self.size += cost
+        return message, cost
 
 
 class Subscriber:
@@ -133,13 +208,23 @@ class Hub:
         self,
         *,
         buffer_size: int = 4096,
+        buffer_bytes: int = REPLAY_BYTES,
+        keep_events: int = KEEP_EVENTS,
+        keep_s: float = KEEP_S,
         queue_size: int = 1024,
         metrics: Metrics | None = None,
         first_id: int | None = None,
     ) -> None:
         self.sessions: dict[str, Session] = {}
         self.last_id = int(time.time() * 1000) if first_id is None else first_id
-        self.buffer: deque[Event] = deque(maxlen=buffer_size)
+        #: The replay window, oldest first, and the bytes it holds.
+        self.buffer: deque[Kept] = deque()
+        self.replay_bytes = 0
+        self.buffer_size = buffer_size
+        self.buffer_bytes = buffer_bytes
+        self.keep_events = keep_events
+        self.keep_s = keep_s
+        self.clock = time.time
         self.queue_size = queue_size
         self.subscribers: set[Subscriber] = set()
         self.metrics = metrics or Metrics()
@@ -195,14 +280,27 @@ class Hub:
 
     def publish(self, kind: str, sessions: list[Session]) -> Event:
         self.last_id += 1
-        event = Event(kind, sessions, time.time(), self.last_id)
-        self.buffer.append(event)
+        event = Event(kind, sessions, self.clock(), self.last_id)
         self.metrics.events.labels(kind).inc()
         for sub in list(self.subscribers):
             message = event.encode(sub.filter)
             if message is not None:
                 self._push(sub, message)
+        kept = Kept(event)
+        self.buffer.append(kept)
+        self.replay_bytes += kept.size
+        self._trim()
         return event
+
+    def _trim(self) -> None:
+        """Drop the oldest events the window may not keep."""
+        buffer = self.buffer
+        while self.replay_bytes > self.buffer_bytes and buffer:
+            self.replay_bytes -= buffer.popleft().size
+        if len(buffer) > max(self.buffer_size, self.keep_events):
+            cutoff = self.clock() - self.keep_s
+            while len(buffer) > max(self.buffer_size, self.keep_events) and buffer[0].timestamp < cutoff:
+                self.replay_bytes -= buffer.popleft().size
 
     def snapshot(self, flt: Filter = NO_FILTER) -> list[Session]:
         return [s for s in self.sessions.values() if flt.match(s)]
@@ -221,10 +319,15 @@ class Hub:
             sub.items.append(self._init(flt))
         else:
             sub.items.append(b"retry: %d\n\n" % RETRY_MS)
-            for event in replay:
-                message = event.encode(flt)
+            added = 0
+            for kept in replay:
+                message, cost = kept.encode(flt)
+                added += cost
                 if message is not None:
                     sub.items.append(message)
+            if added:
+                self.replay_bytes += added
+                self._trim()
         self.subscribers.add(sub)
         self.metrics.subscribers.set(len(self.subscribers))
         return sub
@@ -235,19 +338,19 @@ class Hub:
             self._inits_id = self.last_id
         message = self._inits.get(flt)
         if message is None:
-            init = Event("init", self.snapshot(flt), time.time(), self.last_id)
+            init = Event("init", self.snapshot(flt), self.clock(), self.last_id)
             message = self._inits[flt] = init.encode(flt, retry=True) or b""
         return message
 
-    def _missed(self, last_event_id: int | None) -> list[Event] | None:
+    def _missed(self, last_event_id: int | None) -> list[Kept] | None:
         """Events after ``last_event_id``, or None if they cannot all be replayed."""
         if last_event_id is None or last_event_id > self.last_id:
             return None
         if last_event_id == self.last_id:
             return []
-        if not self.buffer or self.buffer[0].id is None or self.buffer[0].id > last_event_id + 1:
+        if not self.buffer or self.buffer[0].id > last_event_id + 1:
             return None
-        return [e for e in self.buffer if e.id is not None and e.id > last_event_id]
+        return [e for e in self.buffer if e.id > last_event_id]
 
     def unsubscribe(self, sub: Subscriber) -> None:
         sub.close()
