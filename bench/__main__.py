@@ -1,6 +1,10 @@
-"""``python -m bench [--quick] [--no-write] [--only NAME ...]``: every speed and
-size figure of DESIGN.md "Speed and size", printed as one table and written to
-docs/benchmarks.md with the machine, the commands and the date."""
+"""``python -m bench [--quick | --smoke] [--no-write] [--only NAME ...]``: every
+speed and size figure of DESIGN.md "Speed and size", printed as one table and
+written to docs/benchmarks.md with the machine, the commands and the date.
+
+``--quick`` uses small sizes (about a minute); ``--smoke`` the smallest that
+still run every path, to check the harness works (the test suite runs it; its
+figures mean little)."""
 
 from __future__ import annotations
 
@@ -32,6 +36,17 @@ CCUSAGE_VERSION = "20.0.24"  # newest release whose @ccusage/ccusage-linux-x64 b
 CCUSAGE_PREFIX = Path(os.environ.get("BENCH_CCUSAGE_PREFIX", "/tmp/ccusage-bench"))
 
 Row = tuple[str, str, str, str]  # figure, measured, target, met?
+MODE = "full"  # "smoke", "quick" or "full"; set by main()
+
+
+def pick(smoke: Any, quick: Any, full: Any) -> Any:
+    """The size for the current mode."""
+    return {"smoke": smoke, "quick": quick, "full": full}[MODE]
+
+
+def debounces() -> tuple[int, ...]:
+    return (50,) if MODE == "smoke" else (500, 50)
+
 ROWS: list[Row] = []
 NOTES: list[str] = []
 
@@ -134,13 +149,13 @@ def main_files(projects: Path) -> list[Path]:
 
 
 def bench_latency(work: Path, quick: bool) -> None:
-    sizes = [20] if quick else [100, 1000]
-    seconds = 6 if quick else 20
-    rate = 2.0 if quick else 4.0
+    sizes = pick([5], [20], [100, 1000])
+    seconds = pick(2, 6, 20)
+    rate = pick(2.0, 2.0, 4.0)
     root = work / "latency"
     make_corpus(root, 10**9, max_sessions=20, lines_per_file=40)
     files = main_files(root / "projects")
-    for debounce in (500, 50):
+    for debounce in debounces():
         for n in sizes:
             with Server(root / "projects", root / f"db-{debounce}-{n}.sqlite", debounce_ms=debounce,
                         log=work / "server.log").start() as srv:
@@ -167,7 +182,7 @@ def bench_latency(work: Path, quick: bool) -> None:
 
 
 def bench_memory(work: Path, quick: bool) -> None:
-    sizes = [1000] if quick else [1000, 5000, 10000]
+    sizes = pick([100], [1000], [1000, 5000, 10000])
     root = work / "memory"
     make_corpus(root, 10**9, max_sessions=20, lines_per_file=40)
     for n in sizes:
@@ -188,7 +203,7 @@ def bench_memory(work: Path, quick: bool) -> None:
 
 def bench_memory_reference(work: Path, quick: bool) -> None:
     """The same measurement against bench/lean_stream.py (bare ASGI, no sse-starlette)."""
-    n = 1000 if quick else 10000
+    n = pick(100, 1000, 10000)
     port = __import__("bench.common", fromlist=["free_port"]).free_port()
     proc = subprocess.Popen([sys.executable, "-m", "bench.lean_stream", str(port)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -250,19 +265,19 @@ def timed(cmd: list[str], env: dict[str, str] | None = None, runs: int = 3) -> t
 
 
 def bench_cold(work: Path, quick: bool) -> None:
-    size = 50 * 2**20 if quick else 2**30
+    size = pick(5 * 2**20, 50 * 2**20, 2**30)
     root = work / "cold"
     sessions, nfiles, total = make_corpus(root, size)
     mb = total / 1e6
     subprocess.run(["cat"] + [str(p) for p in (root / "projects").rglob("*.jsonl")],
                    stdout=subprocess.DEVNULL)  # both tools read from the page cache
-    runs = 3 if quick else 5
+    runs = pick(1, 3, 5)
     sw_cmd = [sys.executable, "-m", "sessionwatch", "scan", "--json", "--projects-dir", str(root / "projects")]
     sw_t, sw_out = timed(sw_cmd, runs=runs)
     sw_rate = mb / median(sw_t)
     row(f"cold index `sessionwatch scan --json`, {sessions} sessions / {nfiles} files / {mb:.0f} MB",
         f"median {median(sw_t):.2f} s of {runs} → {sw_rate:.0f} MB/s", "≥ ccusage (≈ 290 MB/s here)", None)
-    cc = ccusage_bin()
+    cc = None if MODE == "smoke" else ccusage_bin()
     if cc is None:
         row("cold index `ccusage session --json --offline`", "not run (see notes)", "—", None)
         return
@@ -301,8 +316,8 @@ def bench_incremental(work: Path, quick: bool) -> None:
     from sessionwatch.index import ClaudeIndex
     from sessionwatch.prices import PriceTable
 
-    sizes = [1, 50] if quick else [1, 100, 500]
-    samples = 300 if quick else 1000
+    sizes = pick([1], [1, 50], [1, 100, 500])
+    samples = pick(50, 300, 1000)
     lines = fixture_lines()
     app = assistant_lines()
     for size_mb in sizes:
@@ -355,7 +370,7 @@ def all_count(url: str) -> int:
 
 
 def bench_warm(work: Path, quick: bool) -> None:
-    n = 1000 if quick else 10000
+    n = pick(100, 1000, 10000)
     root = work / "warm"
     sessions, nfiles, total = make_corpus(root, 10**12, max_sessions=n, lines_per_file=20)
     db = root / "db.sqlite"
@@ -376,7 +391,7 @@ def bench_warm(work: Path, quick: bool) -> None:
     srv.stop()
     times = []
     rss = []
-    for _ in range(3 if quick else 5):
+    for _ in range(pick(1, 3, 5)):
         srv = Server(root / "projects", db, log=work / "server.log")
         t = time.monotonic()
         srv.start(wait=False)
@@ -387,7 +402,7 @@ def bench_warm(work: Path, quick: bool) -> None:
                 break
             time.sleep(0.02)
         times.append(time.monotonic() - t)
-        time.sleep(3.0)
+        time.sleep(pick(0.5, 3.0, 3.0))
         rss.append(srv.rss())
         srv.stop()
     full = sessions >= 9000
@@ -403,11 +418,11 @@ def bench_warm(work: Path, quick: bool) -> None:
 
 
 def bench_fanout(work: Path, quick: bool) -> None:
-    n = 50 if quick else 1000
+    n = pick(10, 50, 1000)
     root = work / "fanout"
     make_corpus(root, 10**9, max_sessions=200, lines_per_file=20)
     files = main_files(root / "projects")
-    for debounce in (500, 50):
+    for debounce in debounces():
         with Server(root / "projects", root / f"db{debounce}.sqlite", debounce_ms=debounce,
                     log=work / "server.log").start() as srv:
             time.sleep(1.0)
@@ -416,7 +431,7 @@ def bench_fanout(work: Path, quick: bool) -> None:
             time.sleep(0.2)
             gen = Generator(files)
             t = time.monotonic()
-            writes = gen.burst(3.0 if quick else 10.0, 50000)
+            writes = gen.burst(pick(1.0, 3.0, 10.0), 50000)
             time.sleep(debounce / 1000 + 1.0)
             span = time.monotonic() - t
             res = cl.finish()
@@ -436,7 +451,7 @@ def bench_tracker(work: Path, quick: bool) -> None:
     root.mkdir(parents=True, exist_ok=True)
     (root / "projects").mkdir(exist_ok=True)
     with Server(root / "projects", root / "db.sqlite", log=work / "server.log").start() as srv:
-        r = subprocess.run([sys.executable, "-m", "bench.tracker_client", srv.url, "3" if quick else "15"],
+        r = subprocess.run([sys.executable, "-m", "bench.tracker_client", srv.url, pick("1", "3", "15")],
                            capture_output=True, text=True, cwd=REPO, timeout=300)
     if r.returncode != 0:
         row("tracker heartbeats", "failed: " + r.stderr.strip()[-200:], "≥ 3,000 / s", False)
@@ -454,7 +469,7 @@ def bench_tracker(work: Path, quick: bool) -> None:
         "—", None)
     kill = REPO / "bench" / "kill.py"
     if kill.exists():
-        r = subprocess.run([sys.executable, "-m", "bench.kill"] + (["--quick"] if quick else []),
+        r = subprocess.run([sys.executable, "-m", "bench.kill"] + ([] if MODE == "full" else ["--quick"]),
                            capture_output=True, text=True, cwd=REPO, timeout=300)
         line = (r.stdout.strip().splitlines() or [f"failed: {r.stderr.strip()[-300:]}"])[-1]
         found = re.search(r"p99 (\d+) ms", line)
@@ -506,7 +521,7 @@ def write_doc(args: argparse.Namespace, cmd: str, wall: float) -> None:
             "Generated by `bench/run` (`python -m bench`); the table is rewritten on every run, "
             "the analysis below it comes from `bench/analysis.md`.", "",
             f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-            f"- command: `{cmd}` ({'quick' if args.quick else 'full'} pass, {wall:.0f} s wall)",
+            f"- command: `{cmd}` ({MODE} pass, {wall:.0f} s wall)",
             *[f"- {k}: {v}" for k, v in m.items()], "",
             "## Results", "", table(), ""]
     if NOTES:
@@ -521,11 +536,15 @@ def write_doc(args: argparse.Namespace, cmd: str, wall: float) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="small sizes, about a minute")
+    size = ap.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="small sizes, about a minute")
+    size.add_argument("--smoke", action="store_true", help="the smallest sizes: checks the harness runs")
     ap.add_argument("--no-write", action="store_true", help="print the table only")
     ap.add_argument("--only", action="append", choices=sorted(BENCHES), help="run only these")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
+    global MODE
+    MODE = "smoke" if args.smoke else "quick" if args.quick else "full"
     raise_nofile()
     random.seed(1)
     t0 = time.monotonic()
@@ -551,7 +570,7 @@ def main() -> int:
     print(table())
     print(f"\n{wall:.0f} s wall")
     if not args.no_write:
-        cmd = "bench/run" + (" --quick" if args.quick else "") + "".join(f" --only {o}" for o in args.only or [])
+        cmd = "bench/run" + ("" if MODE == "full" else f" --{MODE}") + "".join(f" --only {o}" for o in args.only or [])
         write_doc(args, cmd, wall)
     return 1 if failed else 0
 
