@@ -8,7 +8,9 @@ websocket session, and kills that session with the dashboard's button.
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -417,3 +419,84 @@ def test_feed_uses_the_token(sw_server: Callable[..., Any], projects: Path) -> N
         states.wait("unauthorized")
     finally:
         wrong.stop()
+
+
+# --------------------------------------------------------------------------
+# Session fields are text, never markup
+# --------------------------------------------------------------------------
+
+HOSTILE_APP = "![x](http://127.0.0.1:9/t.png) [u](https://example.org/u) <img src=http://127.0.0.1:9/h.png>"
+HOSTILE_USER = "*eve* <b>[v](https://example.org/v)</b>"
+
+
+def test_kill_confirmation_shows_session_fields_as_plain_text(
+    view: tuple[Feed, DashboardView, dict[str, int]],
+) -> None:
+    """Regression: the confirmation was a Markdown pane fed the app name, so
+    `![x](http://host/t.png)` made the browser fetch the image and `[u](...)`
+    became a link."""
+    import panel as pn
+
+    feed, dash, _ = view
+    feed._on_event("init", "1", event("init", [panel_session("p-1", project=HOSTILE_APP, user=HOSTILE_USER)]))
+
+    class Click:
+        column = "kill"
+        row = 0
+
+    dash._on_click(Click())
+    assert dash.confirm.open
+    pane = dash.confirm_text
+    assert not isinstance(pane, pn.pane.Markdown)
+    shown = pane.object
+    # Not Markdown, and no tag of the fields' own survives: the HTML the pane
+    # renders has only the dashboard's markup.
+    assert "<img" not in shown and "<a " not in shown and "<b>[" not in shown, shown
+    text = html.unescape(re.sub(r"<[^>]+>", "", shown))
+    assert HOSTILE_APP in text and HOSTILE_USER in text  # shown as typed
+
+
+@pytest.mark.usefixtures("chromium_bin")  # fails, never skips, without Chromium
+def test_hostile_session_fields_fetch_nothing_and_link_nowhere_in_chromium(
+    sw_server: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Regression, in the browser: an app name `![x](http://host/t.png)` made the
+    kill confirmation fetch the image. Fields with Markdown and HTML in them
+    are shown as typed, in the table and the confirmation, and the page asks
+    nothing of the URLs in them."""
+    from playwright.sync_api import expect, sync_playwright
+
+    (tmp_path / "projects").mkdir()
+    srv = sw_server(projects_dir=tmp_path / "projects")
+    trap = f"http://127.0.0.1:{free_port()}"  # nothing listens: a fetch would only show as a request
+    app_name = f"![x]({trap}/md.png) [u](https://example.org/u) <img src={trap}/html.png>"
+    user = f"<img src={trap}/user.png>*eve*"
+    task = f"![t]({trap}/task.png)"
+    r = httpx.post(f"{srv.url}/sessions", json={"app_name": app_name, "user_id": user})
+    assert r.status_code == 201, r.text
+    sid = r.json()["session_id"]
+    httpx.put(f"{srv.url}/sessions/{sid}/status", json={"status": "running", "current_task": task}).raise_for_status()
+    dashboard = DashboardProcess(srv.url)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            requests: list[str] = []
+            page.on("request", lambda req: requests.append(req.url))
+            page.goto(dashboard.url)
+            rows = page.locator(".tabulator-row")
+            expect(rows).to_have_count(1, timeout=20_000)
+            for text in (app_name, user, task):
+                expect(rows.first).to_contain_text(text)  # as typed, in the cells
+            rows.first.locator(".sw-kill").click()
+            expect(page.get_by_role("button", name="Kill session")).to_be_visible(timeout=5_000)
+            expect(page.get_by_text("Kill Panel session")).to_contain_text(app_name)
+            expect(page.get_by_text("Kill Panel session")).to_contain_text(user)
+            # Nothing in the page points at the fields' URLs (a rendered image
+            # is fetched as soon as it is in the document).
+            assert page.locator(f"img[src^='{trap}']").count() == 0
+            assert page.locator("a[href^='https://example.org']").count() == 0
+            assert [u for u in requests if u.startswith(trap) or "example.org" in u] == []
+            browser.close()
+    finally:
+        dashboard.stop()

@@ -435,8 +435,9 @@ def _status_formatter() -> Any:
     )
     return HTMLTemplateFormatter(
         template=(
-            '<span class="sw-status sw-status-<%= value %>" style="padding:1px 8px;'
-            f"border-radius:9px;font-weight:600;<%= {cases} : '' %>\"><%= value %></span>"
+            # <%- %> escapes: a value is shown as text, never as markup.
+            '<span class="sw-status sw-status-<%- value %>" style="padding:1px 8px;'
+            f"border-radius:9px;font-weight:600;<%= {cases} : '' %>\"><%- value %></span>"
         )
     )
 
@@ -508,7 +509,10 @@ class DashboardView:
         self.retry = pn.widgets.Button(label="Reconnect now", color="light", visible=False)
         self.retry.on_click(lambda event: self.feed.retry_now())
 
-        self.confirm_text = pn.pane.Markdown("", margin=(8, 10))
+        # Session fields are anyone's text (an app name, a user): HTML panes
+        # with every field escaped, never Markdown, where `![x](url)` in an
+        # app name made the browser fetch the image and `[u](url)` a link.
+        self.confirm_text = pn.pane.HTML("", margin=(8, 10))
         self.confirm_kill = pn.widgets.Button(label="Kill session", color="danger")
         self.cancel_kill = pn.widgets.Button(label="Cancel", color="default")
         self.confirm_kill.on_click(self._on_confirm)
@@ -524,7 +528,7 @@ class DashboardView:
             show_close_button=True,
         )
         # Fixed height: a message appearing must not move the table (see above).
-        self.message = pn.pane.Markdown("", height=28, margin=(0, 10))
+        self.message = pn.pane.HTML("", height=28, margin=(0, 10))
 
         self.layout = pn.Column(
             pn.Row(
@@ -684,9 +688,11 @@ class DashboardView:
         if session is None or session.get("source") != "panel" or session.get("kill_requested"):
             return
         self._target = sid
+        user = session.get("user")
         self.confirm_text.object = (
-            f"Kill Panel session `{html.escape(sid[:12])}` of **{html.escape(_text(session.get('project')))}**"
-            f"{' (user ' + html.escape(_text(session.get('user'))) + ')' if session.get('user') else ''}?"
+            f"Kill Panel session <code>{html.escape(sid[:12])}</code> of "
+            f"<b>{html.escape(_text(session.get('project')))}</b>"
+            f"{' (user ' + html.escape(_text(user)) + ')' if user else ''}?"
             " Its browser tab is disconnected."
         )
         self.confirm.open = True
@@ -716,7 +722,7 @@ class DashboardView:
                 timeout=REQUEST_TIMEOUT_S,
             )
         except httpx.HTTPError as error:
-            self._say(f"Kill failed: the server did not answer ({error}).")
+            self._say(f"Kill failed: the server did not answer ({html.escape(str(error))}).")
             return
         if response.status_code >= 400:
             try:
@@ -725,9 +731,11 @@ class DashboardView:
                 reason = response.text
             self._say(f"Kill failed: {html.escape(str(reason))}")
         else:
-            self._say(f"Kill requested for `{html.escape(sid[:12])}`.")
+            self._say(f"Kill requested for <code>{html.escape(sid[:12])}</code>.")
 
     def _say(self, text: str) -> None:
+        """Show ``text``, HTML in which every outside value is escaped."""
+
         def show() -> None:
             self.message.object = text
 
