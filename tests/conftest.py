@@ -137,6 +137,18 @@ class Server:
         return code
 
 
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server per module over its own copy of the fixtures, for tests that
+    only read (they must not append, register, kill or delete anything)."""
+    root = tmp_path_factory.mktemp("shared-server")
+    shutil.copytree(FIXTURES, root / "projects")
+    srv = Server(root / "projects", root / "sessionwatch.db", free_port(), [], root / "server.log").start()
+    yield srv
+    if srv.proc is not None:
+        srv.stop()
+
+
 @pytest.fixture
 def sw_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Factory: ``sw_server(projects_dir=..., extra_args=[...])`` → a started Server."""

@@ -181,8 +181,8 @@ def open_page(browser: Browser) -> Iterator[Callable[..., Page]]:
 # --- tests ----------------------------------------------------------------------------
 
 
-def test_table_shows_every_session_and_goes_live(sw_server, projects, open_page) -> None:
-    srv = sw_server(projects_dir=projects)
+def test_table_shows_every_session_and_goes_live(shared_server, open_page) -> None:
+    srv = shared_server
     expected = server_sessions(srv.url)
     assert len(expected) > 5
 
@@ -235,8 +235,8 @@ def test_appended_line_updates_the_row_without_reload(sw_server, projects, open_
     expect(page.locator("#detail-body .recent li").last).to_contain_text("All green.", timeout=5_000)
 
 
-def test_search_filters_and_sort_are_kept_in_the_url(sw_server, projects, open_page) -> None:
-    srv = sw_server(projects_dir=projects)
+def test_search_filters_and_sort_are_kept_in_the_url(shared_server, open_page) -> None:
+    srv = shared_server
     sessions = server_sessions(srv.url)
     page = open_page(srv.url + "/")
     wait_indicator(page, ("Live",))
@@ -344,8 +344,8 @@ def test_offline_when_nothing_answers(sw_server, projects, open_page) -> None:
     wait_indicator(page, ("Live",), 15_000)
 
 
-def test_session_detail_shows_recent_activity(sw_server, projects, open_page) -> None:
-    srv = sw_server(projects_dir=projects)
+def test_session_detail_shows_recent_activity(shared_server, open_page) -> None:
+    srv = shared_server
     detail = httpx.get(f"{srv.url}/sessions/{SESSION}", timeout=5).json()
     assert detail["recent"], "the fixture session has recent activity"
     page = open_page(srv.url + "/")
@@ -527,8 +527,8 @@ def test_notifications_when_claude_waits_and_when_panel_goes_stale(sw_server, pr
         context.close()
 
 
-def test_usable_at_375_px_in_dark_mode(sw_server, projects, open_page) -> None:
-    srv = sw_server(projects_dir=projects)
+def test_usable_at_375_px_in_dark_mode(shared_server, open_page) -> None:
+    srv = shared_server
     page = open_page(srv.url + "/", viewport={"width": 375, "height": 740}, color_scheme="dark")
     wait_indicator(page, ("Live",))
     page.wait_for_selector("#rows tr")
