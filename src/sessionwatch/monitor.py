@@ -1,5 +1,16 @@
 """The monitor: owns the store, the Claude index, the Panel registry and the hub,
 and turns file changes, tracker calls and the passing of time into events.
+
+Robustness: an unexpected error while reading one transcript is logged (once
+per file, with its traceback), counted in ``sessionwatch_monitor_errors_total``
+and skipped; every other file of the batch is still read. Anything else that
+breaks the watcher restarts it, after a rescan that catches up with what
+changed meanwhile.
+
+One id, one session: a Claude session wins over a Panel row with the same id.
+Registration refuses any id the Claude index knows (409), and a Panel row
+whose id a Claude transcript claims later stays in the registry, hidden:
+Panel writes never replace or delete a session of another source.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from prometheus_client import Counter
 
 from sessionwatch.config import Settings
 from sessionwatch.hub import Hub
@@ -28,6 +40,16 @@ log = logging.getLogger(__name__)
 TICK_S = 1.0
 
 ChangeSource = Callable[[anyio.Event], AsyncIterable[set[Path]]]
+
+#: Pause before a failed watcher starts again.
+RESTART_S = 1.0
+#: After a restart, the catch-up rescan waits this long for the new watch to
+#: be up: a change is then seen by the watch, the rescan, or both.
+CATCH_UP_S = 0.5
+
+
+class IdTaken(Exception):
+    """A tracker tried to register an id that belongs to a Claude session."""
 
 
 class Monitor:
@@ -49,6 +71,13 @@ class Monitor:
             metrics=self.metrics,
         )
         self._changes = changes
+        self.errors = Counter(
+            "sessionwatch_monitor_errors",
+            "Unexpected errors while reading transcripts or applying changes (each skipped)",
+            ["where"],
+            registry=self.metrics.registry,
+        )
+        self._failed_paths: set[str] = set()
         self._store: Store | None = None
         self._panel: PanelRegistry | None = None
         self._lock = anyio.Lock()
@@ -73,17 +102,21 @@ class Monitor:
         """Open the store and load the state it holds, then catch up with the disk."""
         self._loop = asyncio.get_running_loop()
         self._store = await Store.open(self.settings.db)
-        self._panel = PanelRegistry(
-            self._store,
-            stale_after_s=self.settings.stale_after_s,
-            cleanup_after_s=self.settings.cleanup_after_s,
-        )
-        self.index.load(await self._store.load_transcripts())
-        await self._panel.load()
-        self._data_version = await self._store.data_version()
-        await anyio.to_thread.run_sync(self.index.scan)
-        await self._persist()
-        self.hub.load(self._all_sessions(time.time()).values())
+        try:
+            self._panel = PanelRegistry(
+                self._store,
+                stale_after_s=self.settings.stale_after_s,
+                cleanup_after_s=self.settings.cleanup_after_s,
+            )
+            self.index.load(await self._store.load_transcripts())
+            await self._panel.load()
+            self._data_version = await self._store.data_version()
+            await anyio.to_thread.run_sync(self._scan)
+            await self._persist()
+            self.hub.load(self._all_sessions(time.time()).values())
+        except BaseException:
+            await self._store.close()  # no worker thread left to hold the process
+            raise
         self.ready.set()
 
     def request_shutdown(self) -> None:
@@ -113,26 +146,45 @@ class Monitor:
             tg.start_soon(self._keepalive)
 
     async def _watch(self) -> None:
+        restarts = 0
         while not self.stop_event.is_set():
             try:
-                if self._changes is not None:
-                    async for paths in self._changes(self.stop_event):
-                        await self.handle(paths)
-                else:
-                    s = self.settings
-                    async with watching(
-                        s.projects_dir,
-                        s.db,
-                        debounce_ms=s.debounce_ms,
-                        step_ms=s.step_ms,
-                        stop_event=self.stop_event,
-                    ) as batches:
-                        async for paths in batches:
-                            await self.handle(paths)
+                await self._watch_once(catch_up=restarts > 0)
                 return
             except Exception:  # noqa: BLE001 - the watcher must never die
-                log.exception("watcher failed; restarting it in 1 s")
-                await anyio.sleep(1)
+                self.errors.labels("watcher").inc()
+                log.exception("watcher failed; restarting it in %g s", RESTART_S)
+                restarts += 1
+                await anyio.sleep(RESTART_S)
+
+    async def _watch_once(self, *, catch_up: bool) -> None:
+        # Each run gets its own stop event: the watcher sets the one it is
+        # given when it ends, and a failed run must not stop the next one.
+        stop = anyio.Event()
+        async with anyio.create_task_group() as tg:
+
+            async def relay_stop() -> None:
+                await self.stop_event.wait()
+                stop.set()
+
+            tg.start_soon(relay_stop)
+            if catch_up:
+                tg.start_soon(self._catch_up)
+            if self._changes is not None:
+                async for paths in self._changes(stop):
+                    await self.handle(paths)
+            else:
+                s = self.settings
+                async with watching(
+                    s.projects_dir,
+                    s.db,
+                    debounce_ms=s.debounce_ms,
+                    step_ms=s.step_ms,
+                    stop_event=stop,
+                ) as batches:
+                    async for paths in batches:
+                        await self.handle(paths)
+            tg.cancel_scope.cancel()
 
     async def _clock(self) -> None:
         while True:
@@ -149,6 +201,11 @@ class Monitor:
         while True:
             await anyio.sleep(period / 2)
             self.hub.keepalive(period)
+
+    async def _catch_up(self) -> None:
+        """What changed while no watcher looked."""
+        await anyio.sleep(CATCH_UP_S)
+        await self.rescan(publish_refresh=False)
 
     # --- changes --------------------------------------------------------------------
 
@@ -172,7 +229,7 @@ class Monitor:
                 touched = await anyio.to_thread.run_sync(self._update_paths, transcript_paths)
                 await self._persist()
                 now = time.time()
-                self.hub.apply({sid: self.index.session(sid, now) for sid in touched})
+                self.hub.apply({sid: self._view(sid, now) for sid in touched})
             if db_changed:
                 await self._reload_panel()
 
@@ -180,10 +237,75 @@ class Monitor:
         touched: set[str] = set()
         for p in paths:
             if p.suffix != ".jsonl" and p.name != "sessions-index.json" and p.is_dir():
-                touched |= self.index.scan_dir(p)
+                try:
+                    touched |= self.index.scan_dir(p)
+                except Exception:  # noqa: BLE001 - one bad file: read the others one by one
+                    self._failed("read", str(p))
+                    for f in self._transcripts_under(p):
+                        touched |= self._update_one(f)
             else:
-                touched |= self.index.update(p)
+                touched |= self._update_one(p)
         return touched
+
+    def _update_one(self, path: Path) -> set[str]:
+        try:
+            touched = self.index.update(path)
+        except Exception:  # noqa: BLE001 - whatever one file holds, the others go on
+            self._failed("read", str(path))
+            return set()
+        self._failed_paths.discard(str(path))
+        return touched
+
+    @staticmethod
+    def _transcripts_under(directory: Path) -> list[Path]:
+        try:
+            return sorted(
+                p for p in directory.rglob("*")
+                if p.name.endswith(".jsonl") or p.name == "sessions-index.json"
+            )
+        except OSError:
+            return []
+
+    def _scan(self) -> set[str]:
+        """``index.scan``; if it fails, every file again one by one, skipping the bad."""
+        try:
+            return self.index.scan()
+        except Exception:  # noqa: BLE001
+            self._failed("scan", None)
+        touched: set[str] = set()
+        for path in self.index.discover():
+            touched |= self._update_one(path)
+        return touched
+
+    def _failed(self, where: str, path: str | None) -> None:
+        """Count an unexpected error; log its traceback once per file."""
+        self.errors.labels(where).inc()
+        if path is None:
+            log.exception("unexpected error (%s); reading file by file", where)
+        elif path not in self._failed_paths:
+            self._failed_paths.add(path)
+            log.exception("%s: unexpected error, file skipped until it changes again", path)
+        else:
+            log.debug("%s: unexpected error again", path, exc_info=True)
+
+    def _claude(self, sid: str, now: float) -> dict[str, Any] | None:
+        try:
+            return self.index.session(sid, now)
+        except Exception:  # noqa: BLE001 - one broken session must not hide the others
+            self._failed("session", sid)
+            return None
+
+    def _view(self, sid: str, now: float) -> dict[str, Any] | None:
+        """What the hub shows for ``sid``: the Claude session, else the Panel row."""
+        claude = self._claude(sid, now)
+        if claude is not None:
+            return claude
+        return self.panel.view(sid, now)
+
+    def claude_knows(self, sid: str) -> bool:
+        """Whether any transcript is named by ``sid`` (timestamped or not yet)."""
+        shown = self.hub.sessions.get(sid)
+        return sid in self.index.members or (shown is not None and shown["source"] != "panel")
 
     async def _persist(self) -> None:
         rows, removed = self.index.take_changes()
@@ -198,21 +320,29 @@ class Monitor:
         self._publish_panel()
 
     def _publish_panel(self, ids: list[str] | None = None) -> None:
+        """Show the Panel rows ``ids`` as they are now (all of them if None).
+
+        Per write this is one row's snapshot: never every session. Ids a
+        session of another source shows are left alone.
+        """
         now = time.time()
-        current = self.panel.sessions(now)
+        changes: dict[str, dict[str, Any] | None] = {}
+        hub = self.hub.sessions
         if ids is None:
-            changes: dict[str, dict[str, Any] | None] = dict(current)
-            for sid, s in self.hub.sessions.items():
-                if s["source"] == "panel" and sid not in current:
+            ids = list(self.panel.rows)
+            for sid, s in hub.items():
+                if s["source"] == "panel" and sid not in self.panel.rows:
                     changes[sid] = None
-        else:
-            changes = {i: current.get(i) for i in ids}
+        for sid in ids:
+            shown = hub.get(sid)
+            if shown is None or shown["source"] == "panel":
+                changes[sid] = self.panel.view(sid, now)
         self.hub.apply(changes)
 
     async def rescan(self, *, publish_refresh: bool = True) -> None:
         """Read every transcript again from where it was; publish ``refresh``."""
         async with self._lock:
-            await anyio.to_thread.run_sync(self.index.scan)
+            await anyio.to_thread.run_sync(self._scan)
             await self._persist()
             await self.panel.load()
             self._data_version = await self.store.data_version()
@@ -233,21 +363,24 @@ class Monitor:
             changes: dict[str, dict[str, Any] | None] = {}
             if self.index.partial:
                 for sid in await anyio.to_thread.run_sync(self.index.settle, now):
-                    changes[sid] = self.index.session(sid, now)
+                    changes[sid] = self._view(sid, now)
                 await self._persist()
             for sid, s in self.hub.sessions.items():
                 if s["source"] == "claude" and sid not in changes:
                     if self.index.status(sid, now) != s["status"]:
-                        changes[sid] = self.index.session(sid, now)
+                        changes[sid] = self._view(sid, now)
             panel = self.panel
             for sid, row in panel.rows.items():
                 shown = self.hub.sessions.get(sid)
-                if shown is None or shown["is_stale"] != panel.is_stale(row, now):
-                    changes[sid] = panel.session(row, now)
+                if shown is None or (
+                    shown["source"] == "panel" and shown["is_stale"] != panel.is_stale(row, now)
+                ):
+                    if sid not in changes:
+                        changes[sid] = panel.session(row, now)
             doomed = panel.stale_ids(self.settings.cleanup_after_s, now)
             if doomed:
                 for sid in await panel.delete(doomed):
-                    changes[sid] = None
+                    changes[sid] = self._after_panel_delete(sid, now)
             await panel.flush_heartbeats()
             if changes:
                 self.hub.apply(changes)
@@ -255,18 +388,33 @@ class Monitor:
     def _all_sessions(self, now: float) -> dict[str, dict[str, Any]]:
         sessions: dict[str, dict[str, Any]] = {}
         for sid in self.index.session_ids():
-            s = self.index.session(sid, now)
+            s = self._claude(sid, now)
             if s is not None:
                 sessions[sid] = s
-        sessions.update(self.panel.sessions(now))
+        for sid, row in self.panel.rows.items():
+            if sid not in sessions:  # a Claude session wins its id
+                sessions[sid] = self.panel.session(row, now)
         return sessions
+
+    def _after_panel_delete(self, sid: str, now: float) -> dict[str, Any] | None:
+        """What to show for ``sid`` once its Panel row is gone: a Claude session
+        with that id stays."""
+        shown = self.hub.sessions.get(sid)
+        if shown is not None and shown["source"] != "panel":
+            return shown
+        return None
 
     # --- tracker operations (used by the API) ---------------------------------------------
 
     async def register(self, app_name: str, **fields: Any) -> bool:
+        """Register a tracker session; True if new. IdTaken if a Claude
+        session (or a transcript not yet timestamped) has the id."""
+        sid = fields["session_id"]
         async with self._lock:
+            if self.claude_knows(sid):
+                raise IdTaken(sid)
             new = await self.panel.register(app_name, **fields)
-            self._publish_panel([fields["session_id"]])
+            self._publish_panel([sid])
             return new
 
     async def heartbeat(self, ids: list[str]) -> tuple[list[str], list[str]]:
@@ -293,8 +441,7 @@ class Monitor:
     async def set_status(self, sid: str, status: str, current_task: str | None) -> bool:
         async with self._lock:
             ok = await self.panel.set_status(sid, status, current_task)
-            if ok:
-                self._publish_panel([sid])
+            self._publish_panel([sid])  # gone (deleted by another process) too
             return ok
 
     async def kill(self, sid: str, by: str | None) -> bool:
@@ -307,11 +454,13 @@ class Monitor:
     async def delete(self, ids: list[str]) -> list[str]:
         async with self._lock:
             gone = await self.panel.delete(ids)
-            self.hub.apply({i: None for i in gone})
+            now = time.time()
+            self.hub.apply({i: self._after_panel_delete(i, now) for i in gone})
             return gone
 
     async def delete_stale(self, older_than_s: float) -> int:
         async with self._lock:
-            gone = await self.panel.delete(self.panel.stale_ids(older_than_s, time.time()))
-            self.hub.apply({i: None for i in gone})
+            now = time.time()
+            gone = await self.panel.delete(self.panel.stale_ids(older_than_s, now))
+            self.hub.apply({i: self._after_panel_delete(i, now) for i in gone})
             return len(gone)

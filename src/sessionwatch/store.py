@@ -11,6 +11,7 @@ as their change; ``PRAGMA user_version`` holds how many have run.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -23,6 +24,29 @@ import aiosqlite
 from sessionwatch.errors import ConfigError, StoreClosedError
 
 BUSY_TIMEOUT_MS = 5000
+
+#: What a tracker session id may look like: it appears in URL paths
+#: (``/sessions/{id}``), so no ``/``, ``?``, ``#``, ``%`` or spaces, and it starts
+#: with a letter or digit (no ``.`` or ``..``). UUIDs and Bokeh's session ids
+#: (signed ones too: ``<id>.<base64url signature>``) fit.
+SESSION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+#: Words that are, or may become, routes under ``/sessions/``: never a session id.
+RESERVED_IDS = frozenset(
+    {"stale", "all", "new", "batch", "search", "export", "import", "stream", "stats", "count", "heartbeats"}
+)
+
+
+def session_id_problem(sid: str) -> str | None:
+    """Why ``sid`` cannot be a tracker session id, or None if it can."""
+    if not SESSION_ID_RE.fullmatch(sid):
+        return (
+            "session_id must be 1 to 128 characters of letters, digits, '.', '_', ':' and '-',"
+            " starting with a letter or digit"
+        )
+    if sid.lower() in RESERVED_IDS:
+        return f"session_id {sid!r} is reserved for the API's own routes"
+    return None
+
 
 #: Panel tables, shared with ``tracker.py`` (direct mode creates them too).
 PANEL_DDL = """
@@ -231,20 +255,38 @@ class Store:
         async with self.conn.execute(f"SELECT {_PANEL_COLUMNS} FROM panel_sessions") as cur:
             return [_panel_row(r) for r in await cur.fetchall()]
 
-    async def upsert_panel(self, row: PanelRow) -> None:
-        await self._write(
-            [
-                (
-                    f"INSERT OR REPLACE INTO panel_sessions ({_PANEL_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        row.id, row.app_name, row.user_id, row.host, row.pid, row.url,
-                        row.status, row.current_task, row.started_at, row.last_activity,
-                        row.last_heartbeat, int(row.kill_requested),
-                    ),
-                )
-            ]
+    # Every write names the columns it changes: trackers in direct mode and other
+    # servers write the same rows, and a whole-row rewrite would undo their
+    # changes (a status update putting back kill_requested = 0 over a kill).
+
+    async def register_panel(self, row: PanelRow) -> None:
+        """Insert a session, or refresh what registration says of an existing one
+        (app, user, host, pid, url, heartbeat); its status, task, start and
+        kill flag are left as they are."""
+        await self._execute(
+            "INSERT INTO panel_sessions (id, app_name, user_id, host, pid, url, status,"
+            " current_task, started_at, last_activity, last_heartbeat, kill_requested)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(id) DO UPDATE SET app_name = excluded.app_name,"
+            " user_id = excluded.user_id, host = excluded.host, pid = excluded.pid,"
+            " url = excluded.url, last_heartbeat = excluded.last_heartbeat",
+            (
+                row.id, row.app_name, row.user_id, row.host, row.pid, row.url,
+                row.status, row.current_task, row.started_at, row.last_activity,
+                row.last_heartbeat, int(row.kill_requested),
+            ),
+        )  # fmt: skip
+
+    async def set_panel_status(
+        self, session_id: str, status: str, current_task: str | None, now: float
+    ) -> bool:
+        """Record a status change; False if the row is gone."""
+        changed = await self._execute(
+            "UPDATE panel_sessions SET status = ?, current_task = ?, last_activity = ?,"
+            " last_heartbeat = ? WHERE id = ?",
+            (status, current_task, now, now, session_id),
         )
+        return changed > 0
 
     async def delete_panel(self, ids: Iterable[str]) -> None:
         ids = list(ids)
@@ -282,6 +324,20 @@ class Store:
             (session_id,),
         ) as cur:
             return [{"requested_at": r[0], "requested_by": r[1]} for r in await cur.fetchall()]
+
+    async def _execute(self, sql: str, params: tuple[Any, ...]) -> int:
+        """One statement in its own ``BEGIN IMMEDIATE`` transaction (never an
+        upgrade from a stale read snapshot); returns the rows changed."""
+        conn = self.conn
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            async with conn.execute(sql, params) as cur:
+                changed = cur.rowcount
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        return changed
 
     async def _write(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
         conn = self.conn

@@ -60,7 +60,7 @@ import httpcore  # noqa: F401
 import httpx
 from httpx_sse import aconnect_sse
 
-from sessionwatch.store import PANEL_DDL
+from sessionwatch.store import PANEL_DDL, session_id_problem
 
 __all__ = [
     "DEFAULT_HEARTBEAT_INTERVAL",
@@ -707,6 +707,15 @@ class _Worker:
 # --------------------------------------------------------------------------
 
 
+def _tracker_id(panel: _PanelSession | None) -> str:
+    """The Panel session's own id when the server accepts it as a tracker id
+    (Bokeh's generated ids, signed or not, always are); else a fresh one, as
+    outside Panel (Bokeh lets a client choose its id in unsigned mode)."""
+    if panel is not None and session_id_problem(panel.session_id) is None:
+        return panel.session_id
+    return uuid.uuid4().hex
+
+
 @dataclass
 class _PanelSession:
     """What the tracker needs from the Panel session it was created in."""
@@ -836,7 +845,7 @@ class SessionTracker:
             raise ValueError("heartbeat_interval must be positive")
         self.app_name = app_name
         self._panel = _panel
-        self.session_id = _panel.session_id if _panel else uuid.uuid4().hex
+        self.session_id = _tracker_id(_panel)
         self.server_url = (
             server_url or os.environ.get("SESSIONWATCH_URL") or DEFAULT_SERVER_URL
         ).rstrip("/")
