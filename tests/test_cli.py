@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import socket
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+
+from sessionwatch.store import Store
 
 from .conftest import FIXTURES
 
@@ -26,19 +34,24 @@ def test_help(cmd: list[str]) -> None:
     assert r.returncode == 0 and "usage: sessionwatch" in r.stdout
 
 
+SERVE_FLAGS = ("--host", "--port", "--projects-dir", "--db", "--token", "--allowed-hosts", "--trusted-proxies",
+               "--debounce-ms", "--keepalive-s", "--stale-after-s", "--cleanup-after-s", "--idle-after-s", "--prices",
+               "--log-level")
+
+
 def test_serve_help_lists_every_contract_flag() -> None:
     out = run("serve", "--help").stdout
-    for flag in ("--host", "--port", "--projects-dir", "--db", "--token", "--debounce-ms", "--keepalive-s",
-                 "--stale-after-s", "--cleanup-after-s", "--idle-after-s", "--prices"):
+    for flag in SERVE_FLAGS:
         assert flag in out
 
 
 def test_readme_flags_table_matches_help() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     out = run("serve", "--help").stdout
-    for flag in ("--host", "--port", "--projects-dir", "--db", "--token", "--debounce-ms", "--keepalive-s",
-                 "--stale-after-s", "--cleanup-after-s", "--idle-after-s", "--prices"):
-        assert f"`{flag}`" in readme and flag in out
+    documented = set(re.findall(r"^\| `(--[a-z-]+)` \|", readme, re.MULTILINE))
+    offered = set(re.findall(r"^  (--[a-z-]+)", out, re.MULTILINE)) - {"--help"}
+    assert documented == offered
+    assert set(SERVE_FLAGS) <= offered
 
 
 @pytest.mark.parametrize(
@@ -51,6 +64,12 @@ def test_readme_flags_table_matches_help() -> None:
         (["serve"], {"SESSIONWATCH_PORT": "nope"}, "SESSIONWATCH_PORT"),
         (["serve", "--prices", "/nonexistent.json"], {}, "cannot read --prices"),
         (["scan", "--projects-dir", "/nonexistent/dir"], {}, "does not exist"),
+        (["serve", "--token", ""], {}, "--token must not be empty"),
+        (["serve", "--token", "   "], {}, "--token must not be empty"),
+        (["serve"], {"SESSIONWATCH_TOKEN": " "}, "--token must not be empty"),
+        (["serve", "--allowed-hosts", "http://x/"], {}, "--allowed-hosts"),
+        (["serve", "--trusted-proxies", "nginx"], {}, "--trusted-proxies"),
+        (["serve", "--log-level", "loud"], {}, "--log-level"),
         (["bogus"], {}, "invalid choice"),
     ],
 )
@@ -102,3 +121,83 @@ def test_scan_with_a_prices_file(tmp_path: Path) -> None:
 def test_scan_table_output() -> None:
     r = run("scan", "--projects-dir", str(FIXTURES))
     assert r.returncode == 0 and "/path/to/Demo" in r.stdout
+
+
+# --- a failed start (issue 8, item 1) ------------------------------------------------
+
+
+def _damaged_db(path: Path) -> Path:
+    """A real sessionwatch database whose transcripts table lost its columns."""
+    async def create() -> None:
+        store = await Store.open(path)
+        await store.close()
+
+    asyncio.run(create())
+    with sqlite3.connect(path) as conn:
+        conn.executescript("DROP TABLE transcripts; CREATE TABLE transcripts (x);")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["not-sqlite", "damaged"])
+def test_failed_start_exits_nonzero_at_once_with_one_line(tmp_path: Path, kind: str) -> None:
+    db = tmp_path / "sw.db"
+    if kind == "not-sqlite":
+        db.write_bytes(b"this is not a database" * 100)
+    else:
+        _damaged_db(db)
+    (tmp_path / "projects").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONWATCH_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sessionwatch", "serve", "--projects-dir", str(tmp_path / "projects"),
+         "--db", str(db), "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        _, err = proc.communicate(timeout=30)  # a hung process fails here
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError("the server neither served nor exited after a failed start") from None
+    assert proc.returncode not in (0, None)
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, err
+    assert errors[0].startswith("sessionwatch: error: cannot start:") and str(db) in errors[0]
+
+
+# --- a closed pipe (issue 8, item 21) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [["--json"], []])
+def test_scan_into_a_closed_pipe_exits_quietly(args: list[str]) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONWATCH_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sessionwatch", "scan", *args, "--projects-dir", str(FIXTURES)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # `| head -0`: the reader is gone before the first write
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) in (0, 141)
+    assert "Traceback" not in err and "BrokenPipe" not in err and "Exception ignored" not in err, err
+
+
+# --- log levels (issue 8, item 15) ------------------------------------------------------
+
+
+def test_debug_log_level_keeps_sql_parameters_out_of_the_log(sw_server: Callable[..., Any], projects: Path) -> None:
+    srv = sw_server(projects_dir=projects, extra_args=["--log-level", "debug"])
+    r = httpx.post(srv.url + "/sessions", json={"app_name": "secret-app-name-4711"}, timeout=5)
+    assert r.status_code == 201
+    httpx.post(srv.url + "/refresh", timeout=30)
+    srv.stop()
+    log = srv.log.read_text()
+    assert "secret-app-name-4711" not in log
+    assert "DEBUG aiosqlite" not in log
+
+
+def test_a_library_logs_at_debug_when_named(sw_server: Callable[..., Any], projects: Path) -> None:
+    srv = sw_server(projects_dir=projects, extra_args=["--log-level", "info,aiosqlite=debug"])
+    httpx.post(srv.url + "/sessions", json={"app_name": "named-4712"}, timeout=5)
+    srv.stop()
+    assert "DEBUG aiosqlite" in srv.log.read_text()

@@ -245,52 +245,7 @@ async def delete_stale(request: Request) -> Response:
     return JSONResponse({"deleted": await monitor.delete_stale(older)})
 
 
-# --- auth -------------------------------------------------------------------------
-
-
-def token_ok(request: Request, token: str) -> bool:
-    """Bearer header, cookie, or ``?token=`` (EventSource cannot set headers)."""
-    header = request.headers.get("authorization", "")
-    candidates = [
-        header[7:] if header.lower().startswith("bearer ") else None,
-        request.cookies.get(COOKIE),
-        request.query_params.get("token"),
-    ]
-    return any(c is not None and hmac.compare_digest(c.encode(), token.encode()) for c in candidates)
-
-
-async def auth_state(request: Request) -> Response:
-    token = monitor_of(request).settings.token
-    return JSONResponse(
-        {"token_required": token is not None, "authenticated": token is None or token_ok(request, token)}
-    )
-
-
-async def login(request: Request) -> Response:
-    token = monitor_of(request).settings.token
-    data = await read_json(request)
-    given = _str(data, "token", required=True)
-    assert given is not None
-    if token is None:
-        return JSONResponse({"ok": True})
-    if not hmac.compare_digest(given.encode(), token.encode()):
-        raise ApiError(401, "wrong token")
-    response = JSONResponse({"ok": True})
-    response.set_cookie(
-        COOKIE,
-        token,
-        httponly=True,
-        samesite="strict",
-        max_age=30 * 86400,
-        secure=request.url.scheme == "https",  # behind TLS (nginx sets X-Forwarded-Proto)
-    )
-    return response
-
-
-async def logout(request: Request) -> Response:
-    response = JSONResponse({"ok": True})
-    response.delete_cookie(COOKIE)
-    return response
+# --- auth: see auth.py (its routes follow these) --------------------------------------
 
 
 routes = [
@@ -307,9 +262,6 @@ routes = [
     Route("/sessions/{session_id}/kill", kill, methods=["POST"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
-    Route("/auth", auth_state, methods=["GET"]),
-    Route("/login", login, methods=["POST"]),
-    Route("/logout", logout, methods=["POST"]),
 ]
 
 #: Paths that answer without the token: liveness, the page itself and signing in.

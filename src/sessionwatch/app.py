@@ -1,10 +1,16 @@
 """The ASGI application: routes, auth, error shapes, and the lifespan that owns
-every background task."""
+every background task.
+
+Outermost first: :class:`~sessionwatch.security.SecurityMiddleware` (Host and
+CSRF checks), then :class:`App` (``/stream`` here, the rest to Starlette),
+then :class:`TokenMiddleware` and the routes.
+"""
 
 from __future__ import annotations
 
 import gc
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,15 +19,17 @@ import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Match, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sessionwatch import api
+from sessionwatch import api, auth
 from sessionwatch.config import Settings
+from sessionwatch.errors import SessionwatchError
 from sessionwatch.monitor import ChangeSource, Monitor
+from sessionwatch.security import SecurityMiddleware
 from sessionwatch.stream import BadRequest, stream_response
 
 log = logging.getLogger(__name__)
@@ -29,20 +37,13 @@ log = logging.getLogger(__name__)
 FRONTEND = Path(__file__).parent / "frontend"
 
 
-def unauthorized() -> JSONResponse:
-    return JSONResponse(
-        {"error": "this server needs a token: Authorization: Bearer <token>"},
-        status_code=401,
-        headers={"WWW-Authenticate": "Bearer"},
-    )
-
-
 class TokenMiddleware:
     """With ``--token``, every path but the public ones needs it."""
 
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
+    def __init__(self, app: ASGIApp, token: str | None, throttle: auth.Throttle) -> None:
         self.app = app
         self.token = token
+        self.throttle = throttle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.token is None or scope["type"] != "http":
@@ -52,10 +53,11 @@ class TokenMiddleware:
         public = path in ("/", "/healthz", "/auth", "/login", "/logout", "/favicon.ico") or (
             path.startswith("/static/")
         )
-        if public or api.token_ok(Request(scope), self.token):
+        answer = None if public else auth.check(Request(scope), self.token, self.throttle)
+        if answer is None:
             await self.app(scope, receive, send)
             return
-        await unauthorized()(scope, receive, send)
+        await answer(scope, receive, send)
 
 
 class NoCache:
@@ -98,6 +100,35 @@ async def http_error(request: Request, exc: Exception) -> Response:
     )
 
 
+def slash_redirects(router: Router) -> None:
+    """Answer ``/all/`` (and ``/static``) with a redirect relative to the request.
+
+    Starlette's own redirect writes ``http://<Host>/all``, an absolute URL
+    built from whatever Host the client sent (issue 8, item 18). Here the
+    Location is relative to the path asked for (``../all``, ``static/``), so
+    it also holds behind a proxy that serves the app under a prefix.
+    """
+    router.redirect_slashes = False
+    not_found = router.default
+
+    async def default(scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        if scope["type"] == "http" and path != "/":
+            other = dict(scope)
+            other["path"] = path.rstrip("/") if path.endswith("/") else path + "/"
+            if any(route.matches(other)[0] is not Match.NONE for route in router.routes):
+                raw: bytes = scope.get("raw_path") or path.encode()
+                name = raw.rstrip(b"/").rsplit(b"/", 1)[-1].decode("latin-1")
+                location = f"../{name}" if path.endswith("/") else f"{name}/"
+                if scope.get("query_string"):
+                    location += "?" + scope["query_string"].decode("latin-1")
+                await RedirectResponse(location, status_code=307)(scope, receive, send)
+                return
+        await not_found(scope, receive, send)
+
+    router.default = default
+
+
 async def server_error(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse({"error": "internal error; see the server log"}, status_code=500)
@@ -117,17 +148,33 @@ class App:
         self.monitor = monitor
         self.state = starlette.state
         self.token = monitor.settings.token
+        self.throttle: auth.Throttle = starlette.state.throttle
+        #: one line saying why the lifespan could not start, once it failed
+        self.startup_error: str | None = None
+        self.security = SecurityMiddleware(starlette, monitor.settings.allowed_hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.starlette(scope, receive, self._lifespan_send(send))
+            return
+        # Ahead of everything, /stream included: the Host and CSRF checks
+        # (in this frame, not a middleware's: a stream holds its frames for hours).
+        problem = self.security.check(scope) if scope["type"] == "http" else None
+        if problem is not None:
+            status, message = problem
+            await JSONResponse({"error": message}, status_code=status)(scope, receive, send)
+            return
         if scope["type"] != "http" or scope["path"] != "/stream":
             await self.starlette(scope, receive, send)
             return
-        response: Response
+        response: Response | None
         request = Request(scope)
         if request.method not in ("GET", "HEAD"):
             response = JSONResponse({"error": "method not allowed"}, status_code=405)
-        elif self.token is not None and not api.token_ok(request, self.token):
-            response = unauthorized()
+        elif self.token is not None and (
+            response := auth.check(request, self.token, self.throttle)
+        ) is not None:
+            pass
         else:
             try:
                 response = stream_response(
@@ -138,14 +185,46 @@ class App:
         del request
         await response(scope, receive, send)
 
+    def _lifespan_send(self, send: Send) -> Send:
+        """Starlette reports a failed start with the traceback; the lifespan
+        has already logged what went wrong, so uvicorn gets no message."""
+
+        async def lifespan_send(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed" and self.startup_error is not None:
+                message = {"type": "lifespan.startup.failed", "message": ""}
+            await send(message)
+
+        return lifespan_send
+
 
 def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> App:
     """Build the app. ``changes`` replaces the filesystem watcher (tests)."""
     monitor = Monitor(settings, changes=changes)
+    entry: App | None = None
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await monitor.open()
+        try:
+            await monitor.open()
+        except Exception as exc:
+            # Close the store first: its worker thread would keep the process
+            # alive, neither serving nor exiting, and systemd's
+            # Restart=on-failure would never fire (issue 8, item 1).
+            with anyio.CancelScope(shield=True):
+                try:
+                    await monitor.close()
+                except Exception:  # noqa: BLE001 - the first error is the one to report
+                    log.debug("closing after a failed start failed too", exc_info=True)
+            if isinstance(exc, sqlite3.Error):
+                reason = f"database {settings.db} is damaged or unreadable: {exc}"
+            elif isinstance(exc, (SessionwatchError, OSError)):
+                reason = str(exc) or type(exc).__name__
+            else:
+                log.error("unexpected error while starting", exc_info=exc)
+                reason = f"unexpected {type(exc).__name__}: {exc} (traceback above)"
+            if entry is not None:
+                entry.startup_error = f"cannot start: {reason}"
+            raise
         # Everything loaded so far lives as long as the server: keep it out of
         # the collector's generations, so its pauses stay short with
         # thousands of sessions and connections.
@@ -165,6 +244,7 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
     routes: list[BaseRoute] = [
         Route("/", index, methods=["GET"]),
         *api.routes,
+        *auth.routes,
     ]
     if FRONTEND.is_dir():
         static = NoCache(StaticFiles(directory=FRONTEND))
@@ -178,6 +258,10 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
             Exception: server_error,
         },
     )
+    slash_redirects(app.router)
     app.state.monitor = monitor
-    app.add_middleware(TokenMiddleware, token=settings.token)
-    return App(app, monitor)
+    app.state.throttle = throttle = auth.Throttle()
+    app.add_middleware(TokenMiddleware, token=settings.token, throttle=throttle)
+    entry = App(app, monitor)
+    return entry
+

@@ -57,7 +57,76 @@ def _default_db() -> Path:
 
 
 def _default_token() -> str | None:
-    return _env("TOKEN")
+    # Unlike the other variables, a set but blank SESSIONWATCH_TOKEN is not
+    # "unset": someone meant a token, and an empty one would let anyone in.
+    return os.environ.get(ENV_PREFIX + "TOKEN")
+
+
+def _default_allowed_hosts() -> list[str]:
+    raw = _env("ALLOWED_HOSTS")
+    return [raw] if raw else []
+
+
+def _default_trusted_proxies() -> list[str]:
+    raw = _env("TRUSTED_PROXIES")
+    return [raw] if raw else []
+
+
+#: Host header values every server accepts: a DNS-rebinding page cannot send
+#: them, since its Host is the attacker's name (issue 8, item 2).
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _split(values: list[str]) -> list[str]:
+    """``["a,b", "c"]`` → ``["a", "b", "c"]``: flags are repeatable and comma-separated."""
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
+def normalize_host(value: str) -> str:
+    """A Host header or --allowed-hosts entry without port, brackets, case or final dot.
+
+    >>> normalize_host("[::1]:8765"), normalize_host("Example.COM.:80")
+    ('::1', 'example.com')
+    """
+    value = value.strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        value = value[1:end] if end != -1 else value[1:]
+    elif value.count(":") == 1:
+        value = value.split(":", 1)[0]
+    return value.rstrip(".")
+
+
+def resolve_allowed_hosts(values: list[str], bind_host: str) -> frozenset[str]:
+    """Loopback names, the bind address when it is a specific one, and ``values``."""
+    extra = _split(values)
+    if "*" in extra:
+        return frozenset({"*"})
+    hosts = set(LOOPBACK_HOSTS)
+    bind = normalize_host(bind_host)
+    if bind and bind not in ("0.0.0.0", "::"):
+        hosts.add(bind)
+    for item in extra:
+        host = normalize_host(item)
+        if not host or any(c in item for c in "/ @?#*"):
+            raise ConfigError(
+                f"--allowed-hosts: {item!r} is not a host name or address (like watch.example.com)"
+            )
+        hosts.add(host)
+    return frozenset(hosts)
+
+
+def resolve_trusted_proxies(values: list[str]) -> tuple[str, ...]:
+    """Addresses or networks (CIDR) whose X-Forwarded-* headers are believed."""
+    proxies = _split(values)
+    for item in proxies:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"--trusted-proxies: {item!r} is not an IP address or network (like 10.0.0.0/8)"
+            ) from None
+    return tuple(proxies)
 
 
 def _default_prices() -> Path | None:
@@ -74,6 +143,10 @@ class Settings:
     projects_dir: Path = Path.home() / ".claude" / "projects"
     db: Path = Path("sessionwatch.db")
     token: str | None = None
+    #: Host header values accepted (DNS-rebinding guard); ``{"*"}`` accepts any.
+    allowed_hosts: frozenset[str] = LOOPBACK_HOSTS
+    #: Proxies whose X-Forwarded-For/-Proto are believed; none: the headers are ignored.
+    trusted_proxies: tuple[str, ...] = ()
     debounce_ms: int = 500
     keepalive_s: float = 30.0
     stale_after_s: float = 120.0
@@ -99,6 +172,8 @@ class Settings:
         projects_dir: Path | None = None,
         db: Path | None = None,
         token: str | None = None,
+        allowed_hosts: list[str] | None = None,
+        trusted_proxies: list[str] | None = None,
         debounce_ms: int | None = None,
         keepalive_s: float | None = None,
         stale_after_s: float | None = None,
@@ -107,12 +182,19 @@ class Settings:
         prices: Path | None = None,
     ) -> Settings:
         """Build settings: each explicit argument wins over its environment variable."""
+        host = host if host is not None else _default_host()
         settings = cls(
-            host=host if host is not None else _default_host(),
+            host=host,
             port=port if port is not None else _default_port(),
             projects_dir=(projects_dir if projects_dir is not None else _default_projects_dir()),
             db=db if db is not None else _default_db(),
             token=token if token is not None else _default_token(),
+            allowed_hosts=resolve_allowed_hosts(
+                allowed_hosts if allowed_hosts else _default_allowed_hosts(), host
+            ),
+            trusted_proxies=resolve_trusted_proxies(
+                trusted_proxies if trusted_proxies else _default_trusted_proxies()
+            ),
             debounce_ms=(
                 debounce_ms if debounce_ms is not None else int(_env_float("DEBOUNCE_MS", 500))
             ),
@@ -159,6 +241,14 @@ class Settings:
         for name in ("stale_after_s", "cleanup_after_s", "idle_after_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
+        if self.token is not None and not self.token.strip():
+            raise ConfigError(
+                "--token must not be empty: an empty token would let anyone in "
+                "(leave it out for no token)"
+            )
+        if self.token is not None and self.token != self.token.strip():
+            # HTTP strips header values, so such a token could never be presented.
+            raise ConfigError("--token must not begin or end with whitespace")
         if not is_loopback(self.host) and not self.token:
             raise ConfigError(
                 f"refusing to listen on {self.host} without --token: "

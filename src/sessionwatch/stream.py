@@ -46,19 +46,20 @@ def parse_filter(request: Request) -> Filter:
 
 
 def parse_last_event_id(request: Request) -> int | None:
-    raw = request.query_params.get("last_event_id")
-    if raw is not None:
-        try:
-            return int(raw)
-        except ValueError:
-            raise BadRequest("last_event_id must be an integer") from None
-    header = request.headers.get("last-event-id")
-    if header:
-        try:
-            return int(header)
-        except ValueError:
-            return None  # an id we never sent: start over with init
-    return None
+    """The id to resume after (``?last_event_id=`` wins over the header), or None.
+
+    An id that is not a number is one we never sent: the client starts over
+    with ``init``. Never an error: a browser's EventSource takes any answer
+    but 200 as final and stops reconnecting for good (issue 8, item 22). An
+    id past the latest gets ``init`` from the hub the same way.
+    """
+    raw = request.query_params.get("last_event_id") or request.headers.get("last-event-id")
+    if not raw or len(raw) > 20:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        return None
 
 
 async def _messages(hub: Hub, flt: Filter, last_id: int | None) -> AsyncIterator[bytes]:

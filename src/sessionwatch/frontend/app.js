@@ -460,8 +460,17 @@ function bindAuth() {
       $('token').value = '';
       state.auth = { token_required: true, authenticated: true };
       signedIn();
+    } else if (response.status === 401) {
+      $('signin-error').textContent = 'That token is not right.';
     } else {
-      $('signin-error').textContent = response.status === 401 ? 'That token is not right.' : `Sign-in failed (HTTP ${response.status}).`;
+      // 429 after too many wrong tokens says how long to wait
+      let error = `Sign-in failed (HTTP ${response.status}).`;
+      try {
+        error = (await response.json()).error ?? error;
+      } catch {
+        // not JSON: keep the status
+      }
+      $('signin-error').textContent = error;
     }
   });
   $('signout').addEventListener('click', async () => {
