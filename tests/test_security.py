@@ -279,6 +279,28 @@ def test_half_open_connections_do_not_starve_healthz_or_flood_the_log(low_fd_ser
     assert text.count("out of system resource") <= 2
 
 
+def test_endless_request_head_is_cut_off(sw_server: ServerFactory, projects: Path) -> None:
+    srv = sw_server(projects_dir=projects)
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+        s.sendall(b"GET /all HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        closed = False
+        try:
+            for _ in range(200):  # 200 headers of 1 KiB, never the blank line
+                s.sendall(b"X-Pad: " + b"a" * 1024 + b"\r\n")
+        except OSError:
+            closed = True
+        if not closed:
+            s.settimeout(10)
+            try:
+                closed = s.recv(1) == b""  # the server hung up
+            except TimeoutError:
+                closed = False  # still holding the half-sent head
+            except OSError:
+                closed = True  # reset
+        assert closed
+    assert httpx.get(srv.url + "/healthz", timeout=5).status_code == 200
+
+
 def test_accept_errors_are_logged_once_per_interval() -> None:
     now = [0.0]
     f = OncePerInterval("socket.accept() out of system resource", 60, clock=lambda: now[0])

@@ -312,6 +312,7 @@ def scan(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(b"\n")
     else:
         _print_table(sessions)
+    sys.stdout.flush()  # a closed pipe fails here, inside main()'s handler, not at exit
     return 0
 
 

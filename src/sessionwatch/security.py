@@ -31,6 +31,9 @@ FOREIGN_SITES = frozenset({b"cross-site", b"same-site"})
 #: A request head must arrive within this long of the connection opening (or
 #: of the previous response on a kept-alive connection).
 HEAD_TIMEOUT_S = 10.0
+#: A request head larger than this closes the connection (the parser has no
+#: limit of its own, so a client could otherwise grow one for HEAD_TIMEOUT_S).
+MAX_HEAD_BYTES = 64 * 1024
 #: uvicorn closes an idle kept-alive connection after this long.
 KEEP_ALIVE_S = 5
 #: File descriptors kept back for everything but client connections: the
@@ -198,7 +201,8 @@ class GuardedProtocol(HttpToolsProtocol):
     holds a connection, and a file descriptor, for ever; 1,100 of them
     exhausted the server's (issue 8, item 12). Here:
 
-    - the head must arrive within :data:`HEAD_TIMEOUT_S`;
+    - the head must arrive within :data:`HEAD_TIMEOUT_S` and be at most
+      :data:`MAX_HEAD_BYTES`;
     - past the connection limit (the file limit minus a reserve), the
       connection that has waited longest for a request is closed to make room.
       One being answered (an open stream) is never closed for this, so the
@@ -210,6 +214,7 @@ class GuardedProtocol(HttpToolsProtocol):
     connections_state: _Connections
     head_timeout_s: float = HEAD_TIMEOUT_S
     _head_timer: asyncio.TimerHandle | None = None
+    _head_bytes = 0
     _dropped = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -224,6 +229,10 @@ class GuardedProtocol(HttpToolsProtocol):
         super().data_received(data)
         if self._answering():
             self._unwait()
+        elif self._head_timer is not None:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._drop()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -250,6 +259,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def _unwait(self) -> None:
         self.connections_state.waiting.pop(self, None)
+        self._head_bytes = 0
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
