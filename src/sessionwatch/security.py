@@ -184,13 +184,23 @@ def max_connections(fd_limit: int) -> int:
 
 
 class _Connections:
-    """Shared by every connection of one server."""
+    """Shared by every connection of one server.
+
+    Per-connection state lives here, not on the protocol objects: an
+    attribute added to uvicorn's protocol instances unshares their
+    ``__dict__`` keys and costs every open stream about 1 KiB (measured).
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.live = 0
-        #: connections with no request being answered, oldest first
-        self.waiting: dict[GuardedProtocol, None] = {}
+        #: connections with no request being answered, oldest first, and the
+        #: timer that closes each if its request head does not arrive
+        self.waiting: dict[GuardedProtocol, asyncio.TimerHandle] = {}
+        #: bytes received by waiting connections without a complete head
+        self.head_bytes: dict[GuardedProtocol, int] = {}
+        #: closed by us, not yet reported lost by the transport
+        self.dropped: set[GuardedProtocol] = set()
 
 
 class GuardedProtocol(HttpToolsProtocol):
@@ -213,9 +223,6 @@ class GuardedProtocol(HttpToolsProtocol):
 
     connections_state: _Connections
     head_timeout_s: float = HEAD_TIMEOUT_S
-    _head_timer: asyncio.TimerHandle | None = None
-    _head_bytes = 0
-    _dropped = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -227,11 +234,13 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
+        state = self.connections_state
         if self._answering():
             self._unwait()
-        elif self._head_timer is not None:
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD_BYTES:
+        elif self in state.waiting:
+            size = state.head_bytes.get(self, 0) + len(data)
+            state.head_bytes[self] = size
+            if size > MAX_HEAD_BYTES:
                 self._drop()
 
     def on_response_complete(self) -> None:
@@ -240,36 +249,34 @@ class GuardedProtocol(HttpToolsProtocol):
             self._wait()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        state = self.connections_state
         self._unwait()
-        if not self._dropped:
-            self._dropped = True
-            self.connections_state.live -= 1
+        if self in state.dropped:
+            state.dropped.discard(self)
+        else:
+            state.live -= 1
         super().connection_lost(exc)
 
     def _answering(self) -> bool:
         return self.cycle is not None and not self.cycle.response_complete
 
     def _wait(self) -> None:
-        waiting = self.connections_state.waiting
-        waiting.pop(self, None)
-        waiting[self] = None
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-        self._head_timer = self.loop.call_later(self.head_timeout_s, self._drop)
+        self._unwait()
+        self.connections_state.waiting[self] = self.loop.call_later(self.head_timeout_s, self._drop)
 
     def _unwait(self) -> None:
-        self.connections_state.waiting.pop(self, None)
-        self._head_bytes = 0
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        state = self.connections_state
+        timer = state.waiting.pop(self, None)
+        if timer is not None:
+            timer.cancel()
+            state.head_bytes.pop(self, None)
 
     def _drop(self) -> None:
+        state = self.connections_state
         self._unwait()
-        if not self._dropped:
-            self._dropped = True
-            self.connections_state.live -= 1
-        if not self.transport.is_closing():
+        if self not in state.dropped and not self.transport.is_closing():
+            state.dropped.add(self)
+            state.live -= 1
             self.transport.close()
 
 
