@@ -28,12 +28,16 @@ SESSION_FILE = Path("-home-marco-projects-spotter") / "55604662-cf2a-4331-851a-e
 SESSION = SESSION_FILE.stem
 
 
-def render(conf: str, *, app_port: int, listen_port: int) -> str:
-    """deploy/nginx.conf with the upstream and the listener moved to the test's ports."""
+def render(conf: str, *, app_port: int, listen_port: int, access_log: Path) -> str:
+    """deploy/nginx.conf with the upstream and the listener moved to the test's
+    ports and its access log into the test's directory."""
     swaps = {
         "server 127.0.0.1:8765;": f"server 127.0.0.1:{app_port};",
         "listen 80;": f"listen 127.0.0.1:{listen_port};",
         "listen [::]:80;": "# (IPv6 listener dropped by the test)",
+        "access_log /var/log/nginx/sessionwatch.access.log sessionwatch;": (
+            f"access_log {access_log} sessionwatch;"
+        ),
     }
     for old, new in swaps.items():
         # Whole directive lines only, not the comments that mention them.
@@ -52,7 +56,10 @@ class Nginx:
         self.proc: subprocess.Popen[bytes] | None = None
         root.mkdir(parents=True, exist_ok=True)
         site = root / "sessionwatch.conf"
-        site.write_text(render(CONF.read_text(), app_port=app_port, listen_port=self.port))
+        self.access_log = root / "sessionwatch.access.log"
+        site.write_text(
+            render(CONF.read_text(), app_port=app_port, listen_port=self.port, access_log=self.access_log)
+        )
         temp = {name: root / name for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")}
         for path in temp.values():
             path.mkdir(exist_ok=True)
@@ -99,10 +106,12 @@ http {{
         wait_for(ready, 10, "nginx to proxy /healthz")
         return self
 
-    def stop(self) -> None:
+    def stop(self, *, graceful: bool = False) -> None:
         if self.proc is None:
             return
-        self.proc.send_signal(signal.SIGTERM)  # fast shutdown: open streams are cut
+        # SIGTERM: fast shutdown, open streams are cut; SIGQUIT: graceful, the
+        # access log is written out first
+        self.proc.send_signal(signal.SIGQUIT if graceful else signal.SIGTERM)
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
@@ -238,3 +247,34 @@ def test_browser_through_nginx_is_live_and_comes_back_after_a_502(
             assert errors == []
         finally:
             browser.close()
+
+
+TOKEN = "tok-3f9a1c-never-in-logs"
+
+
+def test_query_token_stays_out_of_the_access_log(
+    projects: Path, sw_server: Callable[..., Server], tmp_path: Path, nginx_bin: str
+) -> None:
+    """Issue 8, item 14: a `?token=` (scripts, EventSource) never lands in the log."""
+    srv = sw_server(projects_dir=projects, extra_args=["--token", TOKEN])
+    nginx = Nginx(nginx_bin, tmp_path / "nginx", srv.port)
+    try:
+        nginx.start()
+        url = nginx.url
+        r = httpx.get(f"{url}/all?token={TOKEN}", timeout=5)
+        assert r.status_code == 200  # the token did its job...
+        r = httpx.get(
+            f"{url}/all?source=claude&token={TOKEN}", headers={"Referer": f"{url}/?token={TOKEN}"}, timeout=5
+        )
+        assert r.status_code == 200
+        stream = SSEClient(f"{url}/stream?token={TOKEN}").start()
+        try:
+            assert stream.next().event == "init"
+        finally:
+            stream.stop()
+        httpx.get(f"{url}/all?token=wrong-{TOKEN}", timeout=5)
+    finally:
+        nginx.stop(graceful=True)
+    log = nginx.access_log.read_text()
+    assert '"GET /all HTTP/1.1" 200' in log  # ...and the request was logged, without it
+    assert TOKEN not in log, log
