@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from .conftest import Server
+from .conftest import FIXTURES, Server, free_port
 from .sse import SSEClient
 
 SID = "ba79134d-b6e9-4867-af0c-6941038c9e4b"
@@ -17,6 +19,16 @@ SID = "ba79134d-b6e9-4867-af0c-6941038c9e4b"
 @pytest.fixture
 def srv(projects: Path, sw_server: Callable[..., Server]) -> Iterator[Server]:
     yield sw_server(extra_args=["--stale-after-s", "1", "--cleanup-after-s", "600"])
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for the tests that change nothing (bad input only)."""
+    tmp = tmp_path_factory.mktemp("shared")
+    shutil.copytree(FIXTURES, tmp / "projects")
+    srv = Server(tmp / "projects", tmp / "sessionwatch.db", free_port(), [], tmp / "server.log").start()
+    yield srv
+    srv.stop()
 
 
 def test_all_and_sessions_share_a_body(srv: Server) -> None:
@@ -70,7 +82,7 @@ def test_tracker_lifecycle_and_events(srv: Server) -> None:
     # no heartbeat for --stale-after-s: stale, visible as an update
     ev = client.next(timeout=10)
     assert ev.data["sessions"][0]["status"] == "stale" and ev.data["sessions"][0]["is_stale"]
-    assert httpx.delete(srv.url + "/sessions/stale?older_than_minutes=0").json() == {"deleted": 1}
+    assert httpx.delete(srv.url + "/sessions/stale").json() == {"deleted": 1}  # --stale-after-s
     assert client.next().event == "session-deleted"
 
 
@@ -105,18 +117,37 @@ def test_heartbeats_alone_emit_no_event(srv: Server) -> None:
         ("DELETE", "/sessions/ghost", b"", 404),
         ("DELETE", "/sessions/stale?older_than_minutes=abc", b"", 400),
         ("DELETE", "/sessions/stale?older_than_minutes=-1", b"", 400),
+        ("DELETE", "/sessions/stale?older_than_minutes=0", b"", 400),
+        ("DELETE", "/sessions/stale?older_than_minutes=-0", b"", 400),
+        ("DELETE", "/sessions/stale?older_than_minutes=0.5", b"", 400),
+        ("DELETE", "/sessions/stale?older_than_minutes=nan", b"", 400),
+        ("DELETE", "/sessions/stale?older_than_minutes=inf", b"", 400),
+        ("POST", "/sessions", b'{"app_name": "a", "pid": 9223372036854775808}', 400),
+        ("POST", "/sessions", b'{"app_name": "a", "pid": 2147483648}', 400),
+        ("POST", "/sessions", b'{"app_name": "a", "pid": 0}', 400),
+        ("POST", "/sessions", b'{"app_name": "a", "pid": -1}', 400),
+        ("POST", "/sessions", b'{"app_name": "a", "pid": 1.5}', 400),
+        ("POST", "/sessions", b'{"app_name": "a", "pid": true}', 400),
+        ("POST", "/sessions", b'{"app_name": "a", "session_id": "a/b"}', 400),
+        ("POST", "/sessions", b'{"app_name": "a", "session_id": ".."}', 400),
+        ("POST", "/sessions", b'{"app_name": "a", "session_id": "q?x#y"}', 400),
+        ("POST", "/sessions", b'{"app_name": "a", "session_id": "stale"}', 400),
+        ("POST", "/sessions", b'{"app_name": "a", "session_id": ""}', 400),
+        ("POST", "/sessions", b'{"app_name": "a", "session_id": "a b"}', 400),
+        ("POST", "/sessions", b'{"app_name": "a", "session_id": "\\ud800"}', 400),
+        ("POST", "/sessions", f'{{"app_name": "a", "session_id": "{SID}"}}'.encode(), 409),
         ("GET", "/all?source=x", b"", 400),
-        ("GET", "/stream?last_event_id=x", b"", 400),
         ("GET", "/nowhere", b"", 404),
         ("PATCH", "/all", b"", 405),
         ("POST", "/sessions", b"HUGE", 413),
     ],
     ids=lambda v: v.decode(errors="replace")[:30] if isinstance(v, bytes) else str(v),
 )
-def test_bad_input_is_a_4xx_with_one_json_error(srv: Server, method: str, path: str, body: bytes, status: int) -> None:
+def test_bad_input_is_a_4xx_with_one_json_error(shared: Server, method: str, path: str, body: bytes, status: int) -> None:
     if body == b"HUGE":
         body = b'{"app_name": "' + b"a" * (2 * 1024 * 1024) + b'"}'
-    r = httpx.request(method, srv.url + path, content=body)
+    headers = {"Content-Type": "application/json"} if body else {}
+    r = httpx.request(method, shared.url + path, content=body, headers=headers)
     assert r.status_code == status
     data = r.json()
     assert list(data) == ["error"] and isinstance(data["error"], str) and data["error"]
@@ -156,3 +187,80 @@ def test_token_is_enforced_everywhere_but_healthz(projects: Path, sw_server: Cal
         assert c.get("/auth").json() == {"token_required": True, "authenticated": True}
     stream = SSEClient(srv.url + "/stream?token=s3cret").start()
     assert stream.next().event == "init"
+
+
+def test_stale_purge_with_zero_minutes_keeps_fresh_sessions(srv: Server) -> None:
+    sid = httpx.post(srv.url + "/sessions", json={"app_name": "fresh"}).json()["session_id"]
+    for n in ("0", "-0"):
+        r = httpx.delete(srv.url + f"/sessions/stale?older_than_minutes={n}")
+        assert r.status_code == 400 and "at least 1" in r.json()["error"]
+    assert httpx.delete(srv.url + "/sessions/stale?older_than_minutes=1").json() == {"deleted": 0}
+    assert httpx.get(srv.url + f"/sessions/{sid}").status_code == 200
+
+
+def test_route_word_ids_are_refused_so_stale_purge_stays_a_purge(srv: Server) -> None:
+    r = httpx.post(srv.url + "/sessions", json={"app_name": "x", "session_id": "stale"})
+    assert r.status_code == 400 and "reserved" in r.json()["error"]
+    for sid in ("a/b", "..", "q?x#y"):
+        r = httpx.post(srv.url + "/sessions", json={"app_name": "x", "session_id": sid})
+        assert r.status_code == 400 and "letters, digits" in r.json()["error"], sid
+    ok = "Zr3xQm0xVq1pJvKqN8wWbq3eQFv0rXJ7d2c6L4kYs9Tt.sig-_x"  # a signed Bokeh id
+    assert httpx.post(srv.url + "/sessions", json={"app_name": "x", "session_id": ok}).status_code == 201
+    assert httpx.delete(srv.url + f"/sessions/{ok}").json() == {"deleted": True}
+
+
+def _raw_exchange(sock: socket.socket, request: bytes) -> tuple[int, bytes]:
+    """One request on an open keep-alive connection: (status, body)."""
+    sock.sendall(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the keep-alive connection"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(h.split(b":")[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the keep-alive connection"
+        body += chunk
+    return int(head.split()[1]), body
+
+
+def test_oversized_pid_is_a_400_and_the_connection_stays_usable(shared: Server) -> None:
+    srv = shared
+    port = int(srv.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        body = b'{"app_name": "a", "pid": 9223372036854775808}'
+        status, answer = _raw_exchange(
+            sock,
+            b"POST /sessions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body),
+        )
+        assert status == 400 and b"pid must be between 1 and" in answer
+        status, _ = _raw_exchange(sock, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert status == 200
+    assert "Traceback" not in srv.log.read_text()
+
+
+def test_tracker_cannot_take_the_id_of_a_claude_file_not_yet_timestamped(
+    projects: Path, sw_server: Callable[..., Server]
+) -> None:
+    sid = "0b3c6a8e-1f0d-4c55-9a53-2f6b8f1d2e7a"
+    (projects / "-tmp" / f"{sid}.jsonl").write_bytes(b'{"type":"summary","summary":"new"}\n')
+    srv = sw_server()
+    assert httpx.get(srv.url + f"/sessions/{sid}").status_code == 404  # not a session yet
+    r = httpx.post(srv.url + "/sessions", json={"app_name": "x", "session_id": sid})
+    assert r.status_code == 409 and r.json() == {"error": "that id belongs to a Claude session"}
+
+
+def test_secrets_typed_into_panel_fields_are_not_returned(shared: Server) -> None:
+    url = shared.url
+    key = "sk-proj-abcdefghijklmnopqrstuvwx"
+    sid = httpx.post(url + "/sessions", json={"app_name": f"app {key}"}).json()["session_id"]
+    try:
+        r = httpx.put(url + f"/sessions/{sid}/status", json={"status": "running", "current_task": f"use {key}"})
+        assert r.status_code == 200 and key not in r.text
+        assert key not in httpx.get(url + f"/sessions/{sid}").text
+        assert key not in httpx.get(url + "/all?source=panel").text
+    finally:
+        httpx.delete(url + f"/sessions/{sid}")

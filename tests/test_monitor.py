@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from sessionwatch.config import Settings
-from sessionwatch.hub import Subscriber
+from sessionwatch.hub import Hub, Subscriber
 from sessionwatch.index import ClaudeIndex
 from sessionwatch.monitor import IdTaken, Monitor
 from sessionwatch.panel import PanelRegistry
@@ -263,6 +263,13 @@ async def test_tracker_writes_do_no_work_per_registered_session(
             return real(self, row, when)  # type: ignore[arg-type]
 
         monkeypatch.setattr(PanelRegistry, "session", counting)
+        recounts = 0
+
+        def recount(self: Hub) -> None:
+            nonlocal recounts
+            recounts += 1
+
+        monkeypatch.setattr(Hub, "_count", recount)  # counting every session again
         writes: list[Callable[[], object]] = [
             lambda: reg(monitor, "new1"),
             lambda: reg(monitor, "s5"),
@@ -279,5 +286,15 @@ async def test_tracker_writes_do_no_work_per_registered_session(
         calls = 0
         await monitor.heartbeat(["s9", "s10"])
         assert calls <= 1
+        assert recounts == 0, "the hub counted every session again for a write"
+        # the counts kept write by write are the true ones
+        truth: dict[tuple[str, str], int] = {}
+        for s in monitor.hub.sessions.values():
+            truth[(s["source"], s["status"])] = truth.get((s["source"], s["status"]), 0) + 1
+        gauge = {
+            (m.labels["source"], m.labels["status"]): int(m.value)
+            for metric in monitor.metrics.sessions.collect() for m in metric.samples
+        }
+        assert gauge == truth
     finally:
         await monitor.close()

@@ -6,6 +6,7 @@ Every client mistake is a 4xx with ``{"error": "<one sentence>"}``.
 from __future__ import annotations
 
 import hmac
+import math
 import time
 import uuid
 from typing import Any
@@ -17,13 +18,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sessionwatch.monitor import Monitor
+from sessionwatch.monitor import IdTaken, Monitor
 from sessionwatch.panel import STATUSES
+from sessionwatch.redact import mask
+from sessionwatch.store import session_id_problem
 from sessionwatch.stream import BadRequest, parse_filter
 
 MAX_BODY = 1024 * 1024
 MAX_ID = 200
 MAX_BATCH = 10_000
+#: Process ids are positive and fit a C int everywhere.
+MAX_PID = 2**31 - 1
 COOKIE = "sessionwatch_token"
 
 
@@ -86,6 +91,18 @@ def _str(data: dict[str, Any], key: str, *, required: bool = False, limit: int =
     return value
 
 
+def _int(data: dict[str, Any], key: str, *, low: int, high: int) -> int | None:
+    """An optional integer field within [low, high] (SQLite holds 64 bits, JSON any size)."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ApiError(400, f"{key} must be an integer")
+    if not low <= value <= high:
+        raise ApiError(400, f"{key} must be between {low} and {high}")
+    return value
+
+
 def _session_id(request: Request) -> str:
     sid: str = request.path_params["session_id"]
     if len(sid) > MAX_ID:
@@ -128,7 +145,7 @@ async def session_detail(request: Request) -> Response:
         row = monitor.panel.rows.get(sid)
         detail["recent"] = []
         detail["pid"] = row.pid if row else None
-        detail["url"] = row.url if row else None
+        detail["url"] = mask(row.url) if row and row.url else None
         detail["kills"] = await monitor.store.kills(sid)
     return OrjsonResponse(detail)
 
@@ -160,21 +177,24 @@ async def register(request: Request) -> Response:
     data = await read_json(request)
     app_name = _str(data, "app_name", required=True, limit=MAX_ID)
     assert app_name is not None
-    sid = _str(data, "session_id", limit=MAX_ID) or uuid.uuid4().hex
-    pid = data.get("pid")
-    if pid is not None and (not isinstance(pid, int) or isinstance(pid, bool)):
-        raise ApiError(400, "pid must be an integer")
-    existing = monitor_of(request).hub.sessions.get(sid)
-    if existing is not None and existing["source"] != "panel":
-        raise ApiError(409, "that id belongs to a Claude session")
-    new = await monitor_of(request).register(
-        app_name,
-        session_id=sid,
-        user_id=_str(data, "user_id", limit=MAX_ID),
-        host=_str(data, "host", limit=MAX_ID),
-        pid=pid,
-        url=_str(data, "url", limit=2000),
-    )
+    sid = _str(data, "session_id", limit=MAX_ID)
+    if sid is None:
+        sid = uuid.uuid4().hex
+    problem = session_id_problem(sid)
+    if problem is not None:
+        raise ApiError(400, problem)
+    pid = _int(data, "pid", low=1, high=MAX_PID)
+    try:
+        new = await monitor_of(request).register(
+            app_name,
+            session_id=sid,
+            user_id=_str(data, "user_id", limit=MAX_ID),
+            host=_str(data, "host", limit=MAX_ID),
+            pid=pid,
+            url=_str(data, "url", limit=2000),
+        )
+    except IdTaken:
+        raise ApiError(409, "that id belongs to a Claude session") from None
     return JSONResponse({"session_id": sid}, status_code=201 if new else 200)
 
 
@@ -207,7 +227,8 @@ async def set_status(request: Request) -> Response:
         raise ApiError(400, 'status must be "idle" or "running"')
     task = _str(data, "current_task", limit=500)
     _panel_session(monitor, sid)
-    await monitor.set_status(sid, str(status), task)
+    if not await monitor.set_status(sid, str(status), task):
+        raise ApiError(404, f"no session with id {sid!r}")
     return OrjsonResponse(monitor.hub.sessions.get(sid))
 
 
@@ -237,11 +258,13 @@ async def delete_stale(request: Request) -> Response:
         older = monitor.settings.stale_after_s
     else:
         try:
-            older = float(raw) * 60
+            minutes = float(raw)
         except ValueError:
             raise ApiError(400, "older_than_minutes must be a number") from None
-        if older < 0 or older != older:
-            raise ApiError(400, "older_than_minutes must not be negative")
+        # 0 would take fresh sessions too (a heartbeat is always some ms old)
+        if not math.isfinite(minutes) or minutes < 1:
+            raise ApiError(400, "older_than_minutes must be a number of minutes, at least 1")
+        older = minutes * 60
     return JSONResponse({"deleted": await monitor.delete_stale(older)})
 
 

@@ -232,6 +232,9 @@ class Hub:
         #: clients connecting between two events share one bytes object.
         self._inits: dict[Filter, bytes] = {}
         self._inits_id = -1
+        #: sessions by (source, status), kept up to date change by change: a
+        #: recount would cost every write time proportional to all sessions
+        self._counts: dict[tuple[str, str], int] = {}
 
     # --- state --------------------------------------------------------------------
 
@@ -254,12 +257,16 @@ class Hub:
             if new is None:
                 if old is not None:
                     deleted.append(self.sessions.pop(sid))
+                    self._recount(old, -1)
             elif old is None:
                 self.sessions[sid] = new
                 created.append(new)
+                self._recount(new, 1)
             elif old != new:
                 self.sessions[sid] = new
                 updated.append(new)
+                self._recount(old, -1)
+                self._recount(new, 1)
         events = []
         for kind, sessions in (
             ("session-created", created),
@@ -268,8 +275,6 @@ class Hub:
         ):
             if sessions:
                 events.append(self.publish(kind, sessions))
-        if events:
-            self._count()
         return events
 
     def refresh(self, sessions: Iterable[Session]) -> Event:
@@ -384,10 +389,21 @@ class Hub:
             self.metrics.subscribers.set(len(self.subscribers))
 
     def _count(self) -> None:
+        """Count every session again (load, refresh)."""
         counts: dict[tuple[str, str], int] = {}
         for s in self.sessions.values():
             key = (s["source"], s["status"])
             counts[key] = counts.get(key, 0) + 1
+        self._counts = counts
         self.metrics.sessions.clear()
         for (source, status), n in counts.items():
             self.metrics.sessions.labels(source, status).set(n)
+
+    def _recount(self, session: Session, delta: int) -> None:
+        key = (session["source"], session["status"])
+        n = self._counts.get(key, 0) + delta
+        if n > 0:
+            self._counts[key] = n
+            self.metrics.sessions.labels(*key).set(n)
+        elif self._counts.pop(key, None) is not None:
+            self.metrics.sessions.remove(*key)

@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 from sessionwatch.index import iso
+from sessionwatch.redact import mask
 from sessionwatch.store import PanelRow, Store
 
 STATUSES = ("idle", "running")
@@ -129,10 +130,11 @@ class PanelRegistry:
         return {
             "id": row.id,
             "source": "panel",
-            "project": row.app_name,
+            # typed by people: a key pasted into a task name is not shown
+            "project": mask(row.app_name),
             "title": None,
             "status": "stale" if stale else row.status,
-            "current_task": row.current_task,
+            "current_task": mask(row.current_task) if row.current_task else row.current_task,
             "user": row.user_id,
             "host": row.host,
             "git_branch": None,
