@@ -54,3 +54,22 @@ async def test_view_of_one_session_and_of_none(registry: PanelRegistry) -> None:
     assert registry.view("ghost", now) is None
     assert registry.view("p1", now) == registry.sessions(now)["p1"]
     assert registry.view("p1", now + 61)["status"] == "stale"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("panel_id", "kept"),
+    [
+        ("Zr3xQm0xVq1pJvKqN8wWbq3eQFv0rXJ7d2c6L4kYs9Tt", True),  # Bokeh's own
+        ("Zr3xQm0xVq1pJvKqN8wWbq3eQFv0rXJ7d2c6L4kYs9Tt.a-b_c", True),  # signed
+        ("a/b", False),  # chosen by a client in unsigned mode
+        ("stale", False),
+    ],
+)
+def test_tracker_uses_only_ids_the_server_accepts(panel_id: str, kept: bool) -> None:
+    from sessionwatch.store import session_id_problem
+    from sessionwatch.tracker import _PanelSession, _tracker_id
+
+    sid = _tracker_id(_PanelSession(panel_id, None, None, None))
+    assert (sid == panel_id) is kept
+    assert session_id_problem(sid) is None
+    assert session_id_problem(_tracker_id(None)) is None

@@ -150,7 +150,9 @@ class Monitor:
         while not self.stop_event.is_set():
             try:
                 await self._watch_once(catch_up=restarts > 0)
-                return
+                if self._changes is not None or self.stop_event.is_set():
+                    return  # an injected source that ended (tests), or shutdown
+                raise RuntimeError("the filesystem watcher ended by itself")
             except Exception:  # noqa: BLE001 - the watcher must never die
                 self.errors.labels("watcher").inc()
                 log.exception("watcher failed; restarting it in %g s", RESTART_S)
