@@ -182,3 +182,27 @@ def test_server_sees_sessions_again_after_the_projects_dir_comes_back(
         assert ev.event == "session-updated" and [s["id"] for s in ev.data["sessions"]] == ["s2"]
     finally:
         client.stop()
+
+
+async def test_append_between_start_up_scan_and_watch_is_seen(tmp_path: Path) -> None:
+    """A line written after the start-up scan but before the watch is up was
+    never seen until the file changed again: the root is now sent once the
+    watch is up, and the monitor rescans."""
+    from .test_monitor import append, next_event, project
+
+    root = project(tmp_path)
+    settings = Settings(projects_dir=root, db=tmp_path / "data" / "x.db", debounce_ms=20, step_ms=10)
+    monitor = Monitor(settings)  # the real watcher
+    await monitor.open()  # the start-up scan
+    good = root / "p" / "good.jsonl"
+    try:
+        sub = monitor.hub.subscribe(last_event_id=monitor.hub.last_id)
+        sub.items.clear()
+        append(good, assistant("late", "r-late", 5, sessionId="good"))  # no watch yet
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(monitor.run)
+            chunk = await next_event(sub)
+            assert b"session-updated" in chunk and b'"id":"good"' in chunk
+            tg.cancel_scope.cancel()
+    finally:
+        await monitor.close()

@@ -73,8 +73,9 @@ async def watching(
 ) -> AsyncIterator[MemoryObjectReceiveStream[set[Path]]]:
     """Watch both places; the body iterates sets of changed paths.
 
-    When the projects dir appears after start (or comes back after being
-    removed), the dir itself is sent once: callers rescan it.
+    Once the watch is up, and whenever the projects dir appears after start
+    (or comes back after being removed), the dir itself is sent: callers
+    rescan it, so nothing written before the watch was up is missed.
 
     A context manager rather than a generator, so the watchers' task group is
     always entered and left by the same task, however the caller stops.
@@ -105,7 +106,9 @@ async def _watch_projects(
     # (callers rescan: sessions of removed files go) and the watch starts
     # again, waiting for the root if need be.
     async with send:
-        announce = False  # send the root once the new watch is up
+        # Send the root once the watch is up, the first time too: whatever was
+        # written between the caller's start-up scan and now is then rescanned.
+        announce = True
         while not stop.is_set():
             if not root.is_dir():
                 log.info("waiting for %s to appear", root)
