@@ -11,7 +11,6 @@ as their change; ``PRAGMA user_version`` holds how many have run.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -22,50 +21,14 @@ from typing import Any
 import aiosqlite
 
 from sessionwatch.errors import ConfigError, StoreClosedError
+# Re-exported: the server's modules and tests import them from here.
+from sessionwatch.panel_schema import PANEL_DDL as PANEL_DDL
+from sessionwatch.panel_schema import RESERVED_IDS as RESERVED_IDS
+from sessionwatch.panel_schema import SESSION_ID_RE as SESSION_ID_RE
+from sessionwatch.panel_schema import session_id_problem as session_id_problem
 
 BUSY_TIMEOUT_MS = 5000
 
-#: What a tracker session id may look like: it appears in URL paths
-#: (``/sessions/{id}``), so no ``/``, ``?``, ``#``, ``%`` or spaces, and it starts
-#: with a letter or digit (no ``.`` or ``..``). UUIDs and Bokeh's session ids
-#: (signed ones too: ``<id>.<base64url signature>``) fit.
-SESSION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
-#: Words that are, or may become, routes under ``/sessions/``: never a session id.
-RESERVED_IDS = frozenset(
-    {"stale", "all", "new", "batch", "search", "export", "import", "stream", "stats", "count", "heartbeats"}
-)
-
-
-def session_id_problem(sid: str) -> str | None:
-    """Why ``sid`` cannot be a tracker session id, or None if it can."""
-    if not SESSION_ID_RE.fullmatch(sid):
-        return (
-            "session_id must be 1 to 128 characters of letters, digits, '.', '_', ':' and '-',"
-            " starting with a letter or digit"
-        )
-    if sid.lower() in RESERVED_IDS:
-        return f"session_id {sid!r} is reserved for the API's own routes"
-    return None
-
-
-#: Panel tables, shared with ``tracker.py`` (direct mode creates them too).
-PANEL_DDL = """
-CREATE TABLE IF NOT EXISTS panel_sessions (
-    id TEXT PRIMARY KEY,
-    app_name TEXT NOT NULL,
-    user_id TEXT, host TEXT, pid INTEGER, url TEXT,
-    status TEXT NOT NULL DEFAULT 'idle',
-    current_task TEXT,
-    started_at REAL NOT NULL,
-    last_activity REAL NOT NULL,
-    last_heartbeat REAL NOT NULL,
-    kill_requested INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS panel_kills (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    session_id TEXT NOT NULL, requested_at REAL NOT NULL, requested_by TEXT
-);
-"""
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
