@@ -8,15 +8,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import socket
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-import orjson
-
+# Only what every command needs is imported here: `scan` is timed against
+# ccusage with process start-up included (DESIGN.md "Speed and size"), so the
+# server's modules (uvicorn, Starlette, prometheus_client, aiosqlite) load in
+# `serve`, orjson when JSON is printed.
 from sessionwatch import __version__
 from sessionwatch.config import Settings
 from sessionwatch.errors import ConfigError, SessionwatchError
@@ -157,11 +158,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    if getattr(args, "db", None):
+        db: Path | None = args.db.expanduser()
+    elif args.command == "scan":
+        db = Path(os.devnull)  # scan opens no database: no need to find the user data dir
+    else:
+        db = None
     return Settings.resolve(
         host=getattr(args, "host", None),
         port=getattr(args, "port", None),
         projects_dir=args.projects_dir.expanduser() if args.projects_dir else None,
-        db=args.db.expanduser() if getattr(args, "db", None) else None,
+        db=db,
         token=getattr(args, "token", None),
         allowed_hosts=getattr(args, "allowed_hosts", None),
         trusted_proxies=getattr(args, "trusted_proxies", None),
@@ -278,6 +285,8 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def _check_port(host: str, port: int) -> None:
+    import socket
+
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -289,6 +298,7 @@ def _check_port(host: str, port: int) -> None:
 
 def scan(args: argparse.Namespace) -> int:
     from sessionwatch.index import ClaudeIndex
+    from sessionwatch.metrics import Tally
     from sessionwatch.prices import PriceTable
 
     settings = _settings(args)
@@ -296,7 +306,9 @@ def scan(args: argparse.Namespace) -> int:
         raise ConfigError(f"--projects-dir {settings.projects_dir} does not exist")
     prices = PriceTable.from_file(settings.prices) if settings.prices else PriceTable.embedded()
     progress = _progress if sys.stderr.isatty() else None
-    index = ClaudeIndex(settings.projects_dir, prices, idle_after_s=settings.idle_after_s, progress=progress)
+    index = ClaudeIndex(
+        settings.projects_dir, prices, idle_after_s=settings.idle_after_s, progress=progress, metrics=Tally()
+    )
     index.settle_s = 0.0  # a one-shot read: an unterminated last line is final
     started = time.perf_counter()
     index.scan()
@@ -306,6 +318,8 @@ def scan(args: argparse.Namespace) -> int:
     if progress is not None:
         print(f"\r{len(sessions)} sessions in {time.perf_counter() - started:.2f} s" + " " * 20, file=sys.stderr)
     if args.json:
+        import orjson
+
         sys.stdout.buffer.write(
             orjson.dumps({"sessions": sessions, "totals": _totals(sessions)}, option=orjson.OPT_INDENT_2)
         )

@@ -6,13 +6,12 @@ the precedence is greppable field by field (the pattern watchfiles uses).
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import platformdirs
-
+# ipaddress and platformdirs are imported where used: `scan` needs neither
+# for the defaults (start-up counts, DESIGN.md "Speed and size").
 from sessionwatch.errors import ConfigError
 
 ENV_PREFIX = "SESSIONWATCH_"
@@ -53,6 +52,8 @@ def _default_db() -> Path:
     raw = _env("DB")
     if raw:
         return Path(raw).expanduser()
+    import platformdirs
+
     return Path(platformdirs.user_data_dir("sessionwatch", appauthor=False)) / "sessionwatch.db"
 
 
@@ -119,6 +120,8 @@ def resolve_allowed_hosts(values: list[str], bind_host: str) -> frozenset[str]:
 def resolve_trusted_proxies(values: list[str]) -> tuple[str, ...]:
     """Addresses or networks (CIDR) whose X-Forwarded-* headers are believed."""
     proxies = _split(values)
+    if proxies:
+        import ipaddress
     for item in proxies:
         try:
             ipaddress.ip_network(item, strict=False)
@@ -262,8 +265,10 @@ class Settings:
 
 def is_loopback(host: str) -> bool:
     """True for addresses only this machine can reach (``localhost`` included)."""
-    if host == "localhost":
+    if host in LOOPBACK_HOSTS:
         return True
+    import ipaddress
+
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:

@@ -11,23 +11,24 @@ from 0.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import multiprocessing as mp
 import os
 import stat
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-import orjson
+
+try:  # the one hash used; hashlib would load OpenSSL first (17 ms of a scan's start)
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover - CPython always has it
+    from hashlib import blake2b
 
 from sessionwatch.claude import (
     MAX_LINE_BYTES,
@@ -41,9 +42,13 @@ from sessionwatch.claude import (
     recent_activity,
     shown,
 )
-from sessionwatch.metrics import Metrics
+from sessionwatch.metrics import IndexMetrics, Tally
 from sessionwatch.prices import PriceTable
-from sessionwatch.store import TranscriptRow
+
+if TYPE_CHECKING:
+    # Imported where rows are made (the server's path): `scan` never loads
+    # the store, its SQLite and asyncio.
+    from sessionwatch.store import TranscriptRow
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +65,7 @@ TAIL_HASH_BYTES = 4096
 
 
 def _tail_hash(tail: bytes) -> str:
-    return hashlib.blake2b(tail, digest_size=8).hexdigest()
+    return blake2b(tail, digest_size=8).hexdigest()
 
 
 def iso(ts: float | None) -> str | None:
@@ -86,6 +91,8 @@ class FileState:
         return self.session_id if self.kind == "main" else (self.session_id or self.agg.session_id)
 
     def row(self) -> TranscriptRow:
+        from sessionwatch.store import TranscriptRow
+
         return TranscriptRow(
             self.path, self.kind, self.parent(), self.dev, self.ino, self.size, self.mtime,
             self.offset, agg_encoder.encode(self.agg),
@@ -125,7 +132,7 @@ class ClaudeIndex:
         prices: PriceTable,
         *,
         idle_after_s: float = 300.0,
-        metrics: Metrics | None = None,
+        metrics: IndexMetrics | None = None,
         progress: Callable[[int, int], None] | None = None,
         workers: int | None = None,
     ) -> None:
@@ -133,7 +140,11 @@ class ClaudeIndex:
         self._root_prefix = len(str(root)) + 1
         self.prices = prices
         self.idle_after_s = idle_after_s
-        self.metrics = metrics or Metrics()
+        if metrics is None:
+            from sessionwatch.metrics import Metrics
+
+            metrics = Metrics()
+        self.metrics = metrics
         self.progress = progress
         self.workers = workers if workers is not None else min(4, os.cpu_count() or 1)
         self.files: dict[str, FileState] = {}
@@ -244,6 +255,9 @@ class ClaudeIndex:
         return pending, current
 
     def _scan_parallel(self, pending: dict[str, int]) -> set[str]:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
         n = self.workers
         groups: list[list[str]] = [[] for _ in range(n)]
         loads = [0] * n
@@ -260,7 +274,7 @@ class ClaudeIndex:
                 pool.submit(
                     _read_group,
                     str(self.root),
-                    [(k, self.files[k].row() if k in self.files else None) for k in group],
+                    [(k, self.files.get(k)) for k in group],
                     self.settle_s,
                 )
                 for group in groups
@@ -269,15 +283,14 @@ class ClaudeIndex:
             for future in as_completed(futures):
                 result = future.result()
                 touched |= self._merge(result)
-                done += len(result.rows) + len(result.removed)
+                done += len(result.files) + len(result.removed)
                 if self.progress is not None:
                     self.progress(done, len(pending))
         return touched
 
     def _merge(self, result: GroupResult) -> set[str]:
         touched: set[str] = set()
-        for row in result.rows:
-            fs = FileState.from_row(row)
+        for fs in result.files:
             old = self.files.get(fs.path)
             before = old.parent() if old is not None else None
             after = fs.parent()
@@ -663,7 +676,9 @@ class ClaudeIndex:
 
 @dataclass
 class GroupResult:
-    rows: list[TranscriptRow]
+    #: the files read, as they now stand (sent back whole: no store rows, so
+    #: the parent of a `scan` never loads the store)
+    files: list[FileState]
     removed: list[str]
     partial: list[str]
     lines: float
@@ -672,36 +687,29 @@ class GroupResult:
     bad_files: dict[str, float]
 
 
-def _read_group(root: str, items: list[tuple[str, TranscriptRow | None]], settle_s: float) -> GroupResult:
-    """In a worker process: bring some files up to date, return their rows."""
-    index = ClaudeIndex(Path(root), PriceTable({"models": {}}), workers=1)
+def _read_group(root: str, items: list[tuple[str, FileState | None]], settle_s: float) -> GroupResult:
+    """In a worker process: bring some files up to date, return them."""
+    tally = Tally()
+    index = ClaudeIndex(Path(root), PriceTable({"models": {}}), workers=1, metrics=tally)
     index.settle_s = settle_s
-    index.load(row for _, row in items if row is not None)
+    for _, fs in items:
+        if fs is not None:
+            index.files[fs.path] = fs
+            index._link(fs)
     for key, _ in items:
         index.update(Path(key))
-    rows, removed = index.take_changes()
-    m = index.metrics
-    bad_files = {
-        s.labels["reason"]: s.value
-        for metric in m.bad_files.collect()
-        for s in metric.samples
-        if s.name.endswith("_total")
-    }
+    files = [index.files[p] for p in index.dirty if p in index.files]
+    removed = [p for p in index.removed if p not in index.files]
     return GroupResult(
-        rows, removed, sorted(index.partial),
-        _value(m.lines), _value(m.bad_lines), _value(m.bytes_read), bad_files,
+        files, removed, sorted(index.partial),
+        tally.lines.value, tally.bad_lines.value, tally.bytes_read.value,
+        {reason: count.value for reason, count in tally.bad_files.children.items()},
     )
 
 
-def _value(counter: Any) -> float:
-    for metric in counter.collect():
-        for sample in metric.samples:
-            if sample.name.endswith("_total"):
-                return float(sample.value)
-    return 0.0
-
-
 def _is_object(data: bytes) -> bool:
+    import orjson
+
     try:
         return isinstance(orjson.loads(data), dict)
     except orjson.JSONDecodeError:

@@ -1,12 +1,19 @@
-"""Prometheus metrics, one registry per running monitor (tests run several)."""
+"""Prometheus metrics, one registry per running monitor (tests run several).
+
+``prometheus_client`` is loaded when a :class:`Metrics` is made (the server),
+not when this module is imported: ``sessionwatch scan`` exports nothing and
+counts into a :class:`Tally` instead (70 ms of its start-up otherwise).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from typing import Protocol
 
 
 class Metrics:
     def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.sessions = Gauge(
@@ -53,3 +60,85 @@ class Metrics:
         self.http_errors = Counter(
             "sessionwatch_http_client_errors", "4xx answers", ["status"], registry=r
         )
+
+
+# --- what the Claude index counts, with or without Prometheus -------------------
+
+
+class _Inc(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class _Labelled(Protocol):
+    def labels(self, *labelvalues: str) -> _Inc: ...
+
+
+class _Observe(Protocol):
+    def observe(self, amount: float) -> None: ...
+
+
+class IndexMetrics(Protocol):
+    """The counters ``index.ClaudeIndex`` writes: a :class:`Metrics` or a :class:`Tally`."""
+
+    @property
+    def lines(self) -> _Inc: ...
+    @property
+    def bad_lines(self) -> _Inc: ...
+    @property
+    def bytes_read(self) -> _Inc: ...
+    @property
+    def bad_files(self) -> _Labelled: ...
+    @property
+    def parse_seconds(self) -> _Observe: ...
+
+
+class Count:
+    """A plain counter with prometheus_client's ``inc``."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
+
+
+class LabelledCount:
+    """Counters by one label value, with prometheus_client's ``labels(...).inc``."""
+
+    def __init__(self) -> None:
+        self.children: dict[str, Count] = {}
+
+    def labels(self, *labelvalues: str) -> Count:
+        key = labelvalues[0]
+        child = self.children.get(key)
+        if child is None:
+            child = self.children[key] = Count()
+        return child
+
+
+class Seconds:
+    """A running total of observed durations."""
+
+    __slots__ = ("count", "sum")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, amount: float) -> None:
+        self.count += 1
+        self.sum += amount
+
+
+class Tally:
+    """The index's counters as plain numbers: for ``scan`` and the workers of a
+    parallel read, which export nothing (see :class:`IndexMetrics`)."""
+
+    def __init__(self) -> None:
+        self.lines = Count()
+        self.bad_lines = Count()
+        self.bytes_read = Count()
+        self.bad_files = LabelledCount()
+        self.parse_seconds = Seconds()

@@ -26,7 +26,6 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +104,13 @@ class PriceTable:
     @classmethod
     def embedded(cls) -> PriceTable:
         """The embedded table, with genai-prices beneath it."""
-        text = resources.files("sessionwatch").joinpath("prices.json").read_text("utf-8")
+        beside = Path(__file__).with_name("prices.json")
+        if beside.is_file():  # an ordinary install: skip importlib.resources' start-up
+            text = beside.read_text("utf-8")
+        else:  # pragma: no cover - installed in a zip
+            from importlib import resources
+
+            text = resources.files("sessionwatch").joinpath("prices.json").read_text("utf-8")
         return cls(json.loads(text), library=True)
 
     @classmethod
