@@ -280,14 +280,17 @@ def test_feed_is_offline_while_nothing_answers_and_recovers() -> None:
         feed.stop()
 
 
-def test_feed_reports_a_rejected_token() -> None:
+@pytest.mark.parametrize("status", [401, 403])
+def test_feed_reports_a_rejected_token(status: int) -> None:
+    # 403 used to count as the server being away: five reconnects, then polling.
     with fake_server() as server:
-        server.stream_status = 401
-        feed = Feed(server.url, token="wrong")
+        server.stream_status = status
+        feed = Feed(server.url, token="wrong", backoff_s=(0.05,) * 5, poll_s=0.1)
         states = States(feed)
         feed.start()
         try:
             states.wait("unauthorized")
+            assert "reconnecting" not in states.seen
         finally:
             feed.stop()
 

@@ -9,6 +9,7 @@ Chromium.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sqlite3
@@ -582,3 +583,41 @@ def test_token_is_sent_when_the_server_requires_one(
         watch.wait_gone(sid)
     finally:
         watch.close()
+
+
+def test_rejected_token_is_reported_once_and_not_hammered(
+    sw_server: ServerFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tracking: None,
+) -> None:
+    # It used to count as "unreachable": retried every 0.5 to 5 s for ever,
+    # the stream too, and logged as if the server were down.
+    srv = sw_server(extra_args=["--token", "s3cret"])
+    sent: list[str] = []
+    original = httpx.AsyncClient.send
+
+    async def send(self: httpx.AsyncClient, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        if str(request.url).startswith(srv.url):
+            sent.append(f"{request.method} {request.url.path}")
+        return await original(self, request, **kwargs)
+
+    monkeypatch.setattr(httpx.AsyncClient, "send", send)
+    monkeypatch.setenv("SESSIONWATCH_TOKEN", "wrong")
+    caplog.set_level(logging.INFO, logger="sessionwatch.tracker")
+    tracker = SessionTracker.get_tracker(app_name(), server_url=srv.url, heartbeat_interval=0.05)
+    with tracker.task("works untracked"):
+        pass
+    # Both the registration and the stream were turned away ...
+    wait_for(lambda: {"POST /sessions", "GET /stream"} <= set(sent), what="both requests refused")
+    wait_for(lambda: "rejected the token" in caplog.text, what="the rejection logged")
+    before = len(sent)
+    # ... and nothing is sent again for a while (the next try is a minute away).
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sent[before:] == []
+    rejected = [r for r in caplog.records if "rejected the token" in r.getMessage()]
+    assert len(rejected) == 1, [r.getMessage() for r in rejected]
+    assert "unreachable" not in caplog.text
+    tracker.stop()

@@ -6,7 +6,9 @@ It is a client of the server's HTTP API like any other (no database access).
 One :class:`Feed` per dashboard process follows ``/stream`` with the same
 rules as the web page (``frontend/connection.js``): on an error it reconnects
 after 1, 2, 4, 8 and 16 s, then falls back to polling ``/all`` every 3 s while
-it keeps trying the stream every 15 s. Each open dashboard tab diffs the feed
+it keeps trying the stream every 15 s. A rejected token (401/403) shows
+"Token rejected" and the stream is tried again every 15 s. The HTTP client,
+its errors and the stream follower are :mod:`sessionwatch.clients`. Each open dashboard tab diffs the feed
 against its table and sends only what changed: ``patch`` for changed cells,
 ``stream`` for new sessions. Tabulator cannot drop single rows, so a removal
 rebuilds the table's data once for the whole event; the full table is
@@ -21,7 +23,6 @@ import contextlib
 import html
 import importlib
 import itertools
-import json
 import logging
 import threading
 import time
@@ -30,20 +31,27 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import httpx
 import panel  # imported here so that `sessionwatch dashboard` reports a missing Panel at once
-from httpx_sse import aconnect_sse
+
+from sessionwatch.clients.follow import CONNECT_TIMEOUT_S, SILENCE_S, Follower, StreamEvent, parse_event
+from sessionwatch.clients.http import (
+    BACKOFF_S,
+    ApiError,
+    AsyncApi,
+    AuthError,
+    ClientError,
+    ServerUnreachable,
+    SyncApi,
+    auth_headers,
+)
 
 __all__ = ["STATUS_COLOURS", "Feed", "create_app", "main", "serve_dashboard"]
 
 log = logging.getLogger("sessionwatch.dashboard")
 
 # The web page's timings (frontend/connection.js, DEFAULT_OPTIONS).
-BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0)
 POLL_S = 3.0
 SSE_RETRY_S = 15.0
-CONNECT_TIMEOUT_S = 10.0
-SILENCE_S = 75.0
 REQUEST_TIMEOUT_S = 10.0
 
 #: Status -> (text colour, background), as issue 4 asks: idle green,
@@ -126,7 +134,7 @@ class Feed:
             self._listeners.discard(listener)
 
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return auth_headers(self.token)
 
     def start(self) -> Feed:
         if self._thread is None:
@@ -167,15 +175,12 @@ class Feed:
         loop.close()
 
     async def _main(self) -> None:
-        async with httpx.AsyncClient(
-            base_url=self.server_url,
-            headers=self.headers(),
-            timeout=httpx.Timeout(REQUEST_TIMEOUT_S),
-        ) as client:
+        async with AsyncApi(self.server_url, self.token, timeout_s=REQUEST_TIMEOUT_S) as api:
+            follower = Follower(api, connect_timeout_s=CONNECT_TIMEOUT_S, silence_s=SILENCE_S)
             fallback = False
             try:
                 while True:
-                    if await self._stream(client):
+                    if await self._stream(follower):
                         fallback = False
                     if self.state == "unauthorized" or fallback:
                         # A background retry failed; polling (if any) goes on.
@@ -189,7 +194,7 @@ class Feed:
                         continue
                     # Out of attempts: poll /all, keep trying the stream.
                     fallback = True
-                    self._poller = asyncio.create_task(self._poll(client))
+                    self._poller = asyncio.create_task(self._poll(api))
                     await self._pause(self.sse_retry_s)
             finally:
                 self._stop_polling()
@@ -200,27 +205,24 @@ class Feed:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._retry_now.wait(), seconds)
 
-    async def _stream(self, client: httpx.AsyncClient) -> bool:
+    async def _stream(self, follower: Follower) -> bool:
         """Follow /stream until it fails; say whether it opened."""
-        headers = {"Last-Event-ID": self.last_event_id} if self.last_event_id else {}
-        timeout = httpx.Timeout(REQUEST_TIMEOUT_S, connect=CONNECT_TIMEOUT_S, read=SILENCE_S)
         opened = False
+
+        def on_open() -> None:
+            nonlocal opened
+            opened = True
+            self._stop_polling()
+            self.attempt = 0
+            self._set_state("live")
+
+        follower.last_event_id = self.last_event_id  # a poll may have moved it
         try:
-            async with aconnect_sse(
-                client, "GET", "/stream", headers=headers, timeout=timeout
-            ) as source:
-                if source.response.status_code == 401:
-                    self._set_state("unauthorized")
-                    return False
-                if source.response.status_code != 200:
-                    return False
-                opened = True
-                self._stop_polling()
-                self.attempt = 0
-                self._set_state("live")
-                async for message in source.aiter_sse():
-                    self._on_event(message.event, message.id, message.data)
-        except (httpx.HTTPError, ValueError) as error:
+            await follower.follow(self._apply_event, on_open)
+        except AuthError as error:
+            log.warning("%s", error)
+            self._set_state("unauthorized")
+        except ClientError as error:
             log.debug("stream failed: %s", error)
         return opened
 
@@ -233,44 +235,42 @@ class Feed:
             self._poller.cancel()
             self._poller = None
 
-    async def _poll(self, client: httpx.AsyncClient) -> None:
+    async def _poll(self, api: AsyncApi) -> None:
         while True:
             try:
-                response = await client.get("/all")
-                if response.status_code == 401:
-                    self._set_state("unauthorized")
-                elif response.status_code == 200:
-                    body = response.json()
-                    if body.get("last_event_id") is not None:
-                        self.last_event_id = str(body["last_event_id"])
-                    came_back = self.state == "offline"
-                    self._replace(body.get("sessions", []))
-                    self._set_state("polling")
-                    if came_back:
-                        self.retry_now()  # likely back for the stream too
-                else:
-                    self._set_state("offline")
-            except (httpx.HTTPError, ValueError):
+                body = await api.get_json("/all")
+            except AuthError:
+                self._set_state("unauthorized")
+            except ClientError:
                 self._set_state("offline")
+            else:
+                if not isinstance(body, dict):
+                    body = {}
+                if body.get("last_event_id") is not None:
+                    self.last_event_id = str(body["last_event_id"])
+                came_back = self.state == "offline"
+                self._replace(body.get("sessions", []))
+                self._set_state("polling")
+                if came_back:
+                    self.retry_now()  # likely back for the stream too
             await asyncio.sleep(self.poll_s)
 
     def _on_event(self, event: str, event_id: str, data: str) -> None:
-        if event == "keepalive" or not data:
-            return
-        try:
-            payload = json.loads(data)
-            sessions = payload.get("sessions", [])
-        except (ValueError, AttributeError):
-            return  # a garbled event is skipped, the stream goes on
-        if event_id:
-            self.last_event_id = event_id
-        if event in ("init", "refresh"):
-            self._replace(sessions)
+        """One raw stream event (what the follower hands over, parsed)."""
+        parsed = parse_event(event, event_id, data)
+        if parsed is not None:
+            self._apply_event(parsed)
+
+    def _apply_event(self, event: StreamEvent) -> None:
+        if event.id:
+            self.last_event_id = event.id
+        if event.type in ("init", "refresh"):
+            self._replace(event.sessions)
             return
         with self._lock:
-            for session in sessions:
+            for session in event.sessions:
                 sid = str(session.get("id"))
-                if event == "session-deleted":
+                if event.type == "session-deleted":
                     self._sessions.pop(sid, None)
                 else:
                     self._sessions[sid] = session
@@ -713,23 +713,15 @@ class DashboardView:
         threading.Thread(target=self._request_kill, args=(sid,), daemon=True).start()
 
     def _request_kill(self, sid: str) -> None:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
-            response = httpx.post(
-                f"{self.server_url}/sessions/{sid}/kill",
-                json={"by": "panel-dashboard"},
-                headers=headers,
-                timeout=REQUEST_TIMEOUT_S,
-            )
-        except httpx.HTTPError as error:
+            with SyncApi(self.server_url, self.token, timeout_s=REQUEST_TIMEOUT_S) as api:
+                api.request("POST", f"/sessions/{sid}/kill", json={"by": "panel-dashboard"})
+        except AuthError:
+            self._say("Kill failed: the server rejected the token.")
+        except ServerUnreachable as error:
             self._say(f"Kill failed: the server did not answer ({html.escape(str(error))}).")
-            return
-        if response.status_code >= 400:
-            try:
-                reason = response.json().get("error", response.text)
-            except (ValueError, AttributeError):
-                reason = response.text
-            self._say(f"Kill failed: {html.escape(str(reason))}")
+        except ApiError as error:
+            self._say(f"Kill failed: {html.escape(error.sentence)}")
         else:
             self._say(f"Kill requested for <code>{html.escape(sid[:12])}</code>.")
 

@@ -20,7 +20,13 @@ records what changed and wakes the worker. The worker
   the server flags it with `kill_requested` (the heartbeat answer is the
   fallback when the stream is down),
 - retries with backoff while the server is away and re-registers the live
-  sessions when it comes back.
+  sessions when it comes back,
+- stops hammering a server that rejects its token (401/403): it logs "the
+  server ... rejected the token" once, sends no heartbeats and retries once
+  a minute (`AUTH_RETRY_S`) until the token is accepted again.
+
+The HTTP client, its error vocabulary and the stream follower are the ones
+every sessionwatch client uses (:mod:`sessionwatch.clients`).
 
 In direct mode (`db_path=...`) the worker writes the server's SQLite file
 instead of talking HTTP and polls the rows' `kill_requested` flag every
@@ -37,7 +43,6 @@ import atexit
 import contextlib
 import functools
 import itertools
-import json
 import logging
 import os
 import socket
@@ -58,9 +63,17 @@ from typing import Any, ClassVar, TypeVar
 # session. Importing it here, on the importing thread, settles sys.modules first.
 import httpcore  # noqa: F401
 import httpx
-from httpx_sse import aconnect_sse
 
-from sessionwatch.store import PANEL_DDL, session_id_problem
+from sessionwatch.clients.follow import AUTH_RETRY_S, Follower, StreamEvent
+from sessionwatch.clients.http import (
+    ApiError,
+    AsyncApi,
+    AuthError,
+    ClientError,
+    ServerUnreachable,
+    SyncApi,
+)
+from sessionwatch.panel_schema import PANEL_DDL, session_id_problem
 
 __all__ = [
     "DEFAULT_HEARTBEAT_INTERVAL",
@@ -68,6 +81,7 @@ __all__ = [
     "KILL_CLOSE_CODE",
     "KILL_CLOSE_REASON",
     "PANEL_SCHEMA",
+    "AUTH_RETRY_S",
     "SessionTracker",
 ]
 
@@ -84,8 +98,6 @@ KILL_CLOSE_CODE = 1001
 KILL_CLOSE_REASON = "Session ended from the sessionwatch dashboard"
 RETRY_MIN = 0.5
 RETRY_MAX = 5.0
-#: The SSE read timeout; longer than twice the server's default keepalive.
-STREAM_READ_TIMEOUT = 75.0
 #: Time budget for deregistering at interpreter exit.
 EXIT_BUDGET = 2.0
 
@@ -257,57 +269,74 @@ class _HttpBackend(_Backend):
         self.url = url.rstrip("/")
         self.token = token
         self._back = asyncio.Event()  # the server answered again
-        self._client: httpx.AsyncClient | None = None
-        self._stream_requested_at = 0.0
-
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self._api: AsyncApi | None = None
+        self._follower: Follower | None = None
+        #: The server rejected the token: no heartbeats, slow retries.
+        self.rejected = False
 
     async def run(self) -> None:
-        self._client = httpx.AsyncClient(
-            base_url=self.url, headers=self.headers(), timeout=httpx.Timeout(5.0)
-        )
+        self._api = AsyncApi(self.url, self.token, timeout_s=5.0)
+        self._follower = Follower(self._api, params={"source": "panel"})
         try:
             await asyncio.gather(self._sync_loop(), self._heartbeat_loop(), self._kill_loop())
         finally:
-            await self._client.aclose()
+            await self._api.aclose()
 
     # -- state -------------------------------------------------------------
 
-    def _went_offline(self, error: BaseException) -> None:
+    def _went_offline(self, error: ClientError) -> None:
         self._back.clear()
+        if isinstance(error, AuthError):
+            if not self.rejected:
+                self.rejected = True
+                self._online = False
+                log.warning(
+                    "%s; the app keeps running untracked, retrying every %.0f s",
+                    error,
+                    AUTH_RETRY_S,
+                )
+            return
         if self._online:
             self._online = False
             log.warning(
-                "sessionwatch server at %s unreachable (%s); the app keeps running, "
-                "tracking resumes when it is back",
-                self.url,
-                error,
+                "%s; the app keeps running, tracking resumes when it is back", error
             )
 
     def _came_back(self) -> None:
-        if not self._online:
+        if self.rejected:
+            self.rejected = False
+            self._online = True
+            log.info("the sessionwatch server at %s accepts the token again", self.url)
+            self._dirty.set()
+        elif not self._online:
             self._online = True
             log.info("sessionwatch server at %s is back", self.url)
+            if self._follower is not None:
+                self._follower.retry_now()  # likely back for the stream too
         self._back.set()
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        assert self._client is not None
+    async def _request(self, method: str, path: str, json: Any = None) -> httpx.Response:
+        """A successful answer; raise _Offline (away, token rejected) or ApiError."""
+        assert self._api is not None
         try:
-            response = await self._client.request(method, path, **kwargs)
-        except httpx.HTTPError as error:
+            response = await self._api.request(method, path, json=json)
+        except (AuthError, ServerUnreachable) as error:
             self._went_offline(error)
             raise _Offline(str(error)) from error
-        if response.status_code >= 500 or response.status_code in (401, 403):
-            refused = _Offline(f"{method} {path} answered {response.status_code}")
-            self._went_offline(refused)
-            raise refused
+        except ApiError:
+            self._came_back()  # it answered
+            raise
         self._came_back()
         return response
 
     # -- registration and status -------------------------------------------
 
     async def _pause(self, seconds: float) -> None:
+        if self.rejected:
+            # The same token cannot work until someone changes it: retry
+            # rarely, whatever the backoff says.
+            await asyncio.sleep(AUTH_RETRY_S)
+            return
         # A working stream or heartbeat cuts the pause short.
         await _wait(self._back, seconds)
 
@@ -317,30 +346,30 @@ class _HttpBackend(_Backend):
         if stopped:
             # Even a session we never registered may exist on the server (an
             # earlier attempt whose answer was lost); a 404 answer is fine.
-            await self._request("DELETE", f"/sessions/{sid}")
+            with contextlib.suppress(ApiError):
+                await self._request("DELETE", f"/sessions/{sid}")
             del self.records[sid]
             return
         if not record.registered:
-            response = await self._request("POST", "/sessions", json=record.registration())
-            if response.status_code not in (200, 201):
-                log.warning(
-                    "registering session %s failed: %s %s",
-                    sid,
-                    response.status_code,
-                    response.text[:200],
-                )
-                raise _Offline("registration refused")
+            try:
+                response = await self._request("POST", "/sessions", json=record.registration())
+            except ApiError as error:
+                log.warning("registering session %s failed: %s", sid, error)
+                raise _Offline("registration refused") from error
             record.registered = True
             record.registered_at = time.monotonic()
             fresh = response.status_code == 201 and status == "idle" and task is None
             record.synced_version = version if fresh else -1
         if record.synced_version != version:
-            response = await self._request(
-                "PUT", f"/sessions/{sid}/status", json={"status": status, "current_task": task}
-            )
-            if response.status_code == 404:
-                self._forget(sid)
-                return
+            try:
+                await self._request(
+                    "PUT", f"/sessions/{sid}/status", json={"status": status, "current_task": task}
+                )
+            except ApiError as error:
+                if error.status == 404:
+                    self._forget(sid)
+                    return
+                log.warning("status of session %s refused: %s", sid, error)
             record.synced_version = version
 
     # -- heartbeats ------------------------------------------------------------
@@ -350,15 +379,15 @@ class _HttpBackend(_Backend):
         while True:
             await beat.sleep(self._interval())
             ids = self._live_ids()
-            if not ids:
+            if not ids or self.rejected:
                 continue
             try:
                 response = await self._request("POST", "/heartbeats", json={"session_ids": ids})
-            except _Offline:
+                answer = response.json()
+            except (_Offline, ApiError, ValueError):
                 continue
-            if response.status_code != 200:
+            if not isinstance(answer, dict):
                 continue
-            answer = response.json()
             for sid in answer.get("unknown", []):
                 self._forget(sid)
             for sid in answer.get("kill", []):
@@ -367,47 +396,31 @@ class _HttpBackend(_Backend):
     # -- kills from the stream -------------------------------------------------
 
     async def _kill_loop(self) -> None:
-        assert self._client is not None
-        delay = RETRY_MIN
-        timeout = httpx.Timeout(5.0, read=STREAM_READ_TIMEOUT)
-        while True:
-            self._stream_requested_at = time.monotonic()
-            try:
-                async with aconnect_sse(
-                    self._client, "GET", "/stream", params={"source": "panel"}, timeout=timeout
-                ) as source:
-                    if source.response.status_code != 200:
-                        raise _Offline(f"/stream answered {source.response.status_code}")
-                    self._came_back()
-                    self._dirty.set()
-                    delay = RETRY_MIN
-                    async for message in source.aiter_sse():
-                        self._on_stream_event(message.event, message.data)
-            except (httpx.HTTPError, _Offline, ValueError) as error:
-                self._went_offline(error)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX)
+        assert self._follower is not None
 
-    def _on_stream_event(self, event: str, data: str) -> None:
-        if event == "keepalive" or not data:
-            return
-        try:
-            sessions = json.loads(data).get("sessions", [])
-        except (ValueError, AttributeError):
-            return
-        if event == "session-deleted":
+        def opened() -> None:
+            self._came_back()
+            self._dirty.set()
+
+        await self._follower.run(self._on_stream_event, on_open=opened, on_error=self._went_offline)
+
+    def _on_stream_event(self, event: StreamEvent) -> None:
+        assert self._follower is not None
+        sessions = event.sessions
+        if event.type == "session-deleted":
             # Deleted while alive (cleaned up while we were suspended, or
             # deleted by hand): register again.
             for session in sessions:
                 self._forget(str(session.get("id")))
             return
-        if event in ("init", "refresh"):
+        if event.type in ("init", "refresh"):
             # Missing from the server's full list: register again. Only for
             # sessions registered before this stream was requested; a newer
             # one may simply postdate the snapshot.
             known = {str(s.get("id")) for s in sessions}
+            requested_at = self._follower.requested_at
             for sid, record in list(self.records.items()):
-                if sid not in known and record.registered_at < self._stream_requested_at:
+                if sid not in known and record.registered_at < requested_at:
                     self._forget(sid)
         for session in sessions:
             if session.get("kill_requested"):
@@ -417,16 +430,18 @@ class _HttpBackend(_Backend):
 
     def deregister_now(self, deadline: float) -> None:
         ids = [r.session_id for r in list(self.records.values()) if r.registered]
-        if not ids:
+        if not ids or self.rejected:
             return
-        with httpx.Client(base_url=self.url, headers=self.headers()) as client:
+        with SyncApi(self.url, self.token) as api:
             for sid in ids:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return
                 try:
-                    client.delete(f"/sessions/{sid}", timeout=min(left, 1.0))
-                except httpx.HTTPError:
+                    api.request("DELETE", f"/sessions/{sid}", timeout_s=min(left, 1.0))
+                except ApiError:
+                    continue  # already gone
+                except ClientError:
                     return  # the server is away: the sessions go stale instead
 
 
