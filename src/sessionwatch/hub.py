@@ -1,12 +1,16 @@
 """The hub: current sessions, their changes as events, and the subscribers.
 
-- ``apply()`` diffs new session snapshots against the current ones and
+- ``update()`` diffs new session snapshots against the current ones and
   publishes at most one ``session-created``, one ``session-updated`` (only
   the sessions that changed) and one ``session-deleted`` per batch.
-- Event ids increase by one per event. They start at the server's start time
-  in milliseconds, so ids of a restarted server never collide with ids a
-  client saw before the restart: such a client falls out of the replay buffer
-  and gets a fresh ``init``.
+- Event ids come from the event log (``eventlog.py``; issue 9's ``hub/log.py``),
+  so they increase across restarts and across servers on one database. A
+  batch is diffed, encoded once, appended to the log in one transaction
+  (``await``), then applied and fanned out in one synchronous step with the
+  ids the log gave: subscribers never see a state without its id. One batch
+  at a time (``_order``), so ids reach clients in increasing order. A hub
+  without a log (unit tests, ``apply()``) numbers events itself from
+  ``first_id``.
 - An event is encoded once per distinct filter and the same bytes go to every
   subscriber with that filter (unfiltered subscribers all share one encoding).
 - Each subscriber has a bounded queue; one that falls behind is dropped (it
@@ -15,19 +19,26 @@
   are let go once an event is published), bounded in bytes as well as count:
   at least the last 1,000 events and 15 minutes while they fit in 64 MiB,
   counting every message kept, filtered ones included; the byte budget wins.
+- Resuming (``resume()``): an id this server run issued is replayed from the
+  window, or, once the window has let it go, from the log while it keeps it
+  (its retention: eventlog.py). Any other id (another server's, a previous
+  run's, one never given, one past the latest) gets ``init``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from sessionwatch.eventlog import START, EventLog, LoggedEvent, NewEvent
 from sessionwatch.metrics import Metrics
 
 RETRY_MS = 2000
@@ -44,6 +55,9 @@ RECORD_COST = 200
 SESSION_COST = 80
 FILTER_COST = 120
 DELTAS = ("session-created", "session-updated", "session-deleted")
+#: At most this many log rows are read to replay one resume; further behind
+#: gets ``init``.
+LOG_REPLAY_LIMIT = 10_000
 
 Session = dict[str, Any]
 
@@ -79,29 +93,38 @@ class Event:
     timestamp: float
     id: int | None = None
     _encoded: dict[Filter, bytes | None] = field(default_factory=dict, repr=False)
+    _data: bytes | None = field(default=None, repr=False)
+
+    def data(self) -> bytes:
+        """The unfiltered ``data:`` JSON (what the event log stores), made once."""
+        if self._data is None:
+            self._data = _data(self.type, self.sessions, self.timestamp)
+        return self._data
 
     def encode(self, flt: Filter = NO_FILTER, *, retry: bool = False) -> bytes | None:
         """The SSE message for subscribers with ``flt``; None if nothing matches."""
         if not retry and flt in self._encoded:
             return self._encoded[flt]
-        sessions = self.sessions
-        if flt:
-            sessions = [s for s in sessions if flt.match(s)]
+        if not flt:
+            message = _message(self.type, self.id, self.data(), retry=retry)
+        else:
+            sessions = [s for s in self.sessions if flt.match(s)]
             if not sessions and self.type in DELTAS:
                 self._encoded[flt] = None
                 return None
-        if self.type == "session-deleted":
-            sessions = [{"id": s["id"]} for s in sessions]
-        message = _message(self.type, self.id, sessions, self.timestamp, retry=retry)
+            message = _message(self.type, self.id, _data(self.type, sessions, self.timestamp), retry=retry)
         if not retry:
             self._encoded[flt] = message
         return message
 
 
-def _message(
-    kind: str, event_id: int | None, sessions: list[Session], timestamp: float, *, retry: bool = False
-) -> bytes:
-    data = orjson.dumps({"type": kind, "sessions": sessions, "timestamp": timestamp})
+def _data(kind: str, sessions: list[Session], timestamp: float) -> bytes:
+    if kind == "session-deleted":
+        sessions = [{"id": s["id"]} for s in sessions]
+    return orjson.dumps({"type": kind, "sessions": sessions, "timestamp": timestamp})
+
+
+def _message(kind: str, event_id: int | None, data: bytes, *, retry: bool = False) -> bytes:
     head = b""
     if retry:
         head += b"retry: %d\n" % RETRY_MS
@@ -133,10 +156,22 @@ class Kept:
         self.id: int = event.id
         self.type = event.type
         self.timestamp = event.timestamp
-        self.keys = [(s.get("source"), str(s.get("project") or "")) for s in event.sessions]
+        #: (source, project) per session; None when unknown (a deletion read
+        #: back from the log names ids only): every filter then gets it whole.
+        keys = [(s.get("source"), str(s.get("project") or "")) for s in event.sessions]
+        self.keys: list[tuple[Any, str]] | None = keys
         self.messages: dict[Filter, bytes | None] = dict(event._encoded)
-        self.size = RECORD_COST + sum(SESSION_COST + len(p) for _, p in self.keys)
+        self.size = RECORD_COST + sum(SESSION_COST + len(p) for _, p in keys)
         self.size += sum(_cost(f, m) for f, m in self.messages.items())
+
+    @classmethod
+    def from_log(cls, row: LoggedEvent) -> Kept:
+        """An event read back from the log (a resume older than the window)."""
+        event = Event(row.type, orjson.loads(row.data)["sessions"], row.at, row.id, _data=row.data)
+        kept = cls(event)
+        if row.type == "session-deleted":
+            kept.keys = None  # deleting an id a client does not show is a no-op
+        return kept
 
     def encode(self, flt: Filter) -> tuple[bytes | None, int]:
         """The message for ``flt`` and the bytes this added to the record."""
@@ -144,6 +179,8 @@ class Kept:
             return self.messages[flt], 0
         full = self.messages[NO_FILTER]
         assert full is not None
+        if self.keys is None:
+            return full, 0
         picked = [i for i, (source, project) in enumerate(self.keys) if flt.match_key(source, project)]
         message: bytes | None
         if len(picked) == len(self.keys):
@@ -152,7 +189,8 @@ class Kept:
             message = None
         else:
             sessions = orjson.loads(full[full.index(b"\ndata: ") + 7 : -2])["sessions"]
-            message = _message(self.type, self.id, [sessions[i] for i in picked], self.timestamp)
+            data = _data(self.type, [sessions[i] for i in picked], self.timestamp)
+            message = _message(self.type, self.id, data)
         self.messages[flt] = message
         cost = _cost(flt, None if message is full else message)
         self.size += cost
@@ -213,10 +251,17 @@ class Hub:
         keep_s: float = KEEP_S,
         queue_size: int = 1024,
         metrics: Metrics | None = None,
-        first_id: int | None = None,
+        first_id: int = 0,
     ) -> None:
         self.sessions: dict[str, Session] = {}
-        self.last_id = int(time.time() * 1000) if first_id is None else first_id
+        #: The id of this hub's latest event (its log ``start`` row before any):
+        #: the ``init``'s id and ``/all``'s ``last_event_id``.
+        self.last_id = first_id
+        #: Every event of this hub after ``floor`` is in the window.
+        self.floor = first_id
+        self.log: EventLog | None = None
+        #: One batch at a time from diff to fan-out: ids reach clients in order.
+        self._order = asyncio.Lock()
         #: The replay window, oldest first, and the bytes it holds.
         self.buffer: deque[Kept] = deque()
         self.replay_bytes = 0
@@ -236,6 +281,13 @@ class Hub:
         #: recount would cost every write time proportional to all sessions
         self._counts: dict[tuple[str, str], int] = {}
 
+    async def attach(self, log: EventLog) -> None:
+        """Take ids from ``log`` from now on: this run's ``start`` row first."""
+        async with self._order:
+            self.log = log
+            self.last_id = self.floor = await log.start()
+            self._inits.clear()
+
     # --- state --------------------------------------------------------------------
 
     def load(self, sessions: Iterable[Session]) -> None:
@@ -244,11 +296,39 @@ class Hub:
         self._inits.clear()
         self._count()
 
-    def apply(self, changes: dict[str, Session | None]) -> list[Event]:
+    async def update(self, changes: dict[str, Session | None]) -> list[Event]:
         """Publish the difference between ``changes`` and the current state.
 
         ``changes`` maps a session id to its new snapshot, or None if it is gone.
         """
+        async with self._order:
+            events = self._diff(changes)
+            await self._publish(events)
+            return events
+
+    async def replace(self, sessions: Iterable[Session]) -> Event:
+        """Replace the whole state and tell everyone (``POST /refresh``)."""
+        async with self._order:
+            event = Event("refresh", list({s["id"]: s for s in sessions}.values()), self.clock())
+            await self._publish([event])
+            return event
+
+    def apply(self, changes: dict[str, Session | None]) -> list[Event]:
+        """:meth:`update` for a hub without a log, numbering events itself."""
+        assert self.log is None, "a hub with an event log publishes through update()"
+        events = self._diff(changes)
+        self._commit(events, range(self.last_id + 1, self.last_id + 1 + len(events)))
+        return events
+
+    def refresh(self, sessions: Iterable[Session]) -> Event:
+        """:meth:`replace` for a hub without a log."""
+        assert self.log is None, "a hub with an event log publishes through replace()"
+        event = Event("refresh", list({s["id"]: s for s in sessions}.values()), self.clock())
+        self._commit([event], [self.last_id + 1])
+        return event
+
+    def _diff(self, changes: dict[str, Session | None]) -> list[Event]:
+        """The events ``changes`` make, without applying them yet."""
         created: list[Session] = []
         updated: list[Session] = []
         deleted: list[Session] = []
@@ -256,70 +336,122 @@ class Hub:
             old = self.sessions.get(sid)
             if new is None:
                 if old is not None:
-                    deleted.append(self.sessions.pop(sid))
-                    self._recount(old, -1)
+                    deleted.append(old)
             elif old is None:
-                self.sessions[sid] = new
                 created.append(new)
-                self._recount(new, 1)
             elif old != new:
-                self.sessions[sid] = new
                 updated.append(new)
-                self._recount(old, -1)
-                self._recount(new, 1)
-        events = []
-        for kind, sessions in (
-            ("session-created", created),
-            ("session-updated", updated),
-            ("session-deleted", deleted),
-        ):
-            if sessions:
-                events.append(self.publish(kind, sessions))
-        return events
+        now = self.clock()
+        return [
+            Event(kind, sessions, now)
+            for kind, sessions in (
+                ("session-created", created),
+                ("session-updated", updated),
+                ("session-deleted", deleted),
+            )
+            if sessions
+        ]
 
-    def refresh(self, sessions: Iterable[Session]) -> Event:
-        """Replace the whole state and tell everyone (``POST /refresh``)."""
-        self.sessions = {s["id"]: s for s in sessions}
-        self._count()
-        return self.publish("refresh", list(self.sessions.values()))
+    async def _publish(self, events: list[Event]) -> None:
+        if not events:
+            return
+        if self.log is None:
+            ids: Sequence[int] = range(self.last_id + 1, self.last_id + 1 + len(events))
+        else:
+            # Encoded before the id is known: the id is a line of its own.
+            ids = await self.log.append([NewEvent(e.type, e.data(), e.timestamp) for e in events])
+        self._commit(events, ids)
 
-    def publish(self, kind: str, sessions: list[Session]) -> Event:
-        self.last_id += 1
-        event = Event(kind, sessions, self.clock(), self.last_id)
-        self.metrics.events.labels(kind).inc()
-        for sub in list(self.subscribers):
-            message = event.encode(sub.filter)
-            if message is not None:
-                self._push(sub, message)
-        kept = Kept(event)
-        self.buffer.append(kept)
-        self.replay_bytes += kept.size
-        self._trim()
-        return event
+    def _commit(self, events: list[Event], ids: Sequence[int]) -> None:
+        """Apply ``events`` to the state and send them, in one synchronous step."""
+        for event, event_id in zip(events, ids, strict=True):
+            event.id = event_id
+            self._change(event)
+            self.last_id = event_id
+            self.metrics.events.labels(event.type).inc()
+            for sub in list(self.subscribers):
+                message = event.encode(sub.filter)
+                if message is not None:
+                    self._push(sub, message)
+            kept = Kept(event)
+            self.buffer.append(kept)
+            self.replay_bytes += kept.size
+            self._trim()
+
+    def _change(self, event: Event) -> None:
+        sessions = self.sessions
+        if event.type == "refresh":
+            self.sessions = {s["id"]: s for s in event.sessions}
+            self._count()
+        elif event.type == "session-deleted":
+            for s in event.sessions:
+                old = sessions.pop(s["id"], None)
+                if old is not None:
+                    self._recount(old, -1)
+        else:
+            for s in event.sessions:
+                old = sessions.get(s["id"])
+                sessions[s["id"]] = s
+                if old is not None:
+                    self._recount(old, -1)
+                self._recount(s, 1)
 
     def _trim(self) -> None:
         """Drop the oldest events the window may not keep."""
         buffer = self.buffer
         while self.replay_bytes > self.buffer_bytes and buffer:
-            self.replay_bytes -= buffer.popleft().size
+            self._evict()
         if len(buffer) > max(self.buffer_size, self.keep_events):
             cutoff = self.clock() - self.keep_s
             while len(buffer) > max(self.buffer_size, self.keep_events) and buffer[0].timestamp < cutoff:
-                self.replay_bytes -= buffer.popleft().size
+                self._evict()
+
+    def _evict(self) -> None:
+        kept = self.buffer.popleft()
+        self.replay_bytes -= kept.size
+        self.floor = kept.id
 
     def snapshot(self, flt: Filter = NO_FILTER) -> list[Session]:
         return [s for s in self.sessions.values() if flt.match(s)]
 
     # --- subscribers ----------------------------------------------------------------
 
-    def subscribe(self, flt: Filter = NO_FILTER, last_event_id: int | None = None) -> Subscriber:
+    async def resume(self, flt: Filter = NO_FILTER, last_event_id: int | None = None) -> Subscriber:
+        """:meth:`subscribe`, reading the log first when ``last_event_id`` is
+        one of this run's ids that the window no longer holds."""
+        older: list[Kept] | None = None
+        for _ in range(3):  # the window moving on while the log is read: again
+            if self.log is None or last_event_id is None or last_event_id >= self.floor:
+                break
+            floor = self.floor
+            older = await self._from_log(self.log, last_event_id, floor)
+            if older is None or self.floor == floor:
+                break
+            older = None
+        return self.subscribe(flt, last_event_id, older=older)
+
+    async def _from_log(self, log: EventLog, last_event_id: int, floor: int) -> list[Kept] | None:
+        """This run's events after ``last_event_id`` up to ``floor`` (where the
+        window starts), read from the log; None if ``last_event_id`` is not one
+        of this run's ids there, or is too far behind."""
+        rows = await log.since(last_event_id - 1, LOG_REPLAY_LIMIT + 1)
+        if not rows or rows[0].id != last_event_id or rows[0].origin != log.origin:
+            return None  # trimmed, never given, or another server's (or run's)
+        if rows[-1].id < floor:
+            return None  # more than LOG_REPLAY_LIMIT behind
+        return [Kept.from_log(r) for r in rows[1:] if r.origin == log.origin and r.type != START and r.id <= floor]
+
+    def subscribe(
+        self, flt: Filter = NO_FILTER, last_event_id: int | None = None, *, older: list[Kept] | None = None
+    ) -> Subscriber:
         """Register a subscriber, queueing either the missed events or an ``init``.
 
         Registration and replay happen in one synchronous step, so no event can
-        fall between them.
+        fall between them. ``older`` are events the window no longer holds,
+        read from the log by :meth:`resume`.
         """
         sub = Subscriber(flt, self.queue_size)
-        replay = self._missed(last_event_id)
+        replay = self._missed(last_event_id, older)
         if replay is None:
             sub.items.append(self._init(flt))
         else:
@@ -327,7 +459,8 @@ class Hub:
             added = 0
             for kept in replay:
                 message, cost = kept.encode(flt)
-                added += cost
+                if kept.id > self.floor:
+                    added += cost  # a record of the window grew
                 if message is not None:
                     sub.items.append(message)
             if added:
@@ -347,15 +480,26 @@ class Hub:
             message = self._inits[flt] = init.encode(flt, retry=True) or b""
         return message
 
-    def _missed(self, last_event_id: int | None) -> list[Kept] | None:
-        """Events after ``last_event_id``, or None if they cannot all be replayed."""
+    def _missed(self, last_event_id: int | None, older: list[Kept] | None = None) -> list[Kept] | None:
+        """This run's events after ``last_event_id``, or None if they cannot all
+        be replayed (the id is not this run's, or it is too old)."""
         if last_event_id is None or last_event_id > self.last_id:
             return None
         if last_event_id == self.last_id:
             return []
-        if not self.buffer or self.buffer[0].id > last_event_id + 1:
+        buffer = self.buffer
+        if last_event_id >= self.floor:
+            # Ids of other servers on the same log fall between ours: only an
+            # id we gave (the floor is one) can be resumed.
+            i = bisect.bisect_left(buffer, last_event_id, key=lambda k: k.id)
+            if last_event_id != self.floor and (i == len(buffer) or buffer[i].id != last_event_id):
+                return None
+            return list(itertools.islice(buffer, i + (last_event_id != self.floor), None))
+        if older is None:
             return None
-        return [e for e in self.buffer if e.id > last_event_id]
+        # ``older``: read from the log by resume(), up to the floor, which
+        # has not moved since.
+        return older + list(buffer)
 
     def unsubscribe(self, sub: Subscriber) -> None:
         sub.close()

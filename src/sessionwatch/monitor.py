@@ -11,6 +11,11 @@ One id, one session: a Claude session wins over a Panel row with the same id.
 Registration refuses any id the Claude index knows (409), and a Panel row
 whose id a Claude transcript claims later stays in the registry, hidden:
 Panel writes never replace or delete a session of another source.
+
+Every change reaches the hub through ``await hub.update()`` (or ``replace()``
+for ``POST /refresh``): the hub diffs it, appends the batch's events to the
+event log in the store (one statement: their ids), then applies and sends
+them. The clock task trims the log every ``TRIM_EVERY_S``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import anyio
 from prometheus_client import Counter
 
 from sessionwatch.config import Settings
+from sessionwatch.eventlog import SqliteEventLog
 from sessionwatch.hub import Hub
 from sessionwatch.index import ClaudeIndex
 from sessionwatch.metrics import Metrics
@@ -38,6 +44,8 @@ log = logging.getLogger(__name__)
 
 #: How often time-driven changes (idle, stale, cleanup) are looked for.
 TICK_S = 1.0
+#: How often the clock trims the event log to its retention (eventlog.py).
+TRIM_EVERY_S = 10.0
 
 ChangeSource = Callable[[anyio.Event], AsyncIterable[set[Path]]]
 
@@ -79,6 +87,8 @@ class Monitor:
         )
         self._failed_paths: set[str] = set()
         self._store: Store | None = None
+        self._log: SqliteEventLog | None = None
+        self._trimmed = 0.0
         self._panel: PanelRegistry | None = None
         self._lock = anyio.Lock()
         self._data_version = 0
@@ -90,6 +100,11 @@ class Monitor:
     def store(self) -> Store:
         assert self._store is not None, "monitor not started"
         return self._store
+
+    @property
+    def log(self) -> SqliteEventLog:
+        assert self._log is not None, "monitor not started"
+        return self._log
 
     @property
     def panel(self) -> PanelRegistry:
@@ -111,6 +126,9 @@ class Monitor:
             self.index.load(await self._store.load_transcripts())
             await self._panel.load()
             self._data_version = await self._store.data_version()
+            # Event ids from the store's log from here on (this run's start row first).
+            self._log = SqliteEventLog(self._store)
+            await self.hub.attach(self._log)
             await anyio.to_thread.run_sync(self._scan)
             await self._persist()
             self.hub.load(self._all_sessions(time.time()).values())
@@ -231,7 +249,7 @@ class Monitor:
                 touched = await anyio.to_thread.run_sync(self._update_paths, transcript_paths)
                 await self._persist()
                 now = time.time()
-                self.hub.apply({sid: self._view(sid, now) for sid in touched})
+                await self.hub.update({sid: self._view(sid, now) for sid in touched})
             if db_changed:
                 await self._reload_panel()
 
@@ -319,9 +337,9 @@ class Monitor:
             return  # only our own writes: the hub already has them
         self._data_version = version
         await self.panel.load()
-        self._publish_panel()
+        await self._publish_panel()
 
-    def _publish_panel(self, ids: list[str] | None = None) -> None:
+    async def _publish_panel(self, ids: list[str] | None = None) -> None:
         """Show the Panel rows ``ids`` as they are now (all of them if None).
 
         Per write this is one row's snapshot: never every session. Ids a
@@ -339,7 +357,7 @@ class Monitor:
             shown = hub.get(sid)
             if shown is None or shown["source"] == "panel":
                 changes[sid] = self.panel.view(sid, now)
-        self.hub.apply(changes)
+        await self.hub.update(changes)
 
     async def rescan(self, *, publish_refresh: bool = True) -> None:
         """Read every transcript again from where it was; publish ``refresh``."""
@@ -350,12 +368,12 @@ class Monitor:
             self._data_version = await self.store.data_version()
             sessions = self._all_sessions(time.time())
             if publish_refresh:
-                self.hub.refresh(sessions.values())
+                await self.hub.replace(sessions.values())
             else:
                 changes: dict[str, dict[str, Any] | None] = dict(sessions)
                 for sid in self.hub.sessions:
                     changes.setdefault(sid, None)
-                self.hub.apply(changes)
+                await self.hub.update(changes)
 
     async def tick(self) -> None:
         """Time-driven changes: Claude sessions going idle, Panel ones going stale
@@ -385,7 +403,10 @@ class Monitor:
                     changes[sid] = self._after_panel_delete(sid, now)
             await panel.flush_heartbeats()
             if changes:
-                self.hub.apply(changes)
+                await self.hub.update(changes)
+        if now - self._trimmed >= TRIM_EVERY_S:
+            self._trimmed = now
+            await self.log.trim(now)
 
     def _all_sessions(self, now: float) -> dict[str, dict[str, Any]]:
         sessions: dict[str, dict[str, Any]] = {}
@@ -416,7 +437,7 @@ class Monitor:
             if self.claude_knows(sid):
                 raise IdTaken(sid)
             new = await self.panel.register(app_name, **fields)
-            self._publish_panel([sid])
+            await self._publish_panel([sid])
             return new
 
     async def heartbeat(self, ids: list[str]) -> tuple[list[str], list[str]]:
@@ -437,32 +458,32 @@ class Monitor:
                 revived.append(sid)
         self.metrics.heartbeats.inc(len(ids))
         if revived:
-            self._publish_panel(revived)
+            await self._publish_panel(revived)
         return kill, unknown
 
     async def set_status(self, sid: str, status: str, current_task: str | None) -> bool:
         async with self._lock:
             ok = await self.panel.set_status(sid, status, current_task)
-            self._publish_panel([sid])  # gone (deleted by another process) too
+            await self._publish_panel([sid])  # gone (deleted by another process) too
             return ok
 
     async def kill(self, sid: str, by: str | None) -> bool:
         async with self._lock:
             ok = await self.panel.kill(sid, by)
             if ok:
-                self._publish_panel([sid])
+                await self._publish_panel([sid])
             return ok
 
     async def delete(self, ids: list[str]) -> list[str]:
         async with self._lock:
             gone = await self.panel.delete(ids)
             now = time.time()
-            self.hub.apply({i: self._after_panel_delete(i, now) for i in gone})
+            await self.hub.update({i: self._after_panel_delete(i, now) for i in gone})
             return gone
 
     async def delete_stale(self, older_than_s: float) -> int:
         async with self._lock:
             now = time.time()
             gone = await self.panel.delete(self.panel.stale_ids(older_than_s, now))
-            self.hub.apply({i: self._after_panel_delete(i, now) for i in gone})
+            await self.hub.update({i: self._after_panel_delete(i, now) for i in gone})
             return len(gone)

@@ -1,4 +1,5 @@
-"""The SQLite store: transcript offsets and aggregates, and Panel sessions.
+"""The SQLite store: transcript offsets and aggregates, Panel sessions, and the
+table of the event log (``eventlog.py`` reads and writes it).
 
 One connection writes (aiosqlite runs it on its own thread, so calls are
 serialised); each write is one ``BEGIN IMMEDIATE`` transaction. WAL mode lets
@@ -51,6 +52,20 @@ MIGRATIONS: list[tuple[str, str]] = [
     (
         "0003_panel_kills_index",
         "CREATE INDEX IF NOT EXISTS panel_kills_session ON panel_kills(session_id);",
+    ),
+    (
+        # The event log (eventlog.py): AUTOINCREMENT, so an id is never given
+        # twice, by any process on this file, even after a trim.
+        "0004_events",
+        """
+        CREATE TABLE IF NOT EXISTS events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            origin INTEGER NOT NULL,
+            type TEXT NOT NULL,
+            data BLOB NOT NULL,
+            at REAL NOT NULL
+        );
+        """,
     ),
 ]
 

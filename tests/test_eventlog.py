@@ -1,0 +1,310 @@
+"""The persistent event log: ids from the store, replay from it, retention,
+and two servers on one SQLite file (issue 9, EventLog)."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sessionwatch.config import Settings
+from sessionwatch.eventlog import START, NewEvent, SqliteEventLog
+from sessionwatch.hub import Filter, Hub
+from sessionwatch.monitor import Monitor
+from sessionwatch.store import Store
+
+from .conftest import Server, wait_for
+from .sse import SSEClient
+from .test_claude import assistant
+
+
+def ev(kind: str = "session-updated", at: float | None = None, size: int = 10) -> NewEvent:
+    return NewEvent(kind, b'{"type":"%s","sessions":[],"timestamp":0,"pad":"%s"}' % (kind.encode(), b"x" * size), at or time.time())
+
+
+async def test_ids_increase_across_two_connections_on_one_file(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    a, b = await Store.open(db), await Store.open(db)
+    try:
+        la, lb = SqliteEventLog(a), SqliteEventLog(b)
+        assert la.origin != lb.origin
+        got: list[int] = []
+        for n in range(5):
+            got += await la.append([ev(), ev()])
+            got += await lb.append([ev()])
+        assert got == sorted(got) and len(set(got)) == len(got) == 15
+        assert await la.latest_id() == await lb.latest_id() == got[-1]
+        rows = await lb.since(got[0] - 1, 100)
+        assert [r.id for r in rows] == got
+        assert {r.origin for r in rows} == {la.origin, lb.origin}
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_ids_increase_across_processes_and_survive_restart(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    store = await Store.open(db)
+    log = SqliteEventLog(store)
+    first = await log.append([ev()])
+    await store.close()
+    # another process appends, with its own connection and migrations run once
+    script = textwrap.dedent(
+        f"""
+        import asyncio, time
+        from pathlib import Path
+        from sessionwatch.eventlog import NewEvent, SqliteEventLog
+        from sessionwatch.store import Store
+        async def main():
+            store = await Store.open(Path({str(db)!r}))
+            ids = await SqliteEventLog(store).append([NewEvent("refresh", b"{{}}", time.time())] * 3)
+            print(*ids)
+            await store.close()
+        asyncio.run(main())
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60)
+    other = [int(x) for x in out.stdout.split()]
+    assert other == [first[0] + 1, first[0] + 2, first[0] + 3]
+    store = await Store.open(db)  # a restart
+    try:
+        log = SqliteEventLog(store)
+        assert await log.latest_id() == other[-1]
+        # trimmed rows' ids never come back (AUTOINCREMENT)
+        with sqlite3.connect(db) as conn:
+            conn.execute("DELETE FROM events")
+        assert await log.append([ev()]) == [other[-1] + 1]
+    finally:
+        await store.close()
+
+
+async def test_since_returns_exactly_the_missed_events(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "a.db")
+    try:
+        log = SqliteEventLog(store)
+        ids = await log.append([ev("session-created"), ev("session-updated"), ev("session-deleted")])
+        more = await log.append([ev("refresh")])
+        rows = await log.since(ids[0], 100)
+        assert [(r.id, r.type) for r in rows] == [
+            (ids[1], "session-updated"), (ids[2], "session-deleted"), (more[0], "refresh"),
+        ]  # fmt: skip
+        assert rows[0].data == ev("session-updated").data
+        assert [r.id for r in await log.since(ids[0], 2)] == ids[1:]
+        assert await log.since(more[0], 100) == []
+    finally:
+        await store.close()
+
+
+async def test_trim_keeps_1000_events_and_15_minutes_within_bytes(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "a.db")
+    try:
+        log = SqliteEventLog(store)
+        now = 1_000_000.0
+        old = await log.append([ev(at=now - 3600) for _ in range(1500)])  # an hour old
+        young = await log.append([ev(at=now - 60) for _ in range(500)])  # a minute old
+        assert await log.trim(now) == 1000  # 15 minutes kept whatever the count; then the last 1,000
+        kept = [r.id for r in await log.since(0, 10_000)]
+        assert kept == old[1000:] + young
+        # the byte bound wins over count and age
+        deleted = await log.trim(now, max_bytes=100 * len(ev().data))
+        kept = [r.id for r in await log.since(0, 10_000)]
+        assert kept == young[-100:] and deleted == 900
+        assert await log.latest_id() == young[-1]
+    finally:
+        await store.close()
+
+
+# --- the hub on the log -------------------------------------------------------------------
+
+
+def sess(sid: str, **kw: Any) -> dict[str, Any]:
+    base = {"id": sid, "source": "claude", "project": "/p", "status": "waiting"}
+    base.update(kw)
+    return base
+
+
+def messages(sub: Any) -> list[bytes]:
+    chunk = b"".join(sub.items)
+    sub.items.clear()
+    return [m for m in chunk.split(b"\n\n") if m]
+
+
+def ids_of(got: list[bytes]) -> list[int]:
+    return [int(line[4:]) for m in got for line in m.split(b"\n") if line.startswith(b"id: ")]
+
+
+async def test_hub_ids_come_from_the_log_and_a_batch_is_one_append(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "a.db")
+    try:
+        log = SqliteEventLog(store)
+        appends: list[int] = []
+        real = log.append
+
+        async def counting(events: Any) -> list[int]:
+            appends.append(len(events))
+            return await real(events)
+
+        log.append = counting  # type: ignore[method-assign]
+        hub = Hub()
+        await hub.attach(log)
+        start = hub.last_id
+        sub = hub.subscribe()
+        assert ids_of(messages(sub)) == [start]  # the init names this run's start row
+        events = await hub.update({"a": sess("a"), "b": sess("b")})
+        events += await hub.update({"a": sess("a", status="running"), "b": None, "c": sess("c")})
+        assert appends == [1, 1, 3]  # the start row, then one append per batch
+        assert [e.id for e in events] == list(range(start + 1, start + 5)) == ids_of(messages(sub))
+        rows = await log.since(start - 1, 100)
+        assert [(r.id, r.type) for r in rows] == [(start, START)] + [(e.id, e.type) for e in events]
+        assert all(r.data == e.data() for r, e in zip(rows[1:], events))
+    finally:
+        await store.close()
+
+
+async def test_resume_older_than_the_window_is_replayed_from_the_log(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "a.db")
+    try:
+        log = SqliteEventLog(store)
+        hub = Hub(buffer_size=3, keep_events=0, keep_s=0)
+        await hub.attach(log)
+        live = hub.subscribe(Filter(source="panel"))
+        messages(live)
+        everything = hub.subscribe()
+        messages(everything)
+        for i in range(10):
+            await hub.update({f"s{i}": sess(f"s{i}", source="panel" if i % 2 else "claude")})
+        await hub.update({"s1": None, "s2": None})
+        sent = messages(everything)
+        assert len(hub.buffer) == 3 and hub.buffer[0].id > ids_of(sent)[0]
+        for n, last in enumerate([hub.floor - 5, ids_of(sent)[0], hub.floor]):
+            replay = messages(await hub.resume(last_event_id=last))
+            assert replay[0] == b"retry: 2000" and replay[1:] == [m for m in sent if ids_of([m])[0] > last], n
+        # filtered: what a live subscriber with that filter got (deletions read
+        # back from the log name ids only, so they go to every filter)
+        got = messages(live)
+        replay = messages(await hub.resume(Filter(source="panel"), last_event_id=ids_of(sent)[0]))
+        assert replay[1:] == got
+        # the start row of this run: everything; an id never given: init
+        start = ids_of(sent)[0] - 1
+        assert ids_of(messages(await hub.resume(last_event_id=start))[1:]) == ids_of(sent)
+        assert b"event: init" in messages(await hub.resume(last_event_id=start - 1))[0]
+        assert b"event: init" in messages(await hub.resume(last_event_id=hub.last_id + 1))[0]
+    finally:
+        await store.close()
+
+
+async def test_resume_trimmed_from_the_log_gets_init(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "a.db")
+    try:
+        log = SqliteEventLog(store)
+        hub = Hub(buffer_size=2, keep_events=0, keep_s=0)
+        await hub.attach(log)
+        for i in range(5):
+            await hub.update({"a": sess("a", n=i)})
+        first = hub.last_id - 4
+        assert len(messages(await hub.resume(last_event_id=first))) == 5
+        await log.trim(time.time() + 3600, keep_events=2)
+        assert b"event: init" in messages(await hub.resume(last_event_id=first))[0]
+    finally:
+        await store.close()
+
+
+def shared_settings(tmp_path: Path) -> Settings:
+    (tmp_path / "projects").mkdir(exist_ok=True)
+    return Settings(projects_dir=tmp_path / "projects", db=tmp_path / "shared.db")
+
+
+async def test_two_servers_on_one_file_never_replay_each_others_events(tmp_path: Path) -> None:
+    """Regression: ids were the process's start time in ms plus a counter, so
+    two servers on one database (started in the same millisecond here, or a
+    busy one overtaking the other's start time) gave the same ids, and a client
+    moved from one to the other was silently replayed the other's events."""
+    a = Monitor(shared_settings(tmp_path))
+    b = Monitor(shared_settings(tmp_path))
+    a.hub.last_id = b.hub.last_id = int(time.time() * 1000)  # what the old ids did within one ms
+    await a.open()
+    await b.open()
+    try:
+        client = a.hub.subscribe()
+        client.items.clear()
+        for n in range(5):  # B busier than A
+            if n < 3:
+                await a.register("app", session_id=f"on-a-{n}", user_id=None, host=None, pid=None, url=None)
+            await b.register("app", session_id=f"on-b-{n}", user_id=None, host=None, pid=None, url=None)
+        got = b"".join(client.items)
+        last = int(got.split(b"id: ")[-1].split(b"\n")[0])  # the client's Last-Event-ID from A
+        assert b.hub.last_id > last  # B has events after that id
+        moved = b"".join(b.hub.subscribe(last_event_id=last).items)
+        assert moved.startswith(b"retry: 2000\nid: %d\nevent: init\n" % b.hub.last_id), moved[:80]
+        back = b"".join(a.hub.subscribe(last_event_id=last).items)
+        assert back == b"retry: 2000\n\n"  # on A nothing was missed
+    finally:
+        await a.close()
+        await b.close()
+
+
+# --- two real servers on one SQLite file ------------------------------------------------------
+
+MUSIC = "-Users-chip-dev-ai-music"
+SID = "ba79134d-b6e9-4867-af0c-6941038c9e4b"
+
+
+def test_two_servers_on_one_db_give_distinct_ids_and_a_moved_client_resumes_correctly(
+    projects: Path, sw_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    db = tmp_path / "shared.db"
+    a = sw_server(projects_dir=projects, db=db)
+    b = sw_server(projects_dir=projects, db=db)
+    on_a = SSEClient(a.url + "/stream").start()
+    on_b = SSEClient(b.url + "/stream").start()
+    seen_a = [int(on_a.next().id or 0)]
+    seen_b = [int(on_b.next().id or 0)]
+    path = projects / MUSIC / f"{SID}.jsonl"
+    for i in range(3):  # each append: one event on each server, each with its own id
+        with open(path, "ab") as f:
+            f.write(assistant(f"m{i}", f"r{i}", 10, model="claude-sonnet-4-20250514"))
+        seen_a.append(int(on_a.next().id or 0))
+        seen_b.append(int(on_b.next().id or 0))
+        r = httpx.post(a.url + "/sessions", json={"app_name": "reports", "session_id": f"panel-{i}"}, timeout=10)
+        assert r.status_code == 201
+        seen_a.append(int(on_a.next().id or 0))  # A's own registration
+    assert not set(seen_a[1:]) & set(seen_b[1:]), "two servers gave the same id"
+    assert seen_a == sorted(seen_a) and seen_b == sorted(seen_b)
+    with sqlite3.connect(db) as conn:
+        logged = {r[0] for r in conn.execute("SELECT id FROM events")}
+    assert set(seen_a[1:]) | set(seen_b[1:]) <= logged  # every id sent is a row of the shared log
+    # A client of A moves to B with its Last-Event-ID: B gives a fresh init
+    # (its own view of the shared world), never B's events after A's id.
+    def b_shows_the_panel_sessions() -> bool:
+        return "panel-2" in {s["id"] for s in httpx.get(b.url + "/all", timeout=10).json()["sessions"]}
+
+    wait_for(b_shows_the_panel_sessions, what="B to pick up A's registrations from the shared file")
+    latest_b = httpx.get(b.url + "/all", timeout=10).json()["last_event_id"]
+    assert latest_b > seen_a[-2] and latest_b not in seen_a
+    for last in (seen_a[1], seen_a[-2]):
+        moved = SSEClient(b.url + "/stream", headers={"Last-Event-ID": str(last)}).start()
+        first = moved.next()
+        assert first.event == "init" and int(first.id or 0) == latest_b
+        assert {s["id"] for s in first.data["sessions"]} >= {SID, "panel-0", "panel-1", "panel-2"}
+        moved.stop()
+    # ...and back on A the same id resumes with exactly the events A sent after it.
+    back = SSEClient(a.url + "/stream", headers={"Last-Event-ID": str(seen_a[1])}).start()
+    assert [int(back.next().id or 0) for _ in seen_a[2:]] == seen_a[2:]
+    # A restart of A: ids go on from the log; the old ids get init.
+    for c in (on_a, on_b, back):
+        c.stop()
+    assert a.stop() == 0
+    a.start()
+    again = SSEClient(a.url + "/stream", headers={"Last-Event-ID": str(seen_a[-1])}).start()
+    init = again.next()
+    assert init.event == "init" and int(init.id or 0) > max(seen_a + seen_b)
+    again.stop()
+    assert httpx.get(a.url + "/all", timeout=10).json()["last_event_id"] == int(init.id or 0)
