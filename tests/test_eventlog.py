@@ -3,6 +3,7 @@ and two servers on one SQLite file (issue 9, EventLog)."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import subprocess
 import sys
@@ -213,6 +214,52 @@ async def test_resume_trimmed_from_the_log_gets_init(tmp_path: Path) -> None:
         assert len(messages(await hub.resume(last_event_id=first))) == 5
         await log.trim(time.time() + 3600, keep_events=2)
         assert b"event: init" in messages(await hub.resume(last_event_id=first))[0]
+    finally:
+        await store.close()
+
+
+async def test_a_deletion_read_back_from_the_log_reaches_filtered_resumers(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "a.db")
+    try:
+        log = SqliteEventLog(store)
+        hub = Hub(buffer_size=1, keep_events=0, keep_s=0)
+        await hub.attach(log)
+        await hub.update({"p": sess("p", source="panel")})
+        last = hub.last_id
+        await hub.update({"p": None})
+        await hub.update({"c": sess("c")})  # the deletion leaves the window
+        assert [k.type for k in hub.buffer] == ["session-created"]
+        replay = messages(await hub.resume(Filter(source="panel"), last_event_id=last))
+        assert [m.split(b"\n")[1] for m in replay[1:]] == [b"event: session-deleted"]
+        assert b'"sessions":[{"id":"p"}]' in replay[1]
+    finally:
+        await store.close()
+
+
+async def test_a_subscriber_arriving_while_a_batch_awaits_its_ids_sees_the_state_before_it(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "a.db")
+    try:
+        log = SqliteEventLog(store)
+        hub = Hub()
+        await hub.attach(log)
+        gate = asyncio.Event()
+        real = log.append
+
+        async def slow(events: Any) -> list[int]:
+            await gate.wait()
+            return await real(events)
+
+        log.append = slow  # type: ignore[method-assign]
+        before = hub.last_id
+        task = asyncio.create_task(hub.update({"a": sess("a")}))
+        await asyncio.sleep(0)
+        sub = hub.subscribe()
+        (init,) = messages(sub)
+        assert b"id: %d\n" % before in init and b'"id":"a"' not in init  # neither half of the batch
+        gate.set()
+        (event,) = await task
+        (got,) = messages(sub)
+        assert got.startswith(b"id: %d\nevent: session-created" % event.id) and event.id > before
     finally:
         await store.close()
 
