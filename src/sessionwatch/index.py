@@ -15,9 +15,10 @@ import json
 import logging
 import os
 import stat
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -53,8 +54,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHUNK = 16 * 1024 * 1024
-#: Below this much to read, one process is faster than starting workers.
+#: Below this much to read, one process is faster than starting workers
+#: (spawned ones: a new interpreter each, as when the server has threads).
 PARALLEL_MIN_BYTES = 64 * 1024 * 1024
+#: The same for forked readers (a process with one thread, as `scan`): a fork
+#: costs a few milliseconds, so they pay off on much less.
+FORK_MIN_BYTES = 16 * 1024 * 1024
 #: A last line without its newline is complete once the file has been quiet
 #: this long and the line is a whole JSON object (hand-made files often lack
 #: the final newline; Claude Code itself always writes one).
@@ -210,7 +215,8 @@ class ClaudeIndex:
             touched |= self.forget(gone)
         if self.workers > 1:
             pending, current = self._pending(paths)
-            if sum(pending.values()) >= PARALLEL_MIN_BYTES:
+            least = PARALLEL_MIN_BYTES if _threaded() else min(PARALLEL_MIN_BYTES, FORK_MIN_BYTES)
+            if sum(pending.values()) >= least:
                 touched |= self._scan_parallel(pending)
                 current |= set(pending)
             # files stat-ed above and found unchanged need no second stat
@@ -255,9 +261,6 @@ class ClaudeIndex:
         return pending, current
 
     def _scan_parallel(self, pending: dict[str, int]) -> set[str]:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
         n = self.workers
         groups: list[list[str]] = [[] for _ in range(n)]
         loads = [0] * n
@@ -265,27 +268,18 @@ class ClaudeIndex:
             i = loads.index(min(loads))
             groups[i].append(key)
             loads[i] += size
-        # fork is cheapest, but only safe while this process has one thread
-        ctx = mp.get_context("fork" if threading.active_count() == 1 else "spawn")
+        work = [[(k, self.files.get(k)) for k in group] for group in groups if group]
         touched: set[str] = set()
         done = 0
-        with ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
-            futures = [
-                pool.submit(
-                    _read_group,
-                    str(self.root),
-                    [(k, self.files.get(k)) for k in group],
-                    self.settle_s,
-                )
-                for group in groups
-                if group
-            ]
-            for future in as_completed(futures):
-                result = future.result()
-                touched |= self._merge(result)
-                done += len(result.files) + len(result.removed)
-                if self.progress is not None:
-                    self.progress(done, len(pending))
+        # fork is cheapest, but only safe while this process has one thread
+        results = _spawned(str(self.root), work, self.settle_s) if _threaded() else _forked(
+            str(self.root), work, self.settle_s
+        )
+        for result in results:
+            touched |= self._merge(result)
+            done += len(result.files) + len(result.removed)
+            if self.progress is not None:
+                self.progress(done, len(pending))
         return touched
 
     def _merge(self, result: GroupResult) -> set[str]:
@@ -687,8 +681,11 @@ class GroupResult:
     bad_files: dict[str, float]
 
 
-def _read_group(root: str, items: list[tuple[str, FileState | None]], settle_s: float) -> GroupResult:
-    """In a worker process: bring some files up to date, return them."""
+Work = list[tuple[str, "FileState | None"]]
+
+
+def _read_group(root: str, items: Work, settle_s: float) -> GroupResult:
+    """Bring some files up to date in a fresh index; return them."""
     tally = Tally()
     index = ClaudeIndex(Path(root), PriceTable({"models": {}}), workers=1, metrics=tally)
     index.settle_s = settle_s
@@ -705,6 +702,65 @@ def _read_group(root: str, items: list[tuple[str, FileState | None]], settle_s: 
         tally.lines.value, tally.bad_lines.value, tally.bytes_read.value,
         {reason: count.value for reason, count in tally.bad_files.children.items()},
     )
+
+
+def _threaded() -> bool:
+    return threading.active_count() > 1 or not hasattr(os, "fork")
+
+
+def _forked(root: str, work: list[Work], settle_s: float) -> Iterator[GroupResult]:
+    """Read the first group here and each other in a forked child, which sends
+    its result back through a pipe (msgpack: no pickle, no multiprocessing to
+    import and start; what `scan` spends before reading counts)."""
+    children: list[tuple[int, int]] = []
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        for items in work[1:]:
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: never returns
+                os.close(r)
+                code = 0
+                try:
+                    payload = b"R" + _result_encoder.encode(_read_group(root, items, settle_s))
+                except BaseException as exc:  # reported by the parent
+                    payload, code = b"E" + repr(exc).encode(), 1
+                try:
+                    with open(w, "wb") as out:
+                        out.write(payload)
+                finally:
+                    os._exit(code)
+            os.close(w)
+            children.append((pid, r))
+        yield _read_group(root, work[0], settle_s)
+        while children:
+            pid, r = children.pop(0)
+            with open(r, "rb") as f:
+                data = f.read()
+            os.waitpid(pid, 0)
+            if data[:1] != b"R":
+                raise RuntimeError(f"a transcript reader failed: {data[1:].decode(errors='replace') or 'no result'}")
+            yield _result_decoder.decode(memoryview(data)[1:])
+    finally:
+        for pid, r in children:  # only when stopped early (an error, Ctrl-C)
+            os.close(r)
+            os.waitpid(pid, 0)
+
+
+def _spawned(root: str, work: list[Work], settle_s: float) -> Iterator[GroupResult]:
+    """Each group in a spawned process (safe beside threads)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=len(work), mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_read_group, root, items, settle_s) for items in work]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+_result_encoder = msgspec.msgpack.Encoder()
+_result_decoder = msgspec.msgpack.Decoder(GroupResult)
 
 
 def _is_object(data: bytes) -> bool:
