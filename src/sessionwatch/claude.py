@@ -406,25 +406,38 @@ def _bad(agg: FileAgg, result: ParseResult, source: str, why: str) -> None:
 
 
 def apply_line(agg: FileAgg, line: Line, *, kind: Kind) -> None:
-    """Fold one decoded line into ``agg``."""
-    t = line.type
-    if t == "summary":
-        if line.summary:
-            agg.summary = shown(line.summary)
-        return
-    if t == "custom-title":
-        if line.customTitle:
-            agg.custom_title = shown(line.customTitle)
-        return
-    if t == "ai-title":
-        text = line.aiTitle or line.title
-        if text:
-            agg.ai_title = shown(text)
-        return
+    """Fold one decoded line into ``agg``.
 
-    if line.sessionId and agg.session_id is None:
-        agg.session_id = line.sessionId
-    _stamp(agg, line.timestamp)
+    Runs once per user and assistant line of every transcript, so the common
+    path calls no helpers (each call costs as much as a field's handling).
+    """
+    t = line.type
+    if t != "assistant" and t != "user":
+        if t == "summary":
+            if line.summary:
+                agg.summary = shown(line.summary)
+            return
+        if t == "custom-title":
+            if line.customTitle:
+                agg.custom_title = shown(line.customTitle)
+            return
+        if t == "ai-title":
+            text = line.aiTitle or line.title
+            if text:
+                agg.ai_title = shown(text)
+            return
+
+    sid = line.sessionId
+    if sid and agg.session_id is None:
+        agg.session_id = sid
+    ts = line.timestamp
+    if ts and ts[:1].isdigit():  # _stamp, inline
+        first = agg.first_raw
+        if first is None or ts < first:
+            agg.first_raw = ts
+        last = agg.last_raw
+        if last is None or ts > last:
+            agg.last_raw = ts
     if line.cwd:
         agg.cwd = line.cwd
     if line.gitBranch:
@@ -433,10 +446,14 @@ def apply_line(agg: FileAgg, line: Line, *, kind: Kind) -> None:
         agg.version = line.version
 
     main_turn = kind == "main" and not line.isSidechain
-    msg = line.message if isinstance(line.message, Message) else None
-    if t == "assistant" and msg is not None:
+    msg = line.message
+    if msg is None or isinstance(msg, str):
+        if t == "system" and main_turn and line.subtype in ("turn_duration", "stop_hook_summary"):
+            agg.last_kind = "end"
+        return
+    if t == "assistant":
         _assistant(agg, line, msg, main_turn)
-    elif t == "user" and msg is not None:
+    elif t == "user":
         if line.isMeta or line.isCompactSummary:
             return
         content = msg.content
@@ -474,11 +491,51 @@ def _assistant(agg: FileAgg, line: Line, msg: Message, main_turn: bool) -> None:
         agg.model = model
 
     new_response = True
-    if msg.usage is not None and model:
-        key = f"{msg.id}:{line.requestId}" if msg.id else None
-        new_response = _add_usage(agg, key, model, msg.usage)
-    elif msg.id:
-        key = f"{msg.id}:{line.requestId}"
+    usage = msg.usage
+    mid = msg.id
+    if usage is not None and model:
+        # Lines sharing ``message.id`` + ``requestId`` are one response: its
+        # usage is counted once, keeping the largest seen for the group
+        # (streamed lines grow ``output_tokens``).
+        key = f"{mid}:{line.requestId}" if mid else None
+        inp = usage.input_tokens or 0
+        out = usage.output_tokens or 0
+        cr = usage.cache_read_input_tokens or 0
+        split = usage.cache_creation
+        if split is not None:
+            w5 = split.ephemeral_5m_input_tokens or 0
+            w1 = split.ephemeral_1h_input_tokens or 0
+            total = usage.cache_creation_input_tokens
+            if total is not None and total > w5 + w1:
+                w5 = total - w1  # an unsplit remainder is priced as 5-minute writes
+        else:
+            w5, w1 = usage.cache_creation_input_tokens or 0, 0
+        long = 1 if inp + w5 + w1 + cr > 200_000 else 0
+        fast = 1 if usage.speed == "fast" else 0
+        bucket_key = f"{model}|{long}|{fast}"
+        buckets = agg.buckets
+        bucket = buckets.get(bucket_key)
+        if bucket is None:
+            bucket = buckets[bucket_key] = [0, 0, 0, 0, 0]
+        old = agg.recent.get(key) if key is not None else None
+        if old is None:
+            bucket[0] += inp
+            bucket[1] += out
+            bucket[2] += w5
+            bucket[3] += w1
+            bucket[4] += cr
+            if key is not None:
+                _remember(agg, key, [inp, out, w5, w1, cr, long, fast])
+        else:
+            new_response = False
+            # Same response in another bucket never happens in practice: keep the first.
+            if old[5:] == [long, fast]:
+                for i, value in enumerate((inp, out, w5, w1, cr)):
+                    if value > old[i]:
+                        bucket[i] += value - old[i]
+                        old[i] = value
+    elif mid:
+        key = f"{mid}:{line.requestId}"
         new_response = key not in agg.recent
         if new_response:
             _remember(agg, key, [0, 0, 0, 0, 0, 0, 0])
@@ -502,51 +559,6 @@ def _assistant(agg: FileAgg, line: Line, msg: Message, main_turn: bool) -> None:
             agg.last_kind = "tool_use"
         elif content:
             agg.last_kind = "reply"
-
-
-def _usage_vector(u: Usage) -> list[int]:
-    inp = u.input_tokens or 0
-    out = u.output_tokens or 0
-    cr = u.cache_read_input_tokens or 0
-    if u.cache_creation is not None:
-        w5 = u.cache_creation.ephemeral_5m_input_tokens or 0
-        w1 = u.cache_creation.ephemeral_1h_input_tokens or 0
-        total = u.cache_creation_input_tokens
-        if total is not None and total > w5 + w1:
-            w5 += total - w5 - w1  # an unsplit remainder is priced as 5-minute writes
-    else:
-        w5, w1 = u.cache_creation_input_tokens or 0, 0
-    return [inp, out, w5, w1, cr]
-
-
-def _add_usage(agg: FileAgg, key: str | None, model: str, usage: Usage) -> bool:
-    """Count a response's usage once; returns True if this is a new response.
-
-    Lines sharing ``message.id`` + ``requestId`` are one response: keep the
-    largest usage seen for the group (streamed lines grow ``output_tokens``).
-    """
-    vec = _usage_vector(usage)
-    long = int(vec[0] + vec[2] + vec[3] + vec[4] > 200_000)
-    fast = int(usage.speed == "fast")
-    bucket_key = f"{model}|{long}|{fast}"
-    bucket = agg.buckets.get(bucket_key)
-    if bucket is None:
-        bucket = agg.buckets[bucket_key] = [0, 0, 0, 0, 0]
-    old = agg.recent.get(key) if key is not None else None
-    if old is None:
-        for i in range(5):
-            bucket[i] += vec[i]
-        if key is not None:
-            _remember(agg, key, vec + [long, fast])
-        return True
-    if old[5:] != [long, fast]:
-        # Same response, other bucket: never happens in practice; keep the first.
-        return False
-    for i in range(5):
-        if vec[i] > old[i]:
-            bucket[i] += vec[i] - old[i]
-            old[i] = vec[i]
-    return False
 
 
 def _remember(agg: FileAgg, key: str, value: list[int]) -> None:
