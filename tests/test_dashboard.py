@@ -31,6 +31,7 @@ from sessionwatch.dashboard import (
     Feed,
     Filters,
     diff_rows,
+    search_matches,
     session_row,
 )
 from sessionwatch.tracker import KILL_CLOSE_REASON
@@ -115,8 +116,19 @@ def test_filters_by_source_status_and_text() -> None:
     assert not Filters(sources=("claude",)).match("p-123", p)
     assert not Filters(statuses=("running",)).match("c-456", c)
     assert Filters(text="nightly").match("p-123", p)
-    assert Filters(text="P-12").match("p-123", p)  # ids, case-insensitive
     assert not Filters(text="nightly").match("c-456", c)
+
+
+SEARCH = json.loads((Path(__file__).parent / "vectors" / "search.json").read_text())
+
+
+@pytest.mark.parametrize("case", SEARCH["cases"], ids=[repr(c["q"]) for c in SEARCH["cases"]])
+def test_search_means_what_it_means_on_the_web_page(case: dict[str, Any]) -> None:
+    # It used to look at ids, users, hosts and models too, and took the
+    # query as one string where the web page wants every word.
+    session = SEARCH["session"]
+    assert search_matches(session, case["q"]) is case["match"]
+    assert Filters(text=case["q"]).match(session["id"], session) is case["match"]
 
 
 def test_diff_patches_changed_cells_adds_and_removes() -> None:
@@ -362,9 +374,9 @@ def test_dashboard_in_chromium_rows_live_and_kill(
             # A Panel session opened now appears without a reload.
             client = BokehClient(app.url)
             sid = client.id
-            watch.wait_session(sid)
+            app_name = watch.wait_session(sid)["project"]
             expect(rows).to_have_count(claude_count + 1, timeout=10_000)
-            page.get_by_placeholder("project, task, user, host, id…").fill(sid)
+            page.get_by_placeholder("project, title, branch, task…").fill(app_name)
             expect(rows).to_have_count(1, timeout=10_000)
             status = rows.first.locator(".sw-status")
             expect(status).to_have_text("idle")

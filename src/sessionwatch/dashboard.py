@@ -7,8 +7,10 @@ One :class:`Feed` per dashboard process follows ``/stream`` with the same
 rules as the web page (``frontend/connection.js``): on an error it reconnects
 after 1, 2, 4, 8 and 16 s, then falls back to polling ``/all`` every 3 s while
 it keeps trying the stream every 15 s. A rejected token (401/403) shows
-"Token rejected" and the stream is tried again every 15 s. The HTTP client,
-its errors and the stream follower are :mod:`sessionwatch.clients`. Each open dashboard tab diffs the feed
+"Token rejected" and the stream is tried again every 15 s. Those rules are
+:class:`sessionwatch.clients.feed.FeedMachine`, checked against the same test
+vectors as the web page (``tests/vectors/feed.json``); the HTTP client, its
+errors and the stream follower are the rest of :mod:`sessionwatch.clients`. Each open dashboard tab diffs the feed
 against its table and sends only what changed: ``patch`` for changed cells,
 ``stream`` for new sessions. Tabulator cannot drop single rows, so a removal
 rebuilds the table's data once for the whole event; the full table is
@@ -26,13 +28,14 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import panel  # imported here so that `sessionwatch dashboard` reports a missing Panel at once
 
+from sessionwatch.clients.feed import Close, Command, FeedMachine, FeedOptions, Open, Poll
 from sessionwatch.clients.follow import CONNECT_TIMEOUT_S, SILENCE_S, Follower, StreamEvent, parse_event
 from sessionwatch.clients.http import (
     BACKOFF_S,
@@ -91,7 +94,8 @@ class Feed:
     Runs on its own daemon thread. Listeners are called on that thread with
     ``"snapshot"`` (replace everything), ``"changed"`` (some sessions changed)
     or ``"state"`` (the connection state changed); they must only schedule
-    work, never block.
+    work, never block. When to reconnect, poll or give up is decided by
+    :class:`~sessionwatch.clients.feed.FeedMachine`, the web page's rules.
     """
 
     def __init__(
@@ -109,15 +113,33 @@ class Feed:
         self.poll_s = poll_s
         self.sse_retry_s = sse_retry_s
         self.state = "connecting"
-        self.attempt = 0
         self.last_event_id: str | None = None
+        self._machine = FeedMachine(
+            FeedOptions(
+                backoff_s=backoff_s,
+                poll_s=poll_s,
+                sse_retry_s=sse_retry_s,
+                connect_timeout_s=CONNECT_TIMEOUT_S,
+                # The token cannot change while the dashboard runs; the
+                # server's can: look again now and then.
+                auth_retry_s=sse_retry_s,
+            )
+        )
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
         self._listeners: set[Listener] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._retry_now: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._inputs: asyncio.Queue[tuple[str, int, Any]] | None = None
+        self._stream_task: asyncio.Task[None] | None = None
+        self._stream_number = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def attempt(self) -> int:
+        """Reconnect attempts since the stream last opened."""
+        return self._machine.attempt
 
     # -- public, any thread ----------------------------------------------------
 
@@ -157,17 +179,17 @@ class Feed:
 
     def retry_now(self) -> None:
         """Try the stream now instead of at the next scheduled attempt."""
-        loop, event = self._loop, self._retry_now
-        if loop is not None and event is not None:
+        loop, inputs = self._loop, self._inputs
+        if loop is not None and inputs is not None:
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(event.set)
+                loop.call_soon_threadsafe(inputs.put_nowait, ("retry", 0, None))
 
-    # -- the state machine (feed thread) ----------------------------------------
+    # -- the driver of the machine (feed thread) -----------------------------------
 
     def _run(self, ready: threading.Event) -> None:
         loop = asyncio.new_event_loop()
         self._loop = loop
-        self._retry_now = asyncio.Event()
+        self._inputs = asyncio.Queue()
         self._task = loop.create_task(self._main())
         ready.set()
         with contextlib.suppress(asyncio.CancelledError):
@@ -175,85 +197,93 @@ class Feed:
         loop.close()
 
     async def _main(self) -> None:
+        assert self._inputs is not None
+        machine = self._machine
         async with AsyncApi(self.server_url, self.token, timeout_s=REQUEST_TIMEOUT_S) as api:
             follower = Follower(api, connect_timeout_s=CONNECT_TIMEOUT_S, silence_s=SILENCE_S)
-            fallback = False
             try:
+                self._carry_out(machine.start(time.monotonic()), api, follower)
                 while True:
-                    if await self._stream(follower):
-                        fallback = False
-                    if self.state == "unauthorized" or fallback:
-                        # A background retry failed; polling (if any) goes on.
-                        await self._pause(self.sse_retry_s)
+                    due = machine.next_due()
+                    wait = None if due is None else max(0.0, due - time.monotonic())
+                    try:
+                        kind, number, value = await asyncio.wait_for(self._inputs.get(), wait)
+                    except TimeoutError:
+                        self._carry_out(machine.tick(time.monotonic()), api, follower)
                         continue
-                    if self.attempt < len(self.backoff_s):
-                        delay = self.backoff_s[self.attempt]
-                        self.attempt += 1
-                        self._set_state("reconnecting", force=True)
-                        await self._pause(delay)
-                        continue
-                    # Out of attempts: poll /all, keep trying the stream.
-                    fallback = True
-                    self._poller = asyncio.create_task(self._poll(api))
-                    await self._pause(self.sse_retry_s)
+                    now = time.monotonic()
+                    if kind == "retry":
+                        commands = machine.retry_now(now)
+                    elif kind == "poll":
+                        answer, body = value
+                        if answer == "ok" and machine.wants_poll(number):
+                            if body.get("last_event_id") is not None:
+                                self.last_event_id = str(body["last_event_id"])
+                            self._replace(body.get("sessions", []))
+                        commands = machine.poll_answered(now, number, answer)
+                    elif number != self._stream_number:
+                        continue  # from a stream attempt the machine dropped
+                    elif kind == "opened":
+                        commands = machine.opened(now)
+                    elif kind == "rejected":
+                        commands = machine.rejected(now)
+                    else:
+                        commands = machine.failed(now)
+                    self._carry_out(commands, api, follower)
             finally:
-                self._stop_polling()
+                self._close_stream()
+                for task in list(self._tasks):
+                    task.cancel()
 
-    async def _pause(self, seconds: float) -> None:
-        assert self._retry_now is not None
-        self._retry_now.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._retry_now.wait(), seconds)
+    def _carry_out(self, commands: list[Command], api: AsyncApi, follower: Follower) -> None:
+        for command in commands:
+            if isinstance(command, Open):
+                self._close_stream()
+                self._stream_task = self._spawn(self._follow(follower, self._stream_number))
+            elif isinstance(command, Close):
+                self._close_stream()
+            elif isinstance(command, Poll):
+                self._spawn(self._poll(api, command.number))
+            else:
+                self._set_state(command.state, command.forced)
 
-    async def _stream(self, follower: Follower) -> bool:
-        """Follow /stream until it fails; say whether it opened."""
-        opened = False
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
-        def on_open() -> None:
-            nonlocal opened
-            opened = True
-            self._stop_polling()
-            self.attempt = 0
-            self._set_state("live")
+    def _close_stream(self) -> None:
+        self._stream_number += 1
+        if self._stream_task is not None:
+            self._stream_task.cancel()
+            self._stream_task = None
 
+    def _input(self, kind: str, number: int, value: Any = None) -> None:
+        assert self._inputs is not None
+        self._inputs.put_nowait((kind, number, value))
+
+    async def _follow(self, follower: Follower, number: int) -> None:
+        """One stream attempt; tells the machine how it went."""
         follower.last_event_id = self.last_event_id  # a poll may have moved it
         try:
-            await follower.follow(self._apply_event, on_open)
+            await follower.follow(self._apply_event, lambda: self._input("opened", number))
         except AuthError as error:
             log.warning("%s", error)
-            self._set_state("unauthorized")
+            self._input("rejected", number)
         except ClientError as error:
             log.debug("stream failed: %s", error)
-        return opened
+            self._input("failed", number)
 
-    _poller: asyncio.Task[None] | None = None
-
-    def _stop_polling(self) -> None:
-        # A poll answer that lands after the stream reopened must not
-        # overwrite fresher events, so the poller is cancelled, not told.
-        if self._poller is not None:
-            self._poller.cancel()
-            self._poller = None
-
-    async def _poll(self, api: AsyncApi) -> None:
-        while True:
-            try:
-                body = await api.get_json("/all")
-            except AuthError:
-                self._set_state("unauthorized")
-            except ClientError:
-                self._set_state("offline")
-            else:
-                if not isinstance(body, dict):
-                    body = {}
-                if body.get("last_event_id") is not None:
-                    self.last_event_id = str(body["last_event_id"])
-                came_back = self.state == "offline"
-                self._replace(body.get("sessions", []))
-                self._set_state("polling")
-                if came_back:
-                    self.retry_now()  # likely back for the stream too
-            await asyncio.sleep(self.poll_s)
+    async def _poll(self, api: AsyncApi, number: int) -> None:
+        try:
+            body = await api.get_json("/all")
+        except AuthError:
+            self._input("poll", number, ("auth", None))
+        except ClientError:
+            self._input("poll", number, ("error", None))
+        else:
+            self._input("poll", number, ("ok", body if isinstance(body, dict) else {}))
 
     def _on_event(self, event: str, event_id: str, data: str) -> None:
         """One raw stream event (what the follower hands over, parsed)."""
@@ -388,14 +418,21 @@ class Filters:
             return False
         if session.get("status") not in self.statuses:
             return False
-        needle = self.text.strip().lower()
-        if not needle:
-            return True
-        haystack = " ".join(
-            _text(session.get(k)).lower()
-            for k in ("project", "title", "current_task", "user", "host", "git_branch", "model")
-        )
-        return needle in haystack or needle in sid.lower()
+        return search_matches(session, self.text)
+
+
+#: What the search box looks at, as the web page's (frontend/view.js, matches()).
+SEARCHED_FIELDS = ("project", "title", "git_branch", "current_task")
+
+
+def search_matches(session: Session, query: str) -> bool:
+    """Whether every word of `query` (any case) is in one of the session's
+    searched fields; tests/vectors/search.json is shared with the web page."""
+    words = query.lower().split()
+    haystack = "\n".join(
+        value.lower() for key in SEARCHED_FIELDS if isinstance(value := session.get(key), str)
+    )
+    return all(word in haystack for word in words)
 
 
 @dataclass
@@ -501,7 +538,7 @@ class DashboardView:
             label="Status", options=list(STATUSES), value=list(STATUSES), width=360
         )
         self.text_filter = pn.widgets.TextInput(
-            label="Search", placeholder="project, task, user, host, id…", width=260
+            label="Search", placeholder="project, title, branch, task…", width=260
         )
         for widget in (self.source_filter, self.status_filter):
             widget.param.watch(self._on_filter, "value")

@@ -387,3 +387,56 @@ test('retryNow() skips the wait for the next attempt', async () => {
   t.conn.retryNow(); // no-op while Live
   assert.equal(t.es.instances.length, before + 1);
 });
+
+// --- the fallback specification shared with the Panel dashboard -------------
+// tests/vectors/feed.json is run here against Connection and by
+// tests/test_feed.py against sessionwatch.clients.feed.FeedMachine.
+
+import { readFileSync } from 'node:fs';
+
+const VECTORS = JSON.parse(
+  readFileSync(new URL('../vectors/feed.json', import.meta.url), 'utf8'),
+);
+
+const ANSWERS = {
+  ok: { status: 200, body: { sessions: [], last_event_id: 1, timestamp: 0 } },
+  error: { status: 503, body: null },
+  auth: { status: 401, body: null },
+};
+
+for (const c of VECTORS.cases) {
+  test(`shared vector: ${c.name}`, async () => {
+    const o = VECTORS.options;
+    let answer = c.all ?? 'error';
+    const t = setup({
+      respond: () => ANSWERS[answer],
+      backoffMs: o.backoff_ms,
+      pollMs: o.poll_ms,
+      sseRetryMs: o.sse_retry_ms,
+      connectTimeoutMs: o.connect_timeout_ms,
+    });
+    for (const [number, step] of c.steps.entries()) {
+      switch (step.do) {
+        case 'start': t.conn.start(); break;
+        case 'open': t.es.latest().open(); break;
+        case 'fail': t.es.latest().fail(); break;
+        case 'wait': await t.clock.advance(step.ms); break;
+        case 'all': answer = step.with; break;
+        case 'retry_now': t.conn.retryNow(); break;
+        default: throw new Error(`unknown step ${step.do}`);
+      }
+      await flush();
+      const observed = {
+        // The page shows Offline and asks for sign-in; the spec calls it unauthorized.
+        state: t.authRequired() > 0 ? 'unauthorized' : t.conn.state,
+        attempt: t.conn.attempt,
+        streams: t.es.instances.length,
+        polls: t.fetcher.calls.length,
+      };
+      const expected = step.expect ?? {};
+      const seen = Object.fromEntries(Object.keys(expected).map((k) => [k, observed[k]]));
+      assert.deepEqual(seen, expected, `step ${number} ${JSON.stringify(step)}`);
+    }
+    t.conn.stop();
+  });
+}

@@ -128,3 +128,14 @@ test('notify when Claude goes from running to waiting, and when a Panel session 
   assert.equal(notificationFor(panel, { ...panel, status: 'idle' }), null);
   assert.equal(notificationFor(null, panel), null, 'a new session is not a transition');
 });
+
+// What the search box means, shared with the Panel dashboard (tests/test_dashboard.py).
+import { readFileSync } from 'node:fs';
+
+const SEARCH = JSON.parse(readFileSync(new URL('../vectors/search.json', import.meta.url), 'utf8'));
+
+test('search follows the shared vectors', () => {
+  for (const { q, match } of SEARCH.cases) {
+    assert.equal(matches(SEARCH.session, { ...DEFAULT_VIEW, q }), match, JSON.stringify(q));
+  }
+});
