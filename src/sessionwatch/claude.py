@@ -14,18 +14,26 @@ offsets and persistence live in ``index.py``.
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
 from sessionwatch.redact import mask
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    import logging
+
+
+def _log() -> logging.Logger:
+    """This module's logger; ``logging`` (and traceback) load only when
+    something is logged: `scan` start-up counts."""
+    import logging
+
+    return logging.getLogger(__name__)
 
 TITLE_MAX = 120
 #: Recent ``(message.id, requestId)`` groups remembered per file. Claude Code
@@ -400,7 +408,7 @@ def _convert_stamps(agg: FileAgg) -> None:
 
 def _bad(agg: FileAgg, result: ParseResult, source: str, why: str) -> None:
     if agg.bad_lines == 0:
-        log.warning("skipping bad transcript line in %s: %s", source or "transcript", why[:200])
+        _log().warning("skipping bad transcript line in %s: %s", source or "transcript", why[:200])
     agg.bad_lines += 1
     result.bad += 1
 

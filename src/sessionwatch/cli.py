@@ -6,7 +6,6 @@ A user mistake is one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
@@ -16,8 +15,8 @@ from typing import Any, NoReturn
 
 # Only what every command needs is imported here: `scan` is timed against
 # ccusage with process start-up included (DESIGN.md "Speed and size"), so the
-# server's modules (uvicorn, Starlette, prometheus_client, aiosqlite) load in
-# `serve`, orjson when JSON is printed.
+# server's modules (uvicorn, Starlette, prometheus_client, aiosqlite, logging)
+# load in `serve`, orjson when JSON is printed.
 from sessionwatch import __version__
 from sessionwatch.config import Settings
 from sessionwatch.errors import ConfigError, SessionwatchError
@@ -206,6 +205,8 @@ def configure_logging(level: str, named: dict[str, str]) -> str:
     """sessionwatch's loggers at ``level``; every other logger at info or above
     unless named: aiosqlite's debug lines carry SQL parameters, so prompts,
     titles and paths (issue 8, item 15). Returns the level for uvicorn."""
+    import logging
+
     others = level if LOG_LEVELS.index(level) > LOG_LEVELS.index("info") else "info"
     logging.basicConfig(level=others.upper(), format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("sessionwatch").setLevel(level.upper())
@@ -220,6 +221,8 @@ def configure_logging(level: str, named: dict[str, str]) -> str:
 
 
 def serve(args: argparse.Namespace) -> int:
+    import logging
+
     import uvicorn
 
     from sessionwatch import security

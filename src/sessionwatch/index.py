@@ -11,8 +11,6 @@ from 0.
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import stat
 import sys
@@ -47,11 +45,20 @@ from sessionwatch.metrics import IndexMetrics, Tally
 from sessionwatch.prices import PriceTable
 
 if TYPE_CHECKING:
+    import logging
+
     # Imported where rows are made (the server's path): `scan` never loads
     # the store, its SQLite and asyncio.
     from sessionwatch.store import TranscriptRow
 
-log = logging.getLogger(__name__)
+
+def _log() -> logging.Logger:
+    """This module's logger; ``logging`` (and traceback) load only when
+    something is logged: `scan` start-up counts."""
+    import logging
+
+    return logging.getLogger(__name__)
+
 
 CHUNK = 16 * 1024 * 1024
 #: Below this much to read, one process is faster than starting workers
@@ -323,6 +330,8 @@ class ClaudeIndex:
 
     def read_hints(self, path: Path) -> None:
         """Read ``sessions-index.json``; stale in recent Claude Code, so a hint only."""
+        import json
+
         try:
             data = json.loads(path.read_bytes())
             entries = data.get("entries", []) if isinstance(data, dict) else []
@@ -376,7 +385,7 @@ class ClaudeIndex:
             if not self._read(fs, st.st_size, settled):
                 # Same inode and no shorter, but not what was read: rewritten
                 # in place, so not an append (issue 8, item 4).
-                log.info("%s was rewritten in place; reading it again from the start", key)
+                _log().info("%s was rewritten in place; reading it again from the start", key)
                 touched |= self.forget(key)
                 fs = FileState(key, info.kind, info.session_id, st.st_dev, st.st_ino)
                 self.files[key] = fs
@@ -516,7 +525,7 @@ class ClaudeIndex:
     def _warn(self, path: str, reason: str, text: str) -> None:
         if (path, reason) not in self._warned:
             self._warned.add((path, reason))
-            log.warning("%s: %s", path, text)
+            _log().warning("%s: %s", path, text)
 
     def take_changes(self) -> tuple[list[TranscriptRow], list[str]]:
         """Rows to persist since the last call, and paths to delete."""

@@ -19,19 +19,28 @@ the session's ``cost_usd`` is ``null``, never a guessed 0 or a neighbour's.
 
 from __future__ import annotations
 
-import json
-import logging
 import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from sessionwatch.errors import PricesError
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    import logging
+
+
+def _log() -> logging.Logger:
+    """This module's logger; ``logging`` (and traceback) load only when
+    something is logged: `scan` start-up counts."""
+    import logging
+
+    return logging.getLogger(__name__)
 
 #: Suffixes that name a snapshot or a deployment of a model, not another model:
 #: ``-20250514``, ``@20250514``, ``-2025-05-14``, Bedrock's ``-v1:0``, Vertex's
@@ -111,11 +120,13 @@ class PriceTable:
             from importlib import resources
 
             text = resources.files("sessionwatch").joinpath("prices.json").read_text("utf-8")
-        return cls(json.loads(text), library=True)
+        return cls(msgspec.json.decode(text), library=True)
 
     @classmethod
     def from_file(cls, path: Path) -> PriceTable:
         """``--prices FILE``: the file alone decides (no embedded table, no library)."""
+        import json
+
         try:
             data = json.loads(path.read_text("utf-8"))
         except OSError as exc:
@@ -191,7 +202,7 @@ def _library_price(key: str, long_threshold: int) -> ModelPrice | None:
                 if info.is_match(key) and normalise_model(info.id) == key:
                     return _convert(info, long_threshold)
     except (AttributeError, TypeError, ValueError, ArithmeticError) as exc:
-        log.warning("genai-prices data for %s not understood: %r", key, exc)
+        _log().warning("genai-prices data for %s not understood: %r", key, exc)
     return None
 
 
