@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 
 import httpx
 
+from sessionwatch.clients.follow import StreamEvent, apply_event
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_APP = ROOT / "examples" / "panel_app.py"
 #: Debian's Chromium; tests that drive it request the `chromium_bin` fixture, which fails when it is missing.
@@ -390,14 +392,8 @@ class StreamWatch:
             return
         self.events.append((item.event, item.data, item.at))
         sessions = item.data.get("sessions", [])
-        if item.event in ("init", "refresh"):
-            self.sessions = {s["id"]: s for s in sessions}
-        elif item.event == "session-deleted":
-            for s in sessions:
-                self.sessions.pop(s["id"], None)
-        elif item.event in ("session-created", "session-updated"):
-            for s in sessions:
-                self.sessions[s["id"]] = s
+        # The clients' own rule for keeping a copy of the sessions.
+        apply_event(self.sessions, StreamEvent(item.event, item.id, sessions, item.data))
 
     def wait(self, predicate: Callable[[StreamWatch], T], timeout: float = 10.0, what: str = "") -> T:
         deadline = time.monotonic() + timeout

@@ -1,4 +1,10 @@
-"""A test SSE client that collects events in a background thread."""
+"""A test SSE client that collects events in a background thread.
+
+A probe of the protocol, not a client: it records the raw status, headers
+and every event of one connection and never reconnects, so tests can check
+what the server sends. Clients (tracker, dashboards, tests that keep a copy
+of the sessions) follow the stream with ``sessionwatch.clients.follow``.
+"""
 
 from __future__ import annotations
 

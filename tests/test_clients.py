@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sessionwatch.clients.follow import Follower, StreamEvent, parse_event
+from sessionwatch.clients.follow import Follower, StreamEvent, apply_event, parse_event
 from sessionwatch.clients.http import (
     ApiError,
     AsyncApi,
@@ -225,3 +225,13 @@ def test_importing_the_tracker_does_not_import_the_servers_store() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_apply_event_keeps_a_copy_of_the_sessions() -> None:
+    sessions: dict[str, dict[str, Any]] = {"old": {"id": "old"}}
+    assert apply_event(sessions, StreamEvent("init", "1", [{"id": "a"}, {"id": "b"}]))
+    assert list(sessions) == ["a", "b"]
+    assert not apply_event(sessions, StreamEvent("session-updated", "2", [{"id": "a", "status": "running"}]))
+    assert not apply_event(sessions, StreamEvent("session-created", "3", [{"id": "c"}]))
+    assert not apply_event(sessions, StreamEvent("session-deleted", "4", [{"id": "b"}]))
+    assert sessions == {"a": {"id": "a", "status": "running"}, "c": {"id": "c"}}

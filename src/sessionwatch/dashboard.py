@@ -36,7 +36,14 @@ from typing import Any
 import panel  # imported here so that `sessionwatch dashboard` reports a missing Panel at once
 
 from sessionwatch.clients.feed import Close, Command, FeedMachine, FeedOptions, Open, Poll
-from sessionwatch.clients.follow import CONNECT_TIMEOUT_S, SILENCE_S, Follower, StreamEvent, parse_event
+from sessionwatch.clients.follow import (
+    CONNECT_TIMEOUT_S,
+    SILENCE_S,
+    Follower,
+    StreamEvent,
+    apply_event,
+    parse_event,
+)
 from sessionwatch.clients.http import (
     BACKOFF_S,
     ApiError,
@@ -294,17 +301,9 @@ class Feed:
     def _apply_event(self, event: StreamEvent) -> None:
         if event.id:
             self.last_event_id = event.id
-        if event.type in ("init", "refresh"):
-            self._replace(event.sessions)
-            return
         with self._lock:
-            for session in event.sessions:
-                sid = str(session.get("id"))
-                if event.type == "session-deleted":
-                    self._sessions.pop(sid, None)
-                else:
-                    self._sessions[sid] = session
-        self._notify("changed")
+            replaced = apply_event(self._sessions, event)
+        self._notify("snapshot" if replaced else "changed")
 
     def _replace(self, sessions: Iterable[Session]) -> None:
         with self._lock:

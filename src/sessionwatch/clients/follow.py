@@ -43,6 +43,7 @@ __all__ = [
     "SILENCE_S",
     "Follower",
     "StreamEvent",
+    "apply_event",
     "parse_event",
 ]
 
@@ -84,6 +85,24 @@ def parse_event(event: str, event_id: str | None, data: str) -> StreamEvent | No
         [s for s in sessions if isinstance(s, dict)],
         payload,
     )
+
+
+def apply_event(sessions: dict[str, dict[str, Any]], event: StreamEvent) -> bool:
+    """Bring a client's copy of the sessions (id -> Session) up to `event`.
+
+    Returns whether the whole copy was replaced (``init``/``refresh``).
+    """
+    if event.type in ("init", "refresh"):
+        sessions.clear()
+        sessions.update((str(s.get("id")), s) for s in event.sessions)
+        return True
+    for session in event.sessions:
+        sid = str(session.get("id"))
+        if event.type == "session-deleted":
+            sessions.pop(sid, None)
+        elif event.type in ("session-created", "session-updated"):
+            sessions[sid] = session
+    return False
 
 
 OnEvent = Callable[[StreamEvent], None]
