@@ -334,8 +334,9 @@ class _HttpBackend(_Backend):
     async def _pause(self, seconds: float) -> None:
         if self.rejected:
             # The same token cannot work until someone changes it: retry
-            # rarely, whatever the backoff says.
-            await asyncio.sleep(AUTH_RETRY_S)
+            # rarely, whatever the backoff says (or as soon as the stream,
+            # retried as rarely, is accepted).
+            await _wait(self._back, AUTH_RETRY_S)
             return
         # A working stream or heartbeat cuts the pause short.
         await _wait(self._back, seconds)
