@@ -2,6 +2,10 @@
 speed and size figure of DESIGN.md "Speed and size", printed as one table and
 written to docs/benchmarks.md with the machine, the commands and the date.
 
+Each figure's last result is kept in docs/benchmarks.json, by benchmark: a run
+with ``--only`` replaces only the rows of the benchmarks it ran, and
+docs/benchmarks.md is rebuilt from all of them plus bench/analysis.md.
+
 ``--quick`` uses small sizes (about a minute); ``--smoke`` the smallest that
 still run every path, to check the harness works (the test suite runs it; its
 figures mean little)."""
@@ -34,6 +38,9 @@ from bench.common import (
 
 CCUSAGE_VERSION = "20.0.24"  # newest release whose @ccusage/ccusage-linux-x64 binary is published
 CCUSAGE_PREFIX = Path(os.environ.get("BENCH_CCUSAGE_PREFIX", "/tmp/ccusage-bench"))
+#: `src` of another sessionwatch checkout (BENCH_BASELINE_SRC): the cold index
+#: runs it too, alternating with this tree and ccusage (before/after figures).
+BASELINE_SRC = os.environ.get("BENCH_BASELINE_SRC", "")
 
 Row = tuple[str, str, str, str]  # figure, measured, target, met?
 MODE = "full"  # "smoke", "quick" or "full"; set by main()
@@ -49,15 +56,28 @@ def debounces() -> tuple[int, ...]:
 
 ROWS: list[Row] = []
 NOTES: list[str] = []
+#: rows and notes by benchmark name (the one running: CURRENT)
+BY_BENCH: dict[str, dict[str, list[Any]]] = {}
+CURRENT = ""
 
 
 def row(figure: str, measured: str, target: str, met: bool | None) -> None:
-    ROWS.append((figure, measured, target, "—" if met is None else ("yes" if met else "**no**")))
+    r = (figure, measured, target, "—" if met is None else ("yes" if met else "**no**"))
+    ROWS.append(r)
+    BY_BENCH.setdefault(CURRENT, {"rows": [], "notes": []})["rows"].append(r)
     print(f"  {figure}: {measured}  (target {target})", flush=True)
+
+
+def set_met(met: bool) -> None:
+    """Change the last row's verdict (once a later figure decides it)."""
+    r = ROWS[-1][:3] + (("yes" if met else "**no**"),)
+    ROWS[-1] = r
+    BY_BENCH[CURRENT]["rows"][-1] = r
 
 
 def note(text: str) -> None:
     NOTES.append(text)
+    BY_BENCH.setdefault(CURRENT, {"rows": [], "notes": []})["notes"].append(text)
     print("  note: " + text, flush=True)
 
 
@@ -252,43 +272,79 @@ def ccusage_bin() -> list[str] | None:
     return [str(exe[0])] if exe else ["node", str(cli)]
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None, runs: int = 3) -> tuple[list[float], bytes]:
-    times, out = [], b""
+def alternate(cmds: list[tuple[list[str], dict[str, str] | None]], runs: int) -> tuple[list[list[float]], list[bytes]]:
+    """Run the commands in turn, ``runs`` rounds (a, b, a, b, ...), so that a
+    shared machine's load falls on each alike; wall times and last outputs."""
+    times: list[list[float]] = [[] for _ in cmds]
+    outs = [b""] * len(cmds)
     for _ in range(runs):
-        t = time.perf_counter()
-        r = subprocess.run(cmd, capture_output=True, env=env, timeout=900)
-        times.append(time.perf_counter() - t)
-        if r.returncode != 0:
-            raise RuntimeError(f"{cmd[0]} exited {r.returncode}: {r.stderr[-500:]!r}")
-        out = r.stdout
-    return times, out
+        for i, (cmd, env) in enumerate(cmds):
+            t = time.perf_counter()
+            r = subprocess.run(cmd, capture_output=True, env=env, timeout=900)
+            times[i].append(time.perf_counter() - t)
+            if r.returncode != 0:
+                raise RuntimeError(f"{cmd[0]} exited {r.returncode}: {r.stderr[-500:]!r}")
+            outs[i] = r.stdout
+    return times, outs
+
+
+def load() -> str:
+    return "load average " + " / ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
 def bench_cold(work: Path, quick: bool) -> None:
-    size = pick(5 * 2**20, 50 * 2**20, 2**30)
-    root = work / "cold"
-    sessions, nfiles, total = make_corpus(root, size)
-    mb = total / 1e6
-    subprocess.run(["cat"] + [str(p) for p in (root / "projects").rglob("*.jsonl")],
-                   stdout=subprocess.DEVNULL)  # both tools read from the page cache
-    runs = pick(1, 3, 5)
-    sw_cmd = [sys.executable, "-m", "sessionwatch", "scan", "--json", "--projects-dir", str(root / "projects")]
-    sw_t, sw_out = timed(sw_cmd, runs=runs)
-    sw_rate = mb / median(sw_t)
-    row(f"cold index `sessionwatch scan --json`, {sessions} sessions / {nfiles} files / {mb:.0f} MB",
-        f"median {median(sw_t):.2f} s of {runs} → {sw_rate:.0f} MB/s", "≥ ccusage (≈ 290 MB/s here)", None)
+    sizes = pick([5 * 10**6], [50 * 10**6], [200 * 10**6, 10**9])
+    runs = pick(1, 3, 7)
     cc = None if MODE == "smoke" else ccusage_bin()
-    if cc is None:
-        row("cold index `ccusage session --json --offline`", "not run (see notes)", "—", None)
-        return
-    env = dict(os.environ, CLAUDE_CONFIG_DIR=str(root))
-    cc_t, cc_out = timed(cc + ["session", "--json", "--offline"], env=env, runs=runs)
-    cc_rate = mb / median(cc_t)
-    row(f"cold index `ccusage session --json --offline` {CCUSAGE_VERSION}, same corpus",
-        f"median {median(cc_t):.2f} s of {runs} → {cc_rate:.0f} MB/s", "—", None)
-    ROWS[-2] = ROWS[-2][:3] + (("yes" if sw_rate >= cc_rate else "**no**"),)
-    row("cold index ratio sessionwatch / ccusage", f"{sw_rate / cc_rate:.2f}×", "≥ 1.0×", sw_rate >= cc_rate)
-    # per-session token totals
+    empty = work / "cold-empty"
+    empty.mkdir(parents=True, exist_ok=True)
+    sw_empty = [sys.executable, "-m", "sessionwatch", "scan", "--json", "--projects-dir", str(empty)]
+    starts = [(sw_empty, None)] + ([(sw_empty, dict(os.environ, PYTHONPATH=BASELINE_SRC))] if BASELINE_SRC else [])
+    start_t, _ = alternate(starts, pick(3, 5, 7))
+    row("`sessionwatch scan --json` start-up (empty projects dir)",
+        f"median {median(start_t[0]) * 1000:.0f} ms of {len(start_t[0])}"
+        + (f" (baseline {BASELINE_SRC}: {median(start_t[1]) * 1000:.0f} ms, same rounds)" if BASELINE_SRC else ""),
+        "— (part of the cold index below)", None)
+    for size in sizes:
+        root = work / "cold"
+        sessions, nfiles, total = make_corpus(root, size)
+        mb = total / 1e6
+        subprocess.run(["cat"] + [str(p) for p in (root / "projects").rglob("*.jsonl")],
+                       stdout=subprocess.DEVNULL)  # both tools read from the page cache
+        sw_cmd = [sys.executable, "-m", "sessionwatch", "scan", "--json", "--projects-dir", str(root / "projects")]
+        figure = f"cold index `sessionwatch scan --json`, {sessions} sessions / {nfiles} files / {mb:.0f} MB"
+        if cc is None:
+            (sw_t,), (sw_out,) = alternate([(sw_cmd, None)], runs)
+            row(figure, f"median {median(sw_t):.2f} s of {runs} → {mb / median(sw_t):.0f} MB/s", "≥ ccusage", None)
+            row("cold index `ccusage session --json --offline`", "not run (see notes)", "—", None)
+            continue
+        env = dict(os.environ, CLAUDE_CONFIG_DIR=str(root))
+        before = load()
+        cmds = [(sw_cmd, None), (cc + ["session", "--json", "--offline"], env)]
+        if BASELINE_SRC:  # an older sessionwatch, in the same rounds: before/after side by side
+            cmds.append((sw_cmd, dict(os.environ, PYTHONPATH=BASELINE_SRC)))
+        times, outs = alternate(cmds, runs)
+        (sw_t, cc_t), (sw_out, cc_out) = times[:2], outs[:2]
+        sw_rate, cc_rate = mb / median(sw_t), mb / median(cc_t)
+        row(figure, f"median {median(sw_t):.2f} s of {runs} → {sw_rate:.0f} MB/s (alternating with ccusage; {before})",
+            "faster than ccusage, same corpus", sw_rate >= cc_rate)
+        row(f"cold index `ccusage session --json --offline` {CCUSAGE_VERSION}, same {mb:.0f} MB corpus",
+            f"median {median(cc_t):.2f} s of {runs} → {cc_rate:.0f} MB/s", "—", None)
+        row(f"cold index ratio sessionwatch / ccusage, {mb:.0f} MB", f"{sw_rate / cc_rate:.2f}× "
+            f"(runs: ours {', '.join(f'{t:.2f}' for t in sw_t)}; ccusage {', '.join(f'{t:.2f}' for t in cc_t)})",
+            "> 1.0×", sw_rate > cc_rate)
+        if BASELINE_SRC:
+            base_t = times[2]
+            row(f"cold index, baseline sessionwatch ({BASELINE_SRC}), same {mb:.0f} MB corpus, same rounds",
+                f"median {median(base_t):.2f} s of {runs} → {mb / median(base_t):.0f} MB/s "
+                f"({mb / median(base_t) / cc_rate:.2f}× ccusage)", "—", None)
+            if json.loads(outs[2])["totals"] != json.loads(sw_out)["totals"]:
+                note(f"baseline totals differ from this tree's on the {mb:.0f} MB corpus")
+        compare_tokens(sw_out, cc_out, mb)
+
+
+def compare_tokens(sw_out: bytes, cc_out: bytes, mb: float) -> None:
+    """Per-session token totals of both tools, session by session."""
     sw = {s["id"]: s["tokens"] for s in json.loads(sw_out)["sessions"]}
     ccs = {s["period"]: s for s in json.loads(cc_out)["session"]}
     mism = 0
@@ -302,7 +358,7 @@ def bench_cold(work: Path, quick: bool) -> None:
             if len(examples) < 3:
                 examples.append(f"{sid}: sessionwatch {mine} vs ccusage {theirs}")
     only_cc = len(set(ccs) - set(sw))
-    row("per-session token totals equal to ccusage",
+    row(f"per-session token totals equal to ccusage, {mb:.0f} MB",
         f"{len(sw) - mism} of {len(sw)} sessions equal; {mism} mismatches; {only_cc} ccusage-only sessions",
         "every session equal", mism == 0 and only_cc == 0)
     for e in examples:
@@ -479,6 +535,57 @@ def bench_tracker(work: Path, quick: bool) -> None:
         row("kill latency (request → websocket closed)", "see Panel issue", "p50/p99 reported", None)
 
 
+# --- 8. tracker registrations with many Panel sessions live ----------------------------------------
+
+
+def bench_registrations(work: Path, quick: bool) -> None:
+    live, count = pick((200, 200), (2000, 1000), (10000, 5000))
+    r = subprocess.run([sys.executable, "-m", "bench.registrations", "--live", str(live), "--count", str(count)],
+                       capture_output=True, text=True, cwd=REPO, timeout=900)
+    figure = f"tracker registrations with {live:,} Panel sessions live (`POST /sessions`, 8 connections)"
+    target = "≥ 1,000 / s (10,000 live)"
+    if r.returncode != 0:
+        row(figure, "failed: " + r.stderr.strip()[-200:], target, False)
+        return
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    reg, st = res["register"], res["status"]
+    errors = reg["errors"] + st["errors"]
+    row(figure,
+        f"{reg['per_s']:,.0f} registrations/s ({reg['requests']} timed after {live:,}, p50 {ms(reg['p50_ms'])} "
+        f"p99 {ms(reg['p99_ms'])}, {reg['errors']} errors)",
+        target, (reg["per_s"] >= 1000 and errors == 0) if live >= 10000 else None)
+    row(f"tracker status updates with {live:,} Panel sessions live (`PUT /sessions/{{id}}/status`)",
+        f"{st['per_s']:,.0f} updates/s (p50 {ms(st['p50_ms'])} p99 {ms(st['p99_ms'])}, {st['errors']} errors; "
+        f"a `/stream?source=panel` client saw {res['events_seen_by_a_stream_client']:,} events)",
+        "— (no target; report)", None)
+    if errors:
+        note(f"registrations: {errors} errors, first: {reg['first_error'] or st['first_error']}")
+
+
+# --- 9. replay window memory ---------------------------------------------------------------------
+
+
+def bench_replay(work: Path, quick: bool) -> None:
+    sessions, refreshes = pick((20, 64), (300, 512), (300, 4096))
+    r = subprocess.run([sys.executable, "-m", "bench.replay_memory", "--json", "--sessions", str(sessions),
+                        "--refreshes", str(refreshes), "--settle-s", str(pick(1, 3, 5))],
+                       capture_output=True, text=True, cwd=REPO, timeout=1200)
+    figure = f"replay window memory, {sessions} Panel sessions × {refreshes:,} `POST /refresh`"
+    target = "≤ 64 MiB, whatever the events' size"
+    if r.returncode != 0:
+        row(figure, "failed: " + r.stderr.strip()[-200:], target, False)
+        return
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    peak = res["peak_bytes"] / 2**20
+    row(figure,
+        f"the hub's window peaked at {peak:.1f} MiB ({res['peak_events']:,} events of ≈ {res['event_kib']:.0f} KiB; "
+        f"{res['events']:,} kept at the end); server RSS {res['rss_before_mib']:.0f} → {res['rss_after_mib']:.0f} MiB, "
+        f"{res['rss_settled_mib']:.0f} MiB after {pick(1, 3, 5)} s quiet",
+        target, res["peak_bytes"] <= 64 * 2**20 and res["received"] == refreshes)
+    if res["received"] != refreshes:
+        note(f"replay: the stream client received {res['received']} of {refreshes} refresh events")
+
+
 BENCHES: dict[str, Callable[[Path, bool], None]] = {
     "latency": bench_latency,
     "memory": bench_memory,
@@ -488,6 +595,8 @@ BENCHES: dict[str, Callable[[Path, bool], None]] = {
     "warm": bench_warm,
     "fanout": bench_fanout,
     "tracker": bench_tracker,
+    "registrations": bench_registrations,
+    "replay": bench_replay,
 }
 
 
@@ -508,30 +617,48 @@ def machine() -> dict[str, str]:
             "Python": platform.python_version(), "OS": platform.platform()}
 
 
-def table() -> str:
+def table(rows: list[Row] | None = None) -> str:
     lines = ["| figure | measured | target | met? |", "|---|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in ROWS]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in (ROWS if rows is None else rows)]
     return "\n".join(lines)
 
 
+RESULTS = REPO / "docs" / "benchmarks.json"
+
+
 def write_doc(args: argparse.Namespace, cmd: str, wall: float) -> None:
+    """Record this run's benchmarks in docs/benchmarks.json and rebuild docs/benchmarks.md."""
+    stored: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    runs: dict[str, Any] = stored.setdefault("benchmarks", {})
+    date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     m = machine()
-    analysis = (REPO / "bench" / "analysis.md")
+    for name, got in BY_BENCH.items():
+        runs[name] = {"command": cmd, "mode": MODE, "date": date, "wall_s": round(wall), "machine": m,
+                      "rows": [list(r) for r in got["rows"]], "notes": got["notes"]}
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(stored, indent=1, ensure_ascii=False) + "\n")
+    order = [n for n in BENCHES if n in runs] + [n for n in runs if n not in BENCHES]
+    rows: list[Row] = [tuple(r) for n in order for r in runs[n]["rows"]]  # type: ignore[misc]
+    notes = [f"{t} ({n})" for n in order for t in runs[n]["notes"]]
+    by_cmd: dict[tuple[str, str], list[str]] = {}
+    for n in order:
+        by_cmd.setdefault((runs[n]["date"], runs[n]["command"]), []).append(n)
     text = ["# Benchmarks", "",
-            "Generated by `bench/run` (`python -m bench`); the table is rewritten on every run, "
-            "the analysis below it comes from `bench/analysis.md`.", "",
-            f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-            f"- command: `{cmd}` ({MODE} pass, {wall:.0f} s wall)",
-            *[f"- {k}: {v}" for k, v in m.items()], "",
-            "## Results", "", table(), ""]
-    if NOTES:
-        text += ["Notes from this run:", ""] + [f"- {n}" for n in NOTES] + [""]
+            "Generated by `bench/run` (`python -m bench`) from each benchmark's last run "
+            "(`docs/benchmarks.json`; a run with `--only` replaces only its own rows); "
+            "the analysis below the table comes from `bench/analysis.md`.", ""]
+    text += [f"- {', '.join(names)}: `{c}` ({runs[names[0]]['mode']} pass), {d}" for (d, c), names in sorted(by_cmd.items())]
+    newest = max(order, key=lambda n: runs[n]["date"]) if order else None
+    shown = runs[newest]["machine"] if newest else m
+    text += [*[f"- {k}: {v}" for k, v in shown.items()], "", "## Results", "", table(rows), ""]
+    if notes:
+        text += ["Notes from these runs:", ""] + [f"- {n}" for n in notes] + [""]
+    analysis = REPO / "bench" / "analysis.md"
     if analysis.exists():
         text += [analysis.read_text().rstrip(), ""]
     out = REPO / "docs" / "benchmarks.md"
-    out.parent.mkdir(exist_ok=True)
     out.write_text("\n".join(text))
-    print(f"wrote {out}")
+    print(f"wrote {out} and {RESULTS}")
 
 
 def main() -> int:
@@ -542,8 +669,13 @@ def main() -> int:
     ap.add_argument("--no-write", action="store_true", help="print the table only")
     ap.add_argument("--only", action="append", choices=sorted(BENCHES), help="run only these")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--render", action="store_true",
+                    help="run nothing: rebuild docs/benchmarks.md from docs/benchmarks.json and bench/analysis.md")
     args = ap.parse_args()
-    global MODE
+    if args.render:
+        write_doc(args, "", 0.0)
+        return 0
+    global MODE, CURRENT
     MODE = "smoke" if args.smoke else "quick" if args.quick else "full"
     raise_nofile()
     random.seed(1)
@@ -555,6 +687,7 @@ def main() -> int:
             if args.only and name not in args.only:
                 continue
             print(f"== {name}", flush=True)
+            CURRENT = name
             t = time.monotonic()
             try:
                 fn(work, args.quick)

@@ -22,6 +22,7 @@ def test_bench_smoke_runs_and_prints_the_table() -> None:
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "| figure | measured | target | met? |" in r.stdout
     for figure in ("append → client", "memory per SSE connection", "cold index",
-                   "one line appended", "warm restart", "fan-out", "tracker heartbeats", "kill latency"):
+                   "one line appended", "warm restart", "fan-out", "tracker heartbeats", "kill latency",
+                   "tracker registrations with", "replay window memory"):
         assert figure in r.stdout, figure
     assert "failed:" not in r.stdout
