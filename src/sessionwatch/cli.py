@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--projects-dir", type=Path, help="Claude Code transcripts (default ~/.claude/projects)")
     p.add_argument("--idle-after-s", type=_positive_float, help="Claude session idle after this long unchanged (default 300)")
-    p.add_argument("--prices", type=Path, help="JSON price table replacing the embedded one")
+    p.add_argument("--prices", type=Path, help="JSON price table replacing the embedded one and genai-prices' bundled data")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
