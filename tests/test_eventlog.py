@@ -355,3 +355,25 @@ def test_two_servers_on_one_db_give_distinct_ids_and_a_moved_client_resumes_corr
     assert init.event == "init" and int(init.id or 0) > max(seen_a + seen_b)
     again.stop()
     assert httpx.get(a.url + "/all", timeout=10).json()["last_event_id"] == int(init.id or 0)
+
+
+async def test_an_append_during_a_failed_transaction_is_not_rolled_back_with_it(tmp_path: Path) -> None:
+    """The store's connection is shared: a multi-statement transaction awaits
+    between its statements, and an event appended meanwhile ran inside it, so
+    that transaction's ROLLBACK took the event (already given its id) too."""
+    store = await Store.open(tmp_path / "a.db")
+    log = SqliteEventLog(store)
+    try:
+        failing = store._write(
+            [
+                ("UPDATE panel_sessions SET status = 'idle' WHERE id = ?", ("nobody",)),
+                ("INSERT INTO no_such_table VALUES (1)", ()),
+            ]
+        )
+        results = await asyncio.gather(failing, log.append([ev()]), return_exceptions=True)
+        assert isinstance(results[0], sqlite3.OperationalError)
+        ids = results[1]
+        assert isinstance(ids, list) and len(ids) == 1
+        assert [r.id for r in await log.since(ids[0] - 1, 10)] == ids
+    finally:
+        await store.close()

@@ -119,7 +119,8 @@ class SqliteEventLog:
         params: list[object] = []
         for e in events:
             params += (self.origin, e.type, e.data, e.at)
-        rows = await self.store.conn.execute_fetchall(sql + " RETURNING id", params)
+        async with self.store.write_lock:
+            rows = await self.store.conn.execute_fetchall(sql + " RETURNING id", params)
         # One statement's rows get increasing ids in VALUES order.
         return sorted(int(r[0]) for r in rows)
 
@@ -138,9 +139,9 @@ class SqliteEventLog:
     async def trim(
         self, now: float, *, keep_events: int = KEEP_EVENTS, keep_s: float = KEEP_S, max_bytes: int = STORE_BYTES
     ) -> int:
-        # One statement, so one atomic autocommit transaction: an explicit
-        # BEGIN here would take in an append made meanwhile on this connection.
-        async with self.store.conn.execute(
+        # One statement, one autocommit transaction; the store's write lock
+        # keeps it out of another coroutine's open transaction.
+        async with self.store.write_lock, self.store.conn.execute(
             "DELETE FROM events WHERE"
             # older than keep_s and not among the last keep_events...
             " (at < ? AND id < (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?))"

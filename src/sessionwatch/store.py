@@ -12,6 +12,8 @@ as their change; ``PRAGMA user_version`` holds how many have run.
 
 from __future__ import annotations
 
+import asyncio
+
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -117,6 +119,10 @@ class Store:
     def __init__(self, path: Path, conn: aiosqlite.Connection) -> None:
         self.path = path
         self._conn: aiosqlite.Connection | None = conn
+        #: Held by every write on the shared connection. A transaction awaits
+        #: between its statements; without this, another coroutine's write
+        #: (an event's append) would run inside it and share its ROLLBACK.
+        self.write_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -206,6 +212,13 @@ class Store:
         if not rows and not deleted:
             return
         conn = self.conn
+        async with self.write_lock:
+            await self._save_transcripts(conn, rows, deleted)
+
+    @staticmethod
+    async def _save_transcripts(
+        conn: aiosqlite.Connection, rows: list[TranscriptRow], deleted: list[str]
+    ) -> None:
         await conn.execute("BEGIN IMMEDIATE")
         try:
             if rows:
@@ -310,16 +323,17 @@ class Store:
         writes per second. Outside an explicit transaction SQLite retries a
         busy database (``busy_timeout``) even when another process committed
         in between, so this is as safe as ``BEGIN IMMEDIATE`` here."""
-        async with self.conn.execute(sql, params) as cur:
+        async with self.write_lock, self.conn.execute(sql, params) as cur:
             return cur.rowcount
 
     async def _write(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
         conn = self.conn
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            for sql, params in statements:
-                await conn.execute(sql, params)
-            await conn.execute("COMMIT")
-        except BaseException:
-            await conn.execute("ROLLBACK")
-            raise
+        async with self.write_lock:
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    await conn.execute(sql, params)
+                await conn.execute("COMMIT")
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
