@@ -5,7 +5,6 @@ Every client mistake is a 4xx with ``{"error": "<one sentence>"}``.
 
 from __future__ import annotations
 
-import hmac
 import math
 import time
 import uuid
@@ -29,7 +28,6 @@ MAX_ID = 200
 MAX_BATCH = 10_000
 #: Process ids are positive and fit a C int everywhere.
 MAX_PID = 2**31 - 1
-COOKIE = "sessionwatch_token"
 
 
 class ApiError(Exception):
@@ -268,9 +266,6 @@ async def delete_stale(request: Request) -> Response:
     return JSONResponse({"deleted": await monitor.delete_stale(older)})
 
 
-# --- auth: see auth.py (its routes follow these) --------------------------------------
-
-
 routes = [
     Route("/all", all_sessions, methods=["GET"]),
     Route("/refresh", refresh, methods=["POST"]),
@@ -287,5 +282,3 @@ routes = [
     Route("/metrics", metrics, methods=["GET"]),
 ]
 
-#: Paths that answer without the token: liveness, the page itself and signing in.
-PUBLIC = ("/healthz", "/auth", "/login", "/logout", "/", "/static/", "/favicon.ico")

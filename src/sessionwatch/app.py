@@ -1,7 +1,7 @@
 """The ASGI application: routes, auth, error shapes, and the lifespan that owns
 every background task.
 
-Outermost first: :class:`~sessionwatch.security.SecurityMiddleware` (Host and
+Outermost first: :class:`~sessionwatch.security.RequestGuard` (Host and
 CSRF checks), then :class:`App` (``/stream`` here, the rest to Starlette),
 then :class:`TokenMiddleware` and the routes.
 """
@@ -29,7 +29,7 @@ from sessionwatch import api, auth
 from sessionwatch.config import Settings
 from sessionwatch.errors import SessionwatchError
 from sessionwatch.monitor import ChangeSource, Monitor
-from sessionwatch.security import SecurityMiddleware
+from sessionwatch.security import RequestGuard
 from sessionwatch.stream import BadRequest, stream_response
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ class App:
         self.throttle: auth.Throttle = starlette.state.throttle
         #: one line saying why the lifespan could not start, once it failed
         self.startup_error: str | None = None
-        self.security = SecurityMiddleware(starlette, monitor.settings.allowed_hosts)
+        self.guard = RequestGuard(monitor.settings.allowed_hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -159,10 +159,9 @@ class App:
             return
         # Ahead of everything, /stream included: the Host and CSRF checks
         # (in this frame, not a middleware's: a stream holds its frames for hours).
-        problem = self.security.check(scope) if scope["type"] == "http" else None
-        if problem is not None:
-            status, message = problem
-            await JSONResponse({"error": message}, status_code=status)(scope, receive, send)
+        refusal = self.guard.refusal(scope) if scope["type"] == "http" else None
+        if refusal is not None:
+            await refusal(scope, receive, send)
             return
         if scope["type"] != "http" or scope["path"] != "/stream":
             await self.starlette(scope, receive, send)

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from sessionwatch.config import normalize_host
@@ -95,7 +95,7 @@ def origin_matches(origin: str, host_header: str | None, allowed: frozenset[str]
     return origin_host == host or ("*" not in allowed and origin_host in allowed)
 
 
-class SecurityMiddleware:
+class RequestGuard:
     """The Host check and the CSRF check, ahead of everything (``/stream`` too).
 
     - ``Host`` must be an allowed host, else 400: a DNS-rebinding page sends
@@ -108,19 +108,13 @@ class SecurityMiddleware:
       or multipart bodies, so JSON-only shuts them out.
     """
 
-    def __init__(self, app: ASGIApp, allowed_hosts: frozenset[str]) -> None:
-        self.app = app
+    def __init__(self, allowed_hosts: frozenset[str]) -> None:
         self.allowed_hosts = allowed_hosts
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    def refusal(self, scope: Scope) -> JSONResponse | None:
+        """The answer to a refused HTTP request, None for one that may pass."""
         problem = self.check(scope)
-        if problem is None:
-            await self.app(scope, receive, send)
-            return
-        await _error(*problem)(scope, receive, send)
+        return None if problem is None else _error(*problem)
 
     def check(self, scope: Scope) -> tuple[int, str] | None:
         """``(status, message)`` for a refused request, None for one that may pass."""
