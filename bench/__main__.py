@@ -505,17 +505,26 @@ def bench_fanout(work: Path, quick: bool) -> None:
 # --- 7. tracker ingest ----------------------------------------------------------------------------
 
 
+def run_client(args: list[str], figure: str, target: str, timeout: int) -> dict[str, Any] | None:
+    """``python -m <args>`` (a measuring client that prints one JSON line last):
+    its result, or None after a failed row for ``figure``."""
+    r = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=REPO, timeout=timeout)
+    if r.returncode != 0:
+        row(figure, "failed: " + r.stderr.strip()[-200:], target, False)
+        return None
+    result: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
+    return result
+
+
 def bench_tracker(work: Path, quick: bool) -> None:
     root = work / "tracker"
     root.mkdir(parents=True, exist_ok=True)
     (root / "projects").mkdir(exist_ok=True)
     with Server(root / "projects", root / "db.sqlite", log=work / "server.log").start() as srv:
-        r = subprocess.run([sys.executable, "-m", "bench.tracker_client", srv.url, pick("1", "3", "15")],
-                           capture_output=True, text=True, cwd=REPO, timeout=300)
-    if r.returncode != 0:
-        row("tracker heartbeats", "failed: " + r.stderr.strip()[-200:], "≥ 3,000 / s", False)
+        res = run_client(["bench.tracker_client", srv.url, pick("1", "3", "15")],
+                         "tracker heartbeats", "≥ 3,000 / s", 300)
+    if res is None:
         return
-    res = json.loads(r.stdout)
     b, s, raw = res["batch"], res["single"], res["single_raw"]
     row("tracker heartbeats, `POST /heartbeats` batches of 100 (4 connections)",
         f"{b['per_s']:,.0f} heartbeats/s ({b['requests']} requests, p50 {ms(b['p50_ms'])} p99 {ms(b['p99_ms'])}, {b['errors']} errors)",
@@ -543,14 +552,11 @@ def bench_tracker(work: Path, quick: bool) -> None:
 
 def bench_registrations(work: Path, quick: bool) -> None:
     live, count = pick((200, 200), (2000, 1000), (10000, 5000))
-    r = subprocess.run([sys.executable, "-m", "bench.registrations", "--live", str(live), "--count", str(count)],
-                       capture_output=True, text=True, cwd=REPO, timeout=900)
     figure = f"tracker registrations with {live:,} Panel sessions live (`POST /sessions`, 8 connections)"
     target = "≥ 1,000 / s (10,000 live)"
-    if r.returncode != 0:
-        row(figure, "failed: " + r.stderr.strip()[-200:], target, False)
+    res = run_client(["bench.registrations", "--live", str(live), "--count", str(count)], figure, target, 900)
+    if res is None:
         return
-    res = json.loads(r.stdout.strip().splitlines()[-1])
     reg, st = res["register"], res["status"]
     errors = reg["errors"] + st["errors"]
     row(figure,
@@ -570,15 +576,12 @@ def bench_registrations(work: Path, quick: bool) -> None:
 
 def bench_replay(work: Path, quick: bool) -> None:
     sessions, refreshes = pick((20, 64), (300, 512), (300, 4096))
-    r = subprocess.run([sys.executable, "-m", "bench.replay_memory", "--json", "--sessions", str(sessions),
-                        "--refreshes", str(refreshes), "--settle-s", str(pick(1, 3, 5))],
-                       capture_output=True, text=True, cwd=REPO, timeout=1200)
     figure = f"replay window memory, {sessions} Panel sessions × {refreshes:,} `POST /refresh`"
     target = "≤ 64 MiB, whatever the events' size"
-    if r.returncode != 0:
-        row(figure, "failed: " + r.stderr.strip()[-200:], target, False)
+    res = run_client(["bench.replay_memory", "--json", "--sessions", str(sessions), "--refreshes", str(refreshes),
+                      "--settle-s", str(pick(1, 3, 5))], figure, target, 1200)
+    if res is None:
         return
-    res = json.loads(r.stdout.strip().splitlines()[-1])
     peak = res["peak_bytes"] / 2**20
     row(figure,
         f"the hub's window peaked at {peak:.1f} MiB ({res['peak_events']:,} events of ≈ {res['event_kib']:.0f} KiB; "
