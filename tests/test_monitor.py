@@ -96,7 +96,6 @@ async def test_watcher_that_failed_restarts_and_sees_later_changes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("sessionwatch.monitor.RESTART_S", 0.05)
-    monkeypatch.setattr("sessionwatch.monitor.CATCH_UP_S", 0.2)
     root = project(tmp_path)
     settings = Settings(projects_dir=root, db=tmp_path / "data" / "x.db", debounce_ms=20, step_ms=10)
     monitor = Monitor(settings)  # the real watcher

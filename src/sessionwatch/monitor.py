@@ -4,7 +4,8 @@ and turns file changes, tracker calls and the passing of time into events.
 Robustness: an unexpected error while reading one transcript is logged (once
 per file, with its traceback), counted in ``sessionwatch_monitor_errors_total``
 and skipped; every other file of the batch is still read. Anything else that
-breaks the watcher restarts it, after a rescan that catches up with what
+breaks the watcher restarts it; the new watch sends the projects dir once
+it is up (watcher.py), and the rescan that follows catches up with what
 changed meanwhile.
 
 One id, one session: a Claude session wins over a Panel row with the same id.
@@ -51,9 +52,6 @@ ChangeSource = Callable[[anyio.Event], AsyncIterable[set[Path]]]
 
 #: Pause before a failed watcher starts again.
 RESTART_S = 1.0
-#: After a restart, the catch-up rescan waits this long for the new watch to
-#: be up: a change is then seen by the watch, the rescan, or both.
-CATCH_UP_S = 0.5
 
 
 class IdTaken(Exception):
@@ -164,20 +162,18 @@ class Monitor:
             tg.start_soon(self._keepalive)
 
     async def _watch(self) -> None:
-        restarts = 0
         while not self.stop_event.is_set():
             try:
-                await self._watch_once(catch_up=restarts > 0)
+                await self._watch_once()
                 if self._changes is not None or self.stop_event.is_set():
                     return  # an injected source that ended (tests), or shutdown
                 raise RuntimeError("the filesystem watcher ended by itself")
             except Exception:  # noqa: BLE001 - the watcher must never die
                 self.errors.labels("watcher").inc()
                 log.exception("watcher failed; restarting it in %g s", RESTART_S)
-                restarts += 1
                 await anyio.sleep(RESTART_S)
 
-    async def _watch_once(self, *, catch_up: bool) -> None:
+    async def _watch_once(self) -> None:
         # Each run gets its own stop event: the watcher sets the one it is
         # given when it ends, and a failed run must not stop the next one.
         stop = anyio.Event()
@@ -188,8 +184,6 @@ class Monitor:
                 stop.set()
 
             tg.start_soon(relay_stop)
-            if catch_up:
-                tg.start_soon(self._catch_up)
             if self._changes is not None:
                 async for paths in self._changes(stop):
                     await self.handle(paths)
@@ -221,11 +215,6 @@ class Monitor:
         while True:
             await anyio.sleep(period / 2)
             self.hub.keepalive(period)
-
-    async def _catch_up(self) -> None:
-        """What changed while no watcher looked."""
-        await anyio.sleep(CATCH_UP_S)
-        await self.rescan(publish_refresh=False)
 
     # --- changes --------------------------------------------------------------------
 
