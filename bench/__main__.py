@@ -372,7 +372,7 @@ def compare_tokens(sw_out: bytes, cc_out: bytes, mb: float) -> None:
 
 
 def bench_incremental(work: Path, quick: bool) -> None:
-    from sessionwatch.index import ClaudeIndex
+    from sessionwatch.sources.claude.index import ClaudeIndex
     from sessionwatch.prices import PriceTable
 
     sizes = pick([1], [1, 50], [1, 100, 500])

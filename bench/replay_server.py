@@ -22,7 +22,7 @@ from typing import Any
 
 def main() -> int:
     stats = Path(sys.argv[1])
-    import sessionwatch.app as appmod
+    import sessionwatch.server.app as appmod
     from sessionwatch import cli
 
     create_app = appmod.create_app

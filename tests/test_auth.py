@@ -10,7 +10,7 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from sessionwatch.auth import BURST, Throttle, token_ok
+from sessionwatch.server.auth import BURST, Throttle, token_ok
 from sessionwatch.config import Settings
 from sessionwatch.errors import ConfigError
 

@@ -6,7 +6,7 @@ import json
 import random
 from typing import Any
 
-from sessionwatch.claude import FileAgg, classify, one_line, parse_bytes, recent_activity
+from sessionwatch.sources.claude.transcript import FileAgg, classify, one_line, parse_bytes, recent_activity
 from sessionwatch.prices import PriceTable
 
 from .conftest import FIXTURES

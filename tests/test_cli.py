@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sessionwatch.store import Store
+from sessionwatch.store.sqlite import Store
 
 from .conftest import FIXTURES
 

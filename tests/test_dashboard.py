@@ -1,4 +1,4 @@
-"""The Panel dashboard (sessionwatch.dashboard).
+"""The Panel dashboard (sessionwatch.integrations.panel.dashboard).
 
 The table logic and the connection state machine run against in-memory
 events and the stand-in server; one end-to-end test drives the dashboard in
@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sessionwatch.dashboard import (
+from sessionwatch.integrations.panel.dashboard import (
     KILL_BUTTON,
     KILL_PENDING,
     STATUS_COLOURS,
@@ -34,7 +34,7 @@ from sessionwatch.dashboard import (
     search_matches,
     session_row,
 )
-from sessionwatch.tracker import KILL_CLOSE_REASON
+from sessionwatch.integrations.panel.tracker import KILL_CLOSE_REASON
 from tests.panel_helpers import (
     CHROMIUM,
     CHROMIUM_ARGS,

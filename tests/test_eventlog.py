@@ -17,10 +17,10 @@ import httpx
 import pytest
 
 from sessionwatch.config import Settings
-from sessionwatch.eventlog import START, NewEvent, SqliteEventLog
-from sessionwatch.hub import Filter, Hub
-from sessionwatch.monitor import Monitor
-from sessionwatch.store import Store
+from sessionwatch.hub.log import START, NewEvent, SqliteEventLog
+from sessionwatch.hub.core import Filter, Hub
+from sessionwatch.engine import Monitor
+from sessionwatch.store.sqlite import Store
 
 from .conftest import Server, wait_for
 from .sse import SSEClient
@@ -62,8 +62,8 @@ async def test_ids_increase_across_processes_and_survive_restart(tmp_path: Path)
         f"""
         import asyncio, time
         from pathlib import Path
-        from sessionwatch.eventlog import NewEvent, SqliteEventLog
-        from sessionwatch.store import Store
+        from sessionwatch.hub.log import NewEvent, SqliteEventLog
+        from sessionwatch.store.sqlite import Store
         async def main():
             store = await Store.open(Path({str(db)!r}))
             ids = await SqliteEventLog(store).append([NewEvent("refresh", b"{{}}", time.time())] * 3)

@@ -6,7 +6,7 @@ import gc
 import tracemalloc
 from typing import Any
 
-from sessionwatch.hub import Filter, Hub
+from sessionwatch.hub.core import Filter, Hub
 
 
 def sess(sid: str, **kw: Any) -> dict[str, Any]:

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from sessionwatch.index import TAIL_HASH_BYTES, ClaudeIndex
+from sessionwatch.sources.claude.index import TAIL_HASH_BYTES, ClaudeIndex
 from sessionwatch.prices import PriceTable
-from sessionwatch.store import TranscriptRow
+from sessionwatch.store.sqlite import TranscriptRow
 
 from .test_claude import assistant, line, user
 
@@ -168,8 +168,8 @@ def test_bad_files_are_counted_and_never_fatal(tmp_path: Path, monkeypatch: pyte
 
 
 def test_a_line_over_the_limit_is_skipped_without_holding_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("sessionwatch.index.MAX_LINE_BYTES", 1000)
-    monkeypatch.setattr("sessionwatch.index.CHUNK", 512)
+    monkeypatch.setattr("sessionwatch.sources.claude.index.MAX_LINE_BYTES", 1000)
+    monkeypatch.setattr("sessionwatch.sources.claude.index.CHUNK", 512)
     root = tmp_path / "p"
     (root / "proj").mkdir(parents=True)
     path = root / "proj" / "s1.jsonl"
@@ -242,7 +242,7 @@ def test_status_running_waiting_idle(tmp_path: Path) -> None:
 
 
 def test_parallel_scan_gives_the_same_sessions_as_one_process(projects: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("sessionwatch.index.PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr("sessionwatch.sources.claude.index.PARALLEL_MIN_BYTES", 0)
     one = make_index(projects, workers=1)
     one.scan()
     many = make_index(projects, workers=2)
@@ -291,7 +291,7 @@ def test_invalid_utf8_byte_does_not_break_update_scan_or_recent(projects: Path, 
     assert after["tokens"]["output"] == before["tokens"]["output"] + 7
     assert [(i["kind"], i["summary"]) for i in index.recent(BIG)[-2:]] == [("prompt", "caf\ufffd"), ("reply", "caf\ufffd ok")]
     # the parallel first read too
-    monkeypatch.setattr("sessionwatch.index.PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr("sessionwatch.sources.claude.index.PARALLEL_MIN_BYTES", 0)
     many = make_index(projects, workers=2)
     many.scan()
     assert many.session(BIG, time.time())["tokens"] == after["tokens"]  # type: ignore[index]

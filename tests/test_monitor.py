@@ -12,10 +12,10 @@ import anyio
 import pytest
 
 from sessionwatch.config import Settings
-from sessionwatch.hub import Hub, Subscriber
-from sessionwatch.index import ClaudeIndex
-from sessionwatch.monitor import IdTaken, Monitor
-from sessionwatch.panel import PanelRegistry
+from sessionwatch.hub.core import Hub, Subscriber
+from sessionwatch.sources.claude.index import ClaudeIndex
+from sessionwatch.engine import IdTaken, Monitor
+from sessionwatch.sources.panel.registry import PanelRegistry
 
 from .test_claude import assistant, user
 
@@ -95,7 +95,7 @@ async def test_error_in_one_transcript_does_not_stop_other_files(
 async def test_watcher_that_failed_restarts_and_sees_later_changes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("sessionwatch.monitor.RESTART_S", 0.05)
+    monkeypatch.setattr("sessionwatch.engine.RESTART_S", 0.05)
     root = project(tmp_path)
     settings = Settings(projects_dir=root, db=tmp_path / "data" / "x.db", debounce_ms=20, step_ms=10)
     monitor = Monitor(settings)  # the real watcher

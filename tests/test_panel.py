@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sessionwatch.panel import PanelRegistry
-from sessionwatch.store import Store
+from sessionwatch.sources.panel.registry import PanelRegistry
+from sessionwatch.store.sqlite import Store
 
 
 @pytest.fixture
@@ -66,8 +66,8 @@ async def test_view_of_one_session_and_of_none(registry: PanelRegistry) -> None:
     ],
 )
 def test_tracker_uses_only_ids_the_server_accepts(panel_id: str, kept: bool) -> None:
-    from sessionwatch.store import session_id_problem
-    from sessionwatch.tracker import _PanelSession, _tracker_id
+    from sessionwatch.store.sqlite import session_id_problem
+    from sessionwatch.integrations.panel.tracker import _PanelSession, _tracker_id
 
     sid = _tracker_id(_PanelSession(panel_id, None, None, None))
     assert (sid == panel_id) is kept

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from sessionwatch.config import resolve_allowed_hosts
-from sessionwatch.security import OncePerInterval, origin_matches
+from sessionwatch.server.security import OncePerInterval, origin_matches
 
 from .conftest import free_port, wait_for
 from .sse import SSEClient

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from sessionwatch.errors import ConfigError, StoreClosedError
-from sessionwatch.panel import PanelRegistry
-from sessionwatch.store import MIGRATIONS, PanelRow, Store, TranscriptRow, session_id_problem
+from sessionwatch.sources.panel.registry import PanelRegistry
+from sessionwatch.store.sqlite import MIGRATIONS, PanelRow, Store, TranscriptRow, session_id_problem
 
 
 async def test_migrations_are_named_recorded_and_run_once(tmp_path: Path) -> None:

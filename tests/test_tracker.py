@@ -1,4 +1,4 @@
-"""The Panel session tracker (sessionwatch.tracker).
+"""The Panel session tracker (sessionwatch.integrations.panel.tracker).
 
 Exact request counting runs against a small stand-in server
 (`panel_helpers.FakeServer`); everything else against the real parts: a real
@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
-from sessionwatch import tracker as tracker_module
-from sessionwatch.tracker import KILL_CLOSE_CODE, KILL_CLOSE_REASON, SessionTracker
+from sessionwatch.integrations.panel import tracker as tracker_module
+from sessionwatch.integrations.panel.tracker import KILL_CLOSE_CODE, KILL_CLOSE_REASON, SessionTracker
 from tests.panel_helpers import (
     CHROMIUM_ARGS,
     EXAMPLE_APP,
@@ -323,7 +323,7 @@ def test_direct_mode_writes_rows_and_obeys_kill_flag(tmp_path: Path, tracking: N
 
 WRITER = """
 import sys, time
-from sessionwatch.tracker import SessionTracker
+from sessionwatch.integrations.panel.tracker import SessionTracker
 db, n = sys.argv[1], int(sys.argv[2])
 trackers = [SessionTracker.get_tracker(f"writer-{i}", db_path=db, heartbeat_interval=0.2) for i in range(n)]
 for round in range(20):

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from sessionwatch.config import Settings
-from sessionwatch.monitor import Monitor
-from sessionwatch.watcher import watching
+from sessionwatch.engine import Monitor
+from sessionwatch.sources.watcher import watching
 
 from .conftest import Server, wait_for
 from .sse import SSEClient
@@ -46,7 +46,7 @@ async def test_watch_reports_transcript_and_db_changes(tmp_path: Path) -> None:
 
 
 async def test_missing_projects_dir_is_waited_for(tmp_path: Path, monkeypatch: object) -> None:
-    import sessionwatch.watcher as w
+    import sessionwatch.sources.watcher as w
 
     w.WAIT_FOR_DIR_S = 0.05
     root = tmp_path / "later"

@@ -163,7 +163,7 @@ class Settings:
     step_ms: int = 10
     replay_buffer: int = 4096
     subscriber_queue: int = 1024
-    #: "lean" or "sse-starlette": see stream.py
+    #: "lean" or "sse-starlette": see server/stream.py
     stream_backend: str = "lean"
 
     @classmethod

@@ -1,5 +1,5 @@
 """The SQLite store: transcript offsets and aggregates, Panel sessions, and the
-table of the event log (``eventlog.py`` reads and writes it).
+table of the event log (``hub/log.py`` reads and writes it).
 
 One connection writes (aiosqlite runs it on its own thread, so calls are
 serialised); each write is one ``BEGIN IMMEDIATE`` transaction. WAL mode lets
@@ -25,10 +25,10 @@ import aiosqlite
 
 from sessionwatch.errors import ConfigError, StoreClosedError
 # Re-exported: the server's modules and tests import them from here.
-from sessionwatch.panel_schema import PANEL_DDL as PANEL_DDL
-from sessionwatch.panel_schema import RESERVED_IDS as RESERVED_IDS
-from sessionwatch.panel_schema import SESSION_ID_RE as SESSION_ID_RE
-from sessionwatch.panel_schema import session_id_problem as session_id_problem
+from sessionwatch.store.schema import PANEL_DDL as PANEL_DDL
+from sessionwatch.store.schema import RESERVED_IDS as RESERVED_IDS
+from sessionwatch.store.schema import SESSION_ID_RE as SESSION_ID_RE
+from sessionwatch.store.schema import session_id_problem as session_id_problem
 
 BUSY_TIMEOUT_MS = 5000
 

@@ -17,11 +17,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sessionwatch.monitor import IdTaken, Monitor
-from sessionwatch.panel import STATUSES
+from sessionwatch.engine import IdTaken, Monitor
+from sessionwatch.sources.panel.registry import STATUSES
 from sessionwatch.redact import mask
-from sessionwatch.store import session_id_problem
-from sessionwatch.stream import BadRequest, parse_filter
+from sessionwatch.store.sqlite import session_id_problem
+from sessionwatch.server.stream import BadRequest, parse_filter
 
 MAX_BODY = 1024 * 1024
 MAX_ID = 200

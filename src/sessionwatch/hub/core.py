@@ -3,7 +3,7 @@
 - ``update()`` diffs new session snapshots against the current ones and
   publishes at most one ``session-created``, one ``session-updated`` (only
   the sessions that changed) and one ``session-deleted`` per batch.
-- Event ids come from the event log (``eventlog.py``; issue 9's ``hub/log.py``),
+- Event ids come from the event log (``hub/log.py``),
   so they increase across restarts and across servers on one database. A
   batch is diffed, encoded once, appended to the log in one transaction
   (``await``), then applied and fanned out in one synchronous step with the
@@ -21,7 +21,7 @@
   counting every message kept, filtered ones included; the byte budget wins.
 - Resuming (``resume()``): an id this server run issued is replayed from the
   window, or, once the window has let it go, from the log while it keeps it
-  (its retention: eventlog.py). Any other id (another server's, a previous
+  (its retention: hub/log.py). Any other id (another server's, a previous
   run's, one never given, one past the latest) gets ``init``.
 """
 
@@ -38,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from sessionwatch.eventlog import START, EventLog, LoggedEvent, NewEvent
+from sessionwatch.hub.log import START, EventLog, LoggedEvent, NewEvent
 from sessionwatch.metrics import Metrics
 
 RETRY_MS = 2000

@@ -2,7 +2,7 @@
 
 Every event the hub publishes is appended here first, and the id the log
 gives it is the id clients see. In SQLite that is an ``events`` table
-(migration ``0004_events`` in ``store.py``) with ``id INTEGER PRIMARY KEY
+(migration ``0004_events`` in ``store/sqlite.py``) with ``id INTEGER PRIMARY KEY
 AUTOINCREMENT``: ids increase across every process using the file and across
 restarts, and never come back after a trim. SQLite has one writer at a time,
 so commit order is id order.
@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from sessionwatch.store import Store
+from sessionwatch.store.sqlite import Store
 
 #: The type of the row each server run logs when it starts; never sent to clients.
 START = "start"

@@ -5,7 +5,7 @@ Robustness: an unexpected error while reading one transcript is logged (once
 per file, with its traceback), counted in ``sessionwatch_monitor_errors_total``
 and skipped; every other file of the batch is still read. Anything else that
 breaks the watcher restarts it; the new watch sends the projects dir once
-it is up (watcher.py), and the rescan that follows catches up with what
+it is up (sources/watcher.py), and the rescan that follows catches up with what
 changed meanwhile.
 
 One id, one session: a Claude session wins over a Panel row with the same id.
@@ -32,20 +32,20 @@ import anyio
 from prometheus_client import Counter
 
 from sessionwatch.config import Settings
-from sessionwatch.eventlog import SqliteEventLog
-from sessionwatch.hub import Hub
-from sessionwatch.index import ClaudeIndex
+from sessionwatch.hub.log import SqliteEventLog
+from sessionwatch.hub.core import Hub
+from sessionwatch.sources.claude.index import ClaudeIndex
 from sessionwatch.metrics import Metrics
-from sessionwatch.panel import PanelRegistry
+from sessionwatch.sources.panel.registry import PanelRegistry
 from sessionwatch.prices import PriceTable
-from sessionwatch.store import Store
-from sessionwatch.watcher import watching
+from sessionwatch.store.sqlite import Store
+from sessionwatch.sources.watcher import watching
 
 log = logging.getLogger(__name__)
 
 #: How often time-driven changes (idle, stale, cleanup) are looked for.
 TICK_S = 1.0
-#: How often the clock trims the event log to its retention (eventlog.py).
+#: How often the clock trims the event log to its retention (hub/log.py).
 TRIM_EVERY_S = 10.0
 
 ChangeSource = Callable[[anyio.Event], AsyncIterable[set[Path]]]

@@ -214,7 +214,7 @@ def configure_logging(level: str, named: dict[str, str]) -> str:
         logging.getLogger(name).setLevel(value.upper())
     # asyncio logs a traceback for every accept() that finds no free file
     # descriptor, thousands a second under a flood: one line a minute.
-    from sessionwatch.security import OncePerInterval
+    from sessionwatch.server.security import OncePerInterval
 
     logging.getLogger("asyncio").addFilter(OncePerInterval("socket.accept() out of system resource"))
     return named.get("uvicorn", others)
@@ -225,8 +225,8 @@ def serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from sessionwatch import security
-    from sessionwatch.app import create_app
+    from sessionwatch.server import security
+    from sessionwatch.server.app import create_app
     from sessionwatch.prices import PriceTable
 
     settings = _settings(args)
@@ -300,7 +300,7 @@ def _check_port(host: str, port: int) -> None:
 
 
 def scan(args: argparse.Namespace) -> int:
-    from sessionwatch.index import ClaudeIndex
+    from sessionwatch.sources.claude.index import ClaudeIndex
     from sessionwatch.metrics import Tally
     from sessionwatch.prices import PriceTable
 
@@ -364,7 +364,7 @@ def _print_table(sessions: list[dict[str, Any]]) -> None:
 
 def dashboard(args: argparse.Namespace) -> int:
     try:
-        from sessionwatch import dashboard as dash
+        from sessionwatch.integrations.panel import dashboard as dash
     except ImportError as exc:
         raise ConfigError(f"the Panel dashboard needs Panel: pip install 'sessionwatch[panel]' ({exc})") from None
     url = args.server_url or os.environ.get("SESSIONWATCH_URL") or "http://127.0.0.1:8765"

@@ -16,9 +16,9 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from sessionwatch.index import iso
+from sessionwatch.sources.claude.index import iso
 from sessionwatch.redact import mask
-from sessionwatch.store import PanelRow, Store
+from sessionwatch.store.sqlite import PanelRow, Store
 
 STATUSES = ("idle", "running")
 

@@ -9,7 +9,7 @@ A transcript is JSON lines under ``<projects>/<folder>/``:
   by their lines' ``sessionId`` (or the nesting folder).
 
 Everything here is pure: bytes in, :class:`FileAgg` updated. Reading files,
-offsets and persistence live in ``index.py``.
+offsets and persistence live in ``sources/claude/index.py``.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from sessionwatch.errors import SessionwatchError
-from sessionwatch.hub import Filter, Hub
+from sessionwatch.hub.core import Filter, Hub
 
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 #: A client that cannot take one chunk in this long is dropped.

@@ -29,7 +29,7 @@ try:  # the one hash used; hashlib would load OpenSSL first (17 ms of a scan's s
 except ImportError:  # pragma: no cover - CPython always has it
     from hashlib import blake2b
 
-from sessionwatch.claude import (
+from sessionwatch.sources.claude.transcript import (
     MAX_LINE_BYTES,
     RUNNING_KINDS,
     FileAgg,
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
     # Imported where rows are made (the server's path): `scan` never loads
     # the store, its SQLite and asyncio.
-    from sessionwatch.store import TranscriptRow
+    from sessionwatch.store.sqlite import TranscriptRow
 
 
 def _log() -> logging.Logger:
@@ -103,7 +103,7 @@ class FileState:
         return self.session_id if self.kind == "main" else (self.session_id or self.agg.session_id)
 
     def row(self) -> TranscriptRow:
-        from sessionwatch.store import TranscriptRow
+        from sessionwatch.store.sqlite import TranscriptRow
 
         return TranscriptRow(
             self.path, self.kind, self.parent(), self.dev, self.ino, self.size, self.mtime,
@@ -586,7 +586,7 @@ class ClaudeIndex:
         return path[self._root_prefix :].split(os.sep, 1)[0]
 
     def status(self, sid: str, now: float) -> str:
-        """running / waiting / idle: see the rules beside RUNNING_KINDS in claude.py."""
+        """running / waiting / idle: see the rules beside RUNNING_KINDS in transcript.py."""
         found = self._files_of(sid)
         if found is None:
             return "idle"

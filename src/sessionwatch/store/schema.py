@@ -2,7 +2,7 @@
 
 The shape of a tracker session id and the Panel tables, in a module that
 imports neither aiosqlite nor the server: the server's store
-(``store.py``) and the tracker's direct mode (``tracker.py``) share them,
+(``store/sqlite.py``) and the tracker's direct mode (``integrations/panel/tracker.py``) share them,
 so they cannot drift, and importing the tracker stays light.
 """
 
@@ -35,7 +35,7 @@ def session_id_problem(sid: str) -> str | None:
     return None
 
 
-#: Panel tables, shared with ``tracker.py`` (direct mode creates them too).
+#: Panel tables, shared with ``integrations/panel/tracker.py`` (direct mode creates them too).
 PANEL_DDL = """
 CREATE TABLE IF NOT EXISTS panel_sessions (
     id TEXT PRIMARY KEY,

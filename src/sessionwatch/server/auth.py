@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sessionwatch.api import ApiError, _str, monitor_of, read_json
+from sessionwatch.server.api import ApiError, _str, monitor_of, read_json
 
 #: The sign-in cookie: the token, HttpOnly, SameSite=Strict.
 COOKIE = "sessionwatch_token"

@@ -1,7 +1,7 @@
 """The ASGI application: routes, auth, error shapes, and the lifespan that owns
 every background task.
 
-Outermost first: :class:`~sessionwatch.security.RequestGuard` (Host and
+Outermost first: :class:`~sessionwatch.server.security.RequestGuard` (Host and
 CSRF checks), then :class:`App` (``/stream`` here, the rest to Starlette),
 then :class:`TokenMiddleware` and the routes.
 """
@@ -25,16 +25,16 @@ from starlette.staticfiles import StaticFiles
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sessionwatch import api, auth
+from sessionwatch.server import api, auth
 from sessionwatch.config import Settings
 from sessionwatch.errors import SessionwatchError
-from sessionwatch.monitor import ChangeSource, Monitor
-from sessionwatch.security import RequestGuard
-from sessionwatch.stream import BadRequest, stream_response
+from sessionwatch.engine import ChangeSource, Monitor
+from sessionwatch.server.security import RequestGuard
+from sessionwatch.server.stream import BadRequest, stream_response
 
 log = logging.getLogger(__name__)
 
-FRONTEND = Path(__file__).parent / "frontend"
+FRONTEND = Path(__file__).parent.parent / "frontend"
 
 
 class TokenMiddleware:

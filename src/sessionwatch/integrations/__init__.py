@@ -1,0 +1,1 @@
+"""What sessionwatch offers other tools."""

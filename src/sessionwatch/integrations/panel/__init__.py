@@ -1,0 +1,1 @@
+"""Panel: the tracker apps embed and the Panel dashboard."""

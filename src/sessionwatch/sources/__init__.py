@@ -1,0 +1,1 @@
+"""Where facts about sessions come from: Claude Code transcripts, Panel trackers, the files watched."""

@@ -1,0 +1,1 @@
+"""Panel sessions reported by trackers: the registry (`registry`)."""

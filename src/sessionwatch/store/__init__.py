@@ -1,0 +1,1 @@
+"""Persistence: the SQLite store (`sqlite`) and the schema shared with the tracker's direct mode (`schema`, no aiosqlite)."""
