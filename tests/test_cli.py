@@ -118,6 +118,25 @@ def test_scan_with_a_prices_file(tmp_path: Path) -> None:
     assert costs["claude-opus-4-6"] is not None
 
 
+SERVER_MODULES = ("starlette", "uvicorn", "aiosqlite", "panel", "bokeh", "sse_starlette", "prometheus_client", "httpx")
+
+
+def test_scan_imports_no_server_module() -> None:
+    """`scan` is timed with start-up included: the parser of every subcommand is
+    built on each run, so no subcommand module may import the server at its top."""
+    code = (
+        "import sys, io\n"
+        "from sessionwatch.cli import main\n"
+        "sys.stdout = io.TextIOWrapper(io.BytesIO())\n"
+        f"rc = main(['scan', '--json', '--projects-dir', {str(FIXTURES)!r}])\n"
+        f"loaded = sorted({{m.split('.')[0] for m in sys.modules}} & set({SERVER_MODULES!r}))\n"
+        "sys.stderr.write(f'RESULT {rc} {loaded}\\n')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONWATCH_")}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert "RESULT 0 []" in r.stderr, r.stderr
+
+
 def test_scan_table_output() -> None:
     r = run("scan", "--projects-dir", str(FIXTURES))
     assert r.returncode == 0 and "/path/to/Demo" in r.stdout

@@ -1,0 +1,79 @@
+"""What every subcommand shares: the parser class, argument types, the
+Claude options and the settings they resolve to.
+
+Imported by ``sessionwatch scan``, so it stays light: nothing here loads the
+server (DESIGN.md "Speed and size": scan is timed with start-up included).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import NoReturn
+
+from sessionwatch.config import Settings
+
+
+class Parser(argparse.ArgumentParser):
+    """A user mistake is one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
+def port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
+def add_claude_options(p: argparse.ArgumentParser) -> None:
+    """The options of reading transcripts, shared by ``serve`` and ``scan``."""
+    p.add_argument("--projects-dir", type=Path, help="Claude Code transcripts (default ~/.claude/projects)")
+    p.add_argument("--idle-after-s", type=positive_float, help="Claude session idle after this long unchanged (default 300)")
+    p.add_argument("--prices", type=Path, help="JSON price table replacing the embedded one and genai-prices' bundled data")
+
+
+def settings(args: argparse.Namespace, *, db: Path | None = None) -> Settings:
+    """Settings from the flags ``args`` has (flag > ``SESSIONWATCH_*`` > default)."""
+    if getattr(args, "db", None):
+        db = args.db.expanduser()
+    return Settings.resolve(
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+        projects_dir=args.projects_dir.expanduser() if args.projects_dir else None,
+        db=db,
+        token=getattr(args, "token", None),
+        allowed_hosts=getattr(args, "allowed_hosts", None),
+        trusted_proxies=getattr(args, "trusted_proxies", None),
+        debounce_ms=getattr(args, "debounce_ms", None),
+        keepalive_s=getattr(args, "keepalive_s", None),
+        stale_after_s=getattr(args, "stale_after_s", None),
+        cleanup_after_s=getattr(args, "cleanup_after_s", None),
+        idle_after_s=args.idle_after_s,
+        prices=args.prices.expanduser() if args.prices else None,
+    )
