@@ -54,7 +54,7 @@ def non_negative_int(text: str) -> int:
 def add_claude_options(p: argparse.ArgumentParser) -> None:
     """The options of reading transcripts, shared by ``serve`` and ``scan``."""
     p.add_argument("--projects-dir", type=Path, help="Claude Code transcripts (default ~/.claude/projects)")
-    p.add_argument("--idle-after-s", type=positive_float, help="Claude session idle after this long unchanged (default 300)")
+    p.add_argument("--idle-after-s", type=positive_float, help="Claude session idle once its newest entry is this old (default 300)")
     p.add_argument("--prices", type=Path, help="JSON price table replacing the embedded one and genai-prices' bundled data")
 
 

@@ -12,6 +12,8 @@ from typing import Any
 from sessionwatch.cli import common
 from sessionwatch.errors import ConfigError
 
+DEFAULT_SERVER_URL = "http://127.0.0.1:8765"
+
 
 def add_parser(sub: Any) -> None:
     dash = sub.add_parser(
@@ -20,7 +22,7 @@ def add_parser(sub: Any) -> None:
         description="Serve the Panel dashboard, a client of a running `sessionwatch serve`.",
     )
     dash.set_defaults(run=run)
-    dash.add_argument("--server-url", default=None, help="monitor URL (default $SESSIONWATCH_URL or http://127.0.0.1:8765)")
+    dash.add_argument("--server-url", default=None, help="monitor URL (default $SESSIONWATCH_URL, else http://127.0.0.1:8765)")
     dash.add_argument("--port", type=common.port, default=5007, help="dashboard port (default 5007)")
     dash.add_argument("--token", default=None, help="the monitor's token (default $SESSIONWATCH_TOKEN)")
 
@@ -30,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         from sessionwatch.integrations.panel import dashboard as dash
     except ImportError as exc:
         raise ConfigError(f"the Panel dashboard needs Panel: pip install 'sessionwatch[panel]' ({exc})") from None
-    url = args.server_url or os.environ.get("SESSIONWATCH_URL") or "http://127.0.0.1:8765"
+    url = args.server_url or os.environ.get("SESSIONWATCH_URL") or DEFAULT_SERVER_URL
     token = args.token or os.environ.get("SESSIONWATCH_TOKEN")
     dash.main(url, args.port, token)
     return 0

@@ -16,6 +16,7 @@ from sessionwatch.cli import common
 from sessionwatch.errors import ConfigError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_LOG_LEVEL = "info"
 
 
 def add_parser(sub: Any) -> None:
@@ -53,7 +54,7 @@ def add_parser(sub: Any) -> None:
         "--log-level",
         metavar="LEVELS",
         help="debug, info, warning or error for sessionwatch's own logs (others stay at "
-        "info unless named: debug,aiosqlite=debug,uvicorn=debug); default info",
+        "info unless named: debug,aiosqlite=debug,uvicorn=debug) (default info)",
     )
 
 
@@ -107,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     from sessionwatch.prices import PriceTable
 
     settings = common.settings(args)
-    level, named = parse_log_levels(args.log_level or os.environ.get("SESSIONWATCH_LOG_LEVEL") or "info")
+    level, named = parse_log_levels(args.log_level or os.environ.get("SESSIONWATCH_LOG_LEVEL") or DEFAULT_LOG_LEVEL)
     if settings.prices:
         PriceTable.from_file(settings.prices)  # fail now, in one line, not in the lifespan
     _check_port(settings.host, settings.port)
