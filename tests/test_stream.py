@@ -250,5 +250,5 @@ def test_a_transcript_written_at_once_into_a_new_folder_is_seen(projects: Path, 
 
 def test_static_files_are_revalidated(shared_server: Server) -> None:
     srv = shared_server
-    r = httpx.get(srv.url + "/static/app.js")
+    r = httpx.get(srv.url + "/static/main.js")
     assert r.status_code == 200 and r.headers["cache-control"] == "no-cache"

@@ -388,6 +388,47 @@ def test_panel_session_appears_and_can_be_killed_after_confirming(sw_server, pro
     expect(row).to_have_count(0, timeout=5_000)
 
 
+def test_kill_texts_say_the_kill_arrives_at_once(sw_server, projects, open_page) -> None:
+    """A kill reaches a tracker through /stream at once; the heartbeat answer is only the
+    fallback. The page said the app ends the session "at its next heartbeat" (issue 9)."""
+    srv = sw_server(projects_dir=projects)
+    page = open_page(srv.url + "/")
+    wait_indicator(page, ("Live",))
+    sid = httpx.post(f"{srv.url}/sessions", json={"app_name": "wording-app"}, timeout=5).json()["session_id"]
+    row = page.locator(f'tr[data-id="{sid}"]')
+    expect(row.locator("button.kill")).to_be_enabled(timeout=5_000)
+
+    asked: list[str] = []
+
+    def accept(dialog: sync_api.Dialog) -> None:
+        asked.append(dialog.message)
+        dialog.accept()
+
+    page.once("dialog", accept)
+    row.locator("button.kill").click()
+    expect(page.locator("#message")).to_contain_text("at once", timeout=5_000)
+    assert len(asked) == 1 and "at once" in asked[0], asked
+    title = row.locator("button.kill").get_attribute("title") or ""
+    assert "Kill requested" in title and "next heartbeat" not in title
+
+
+def test_menus_offer_the_model_statuses_and_sources(sw_server, projects, open_page) -> None:
+    """The status and source menus come from frontend/model.js, the one list."""
+    srv = sw_server(projects_dir=projects)
+    page = open_page(srv.url + "/")
+    wait_indicator(page, ("Live",))
+    model = page.evaluate(
+        "async () => { const m = await import('./static/model.js');"
+        " return {statuses: [...m.STATUSES], sources: [...m.SOURCES]}; }"
+    )
+    statuses = page.eval_on_selector_all("#status option", "os => os.map(o => o.value)")
+    sources = page.eval_on_selector_all("#source option", "os => os.map(o => o.value)")
+    assert statuses == ["", *model["statuses"]] and "waiting" in statuses
+    assert sources == ["", *model["sources"]] == ["", "claude", "panel"]
+    chips = page.eval_on_selector_all("#totals .chip", "cs => cs.map(c => c.dataset.status)")
+    assert chips == model["statuses"]
+
+
 def test_sign_in_with_token_sets_a_cookie_the_stream_uses(sw_server, projects, open_page) -> None:
     srv = sw_server(projects_dir=projects, extra_args=["--token", "s3cret-token"])
     page = open_page(srv.url + "/")

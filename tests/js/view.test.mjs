@@ -108,7 +108,7 @@ test('totals count sessions by status and add tokens and cost, today and all', (
     session('c', { source: 'panel', status: 'stale', last_activity: new Date(now).toISOString(), cost_usd: null }),
   ];
   const t = totals(list, now);
-  assert.deepEqual(t.byStatus, { running: 1, waiting: 1, idle: 0, stale: 1, ended: 0 });
+  assert.deepEqual(t.byStatus, { running: 1, needs_approval: 0, waiting: 1, idle: 0, stale: 1, ended: 0, failed: 0 });
   assert.deepEqual(t.today, { sessions: 2, tokens: 15, cost: 1.5 });
   assert.deepEqual(t.all, { sessions: 3, tokens: 115, cost: 3.5 });
 });

@@ -1,12 +1,5 @@
-// How numbers, times and names are shown. Pure functions, no DOM.
-
-export const STATUS_LABELS = Object.freeze({
-  running: 'running',
-  waiting: 'waiting for input',
-  idle: 'idle',
-  stale: 'stale',
-  ended: 'ended',
-});
+// How numbers, times and names are shown. Pure functions, no DOM. (The
+// statuses' labels are in model.js.)
 
 /** Milliseconds since the epoch, or NaN for a missing or bad timestamp. */
 export function parseTime(iso) {

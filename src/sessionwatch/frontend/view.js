@@ -2,7 +2,6 @@
 // query that keeps them. Pure functions, no DOM.
 
 import {
-  STATUS_LABELS,
   compactNumber,
   cost,
   duration,
@@ -13,9 +12,7 @@ import {
   shortProject,
   totalTokens,
 } from './format.js';
-
-export const STATUSES = Object.freeze(['running', 'waiting', 'idle', 'stale', 'ended']);
-export const SOURCES = Object.freeze(['claude', 'panel']);
+import { SOURCES, STATUSES } from './model.js';
 
 const STATUS_RANK = Object.fromEntries(STATUSES.map((s, i) => [s, i]));
 

@@ -1,0 +1,105 @@
+// Sign-in: whether the server needs its token, the sign-in form that trades
+// it for an HttpOnly cookie, sign-out, and noticing a sign-in that expired.
+// What happens to the rest of the page on either side is main.js's, through
+// onAuthChange().
+
+import { $ } from './dom.js';
+import { state } from './state.js';
+
+const hooks = { signedIn: () => {}, signedOut: () => {} };
+
+/** `signedIn()` runs once the page may read (start the connection), `signedOut()` once it may not. */
+export function onAuthChange({ signedIn, signedOut }) {
+  hooks.signedIn = signedIn;
+  hooks.signedOut = signedOut;
+}
+
+export function canKill() {
+  return !(state.auth.token_required && !state.auth.authenticated);
+}
+
+async function fetchAuth() {
+  try {
+    const response = await fetch('auth', { cache: 'no-store', headers: { Accept: 'application/json' } });
+    if (!response.ok) return null;
+    return await response.json();
+  } catch {
+    return null;
+  }
+}
+
+/** After a failed stream: a token may now be needed, or the sign-in expired (an EventSource cannot see a 401, /auth can). */
+export async function checkAuthAfterFailure() {
+  const auth = await fetchAuth();
+  if (auth && auth.token_required && !auth.authenticated) {
+    requireSignIn(
+      state.auth.token_required ? 'Your sign-in has expired. Enter the token again.' : 'This server now needs its access token.',
+    );
+  }
+}
+
+export function requireSignIn(message = '') {
+  state.auth = { token_required: true, authenticated: false };
+  $('signin').hidden = false;
+  $('signin-error').textContent = message;
+  $('signout').hidden = true;
+  hooks.signedOut();
+  $('token').focus();
+}
+
+function signedIn() {
+  $('signin').hidden = true;
+  $('signin-error').textContent = '';
+  $('signout').hidden = !state.auth.token_required;
+  hooks.signedIn();
+}
+
+function bindForm() {
+  $('signin').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const token = $('token').value;
+    let response;
+    try {
+      response = await fetch('login', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+        body: JSON.stringify({ token }),
+      });
+    } catch {
+      $('signin-error').textContent = 'The server does not answer. Try again in a moment.';
+      return;
+    }
+    if (response.ok) {
+      $('token').value = '';
+      state.auth = { token_required: true, authenticated: true };
+      signedIn();
+    } else if (response.status === 401) {
+      $('signin-error').textContent = 'That token is not right.';
+    } else {
+      // 429 after too many wrong tokens says how long to wait
+      let error = `Sign-in failed (HTTP ${response.status}).`;
+      try {
+        error = (await response.json()).error ?? error;
+      } catch {
+        // not JSON: keep the status
+      }
+      $('signin-error').textContent = error;
+    }
+  });
+  $('signout').addEventListener('click', async () => {
+    try {
+      await fetch('logout', { method: 'POST' });
+    } finally {
+      requireSignIn('Signed out.');
+    }
+  });
+}
+
+/** Bind the form, ask the server whether it needs the token, then sign in or show the form. */
+export async function startAuth() {
+  bindForm();
+  const auth = await fetchAuth();
+  if (auth) state.auth = { token_required: Boolean(auth.token_required), authenticated: Boolean(auth.authenticated) };
+  if (state.auth.token_required && !state.auth.authenticated) requireSignIn();
+  else signedIn();
+}

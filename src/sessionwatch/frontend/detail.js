@@ -1,0 +1,172 @@
+// The session detail panel: opened by a row (or the URL's ?session=), loaded
+// from GET /sessions/{id}, reloaded soon after the session changes, closed
+// with its button or Escape.
+
+import { requireSignIn } from './auth.js';
+import { $, h } from './dom.js';
+import { compactNumber, cost, duration, relativeTime, safeHttpUrl, totalTokens } from './format.js';
+import { STATUS_LABELS } from './model.js';
+import { state } from './state.js';
+import { killButton, markSelected, saveView } from './table.js';
+
+let detailTimer = null;
+let detailRequest = 0;
+
+export function select(id) {
+  state.view.session = id;
+  saveView();
+  markSelected(id);
+  state.detail = null;
+  $('detail').hidden = false;
+  document.body.classList.add('has-detail');
+  $('detail-title').textContent = 'Session';
+  $('detail-body').replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
+  loadDetail();
+}
+
+function closeDetail() {
+  state.view.session = '';
+  state.detail = null;
+  saveView();
+  $('detail').hidden = true;
+  document.body.classList.remove('has-detail');
+  markSelected(null);
+}
+
+/** The selected session changed: load it again, at most every half second. */
+export function refreshDetailSoon() {
+  if (detailTimer !== null) return;
+  detailTimer = setTimeout(() => {
+    detailTimer = null;
+    loadDetail();
+  }, 500);
+}
+
+async function loadDetail() {
+  const id = state.view.session;
+  if (!id) return;
+  const request = ++detailRequest;
+  let response;
+  try {
+    response = await fetch(`sessions/${encodeURIComponent(id)}`, { cache: 'no-store', headers: { Accept: 'application/json' } });
+  } catch {
+    if (request === detailRequest && !state.detail) showDetailMessage('The server does not answer.');
+    return;
+  }
+  if (request !== detailRequest || state.view.session !== id) return;
+  if (response.status === 404) return showDetailGone();
+  if (response.status === 401) return requireSignIn('Sign in to see session details.');
+  if (!response.ok) return showDetailMessage(`Could not load the session (HTTP ${response.status}).`);
+  try {
+    state.detail = await response.json();
+  } catch {
+    return showDetailMessage('The server sent something that is not JSON.');
+  }
+  renderDetail(state.detail);
+}
+
+function showDetailMessage(text) {
+  $('detail-body').replaceChildren(h('p', { class: 'muted' }, text));
+}
+
+export function showDetailGone() {
+  if ($('detail').hidden) return;
+  state.detail = null;
+  showDetailMessage('This session is gone: it ended and was removed.');
+}
+
+/** Draw the panel again from the last answer (after the sign-in changed). */
+export function redrawDetail() {
+  if (state.detail) renderDetail(state.detail);
+}
+
+function renderDetail(s) {
+  $('detail-title').textContent = s.title ?? s.current_task ?? s.project ?? s.id;
+  const t = s.tokens ?? {};
+  const fields = [
+    ['Status', h('span', { class: `status status-${s.status}` }, STATUS_LABELS[s.status] ?? String(s.status))],
+    ['Source', s.source],
+    ['Project', s.project],
+    ['Session id', h('code', {}, s.id)],
+    ['Current task', s.current_task],
+    ['User', s.user],
+    ['Host', s.host],
+    ['Branch', s.git_branch],
+    ['Model', s.model],
+    ['Version', s.version],
+    ['Started', s.started_at],
+    ['Last activity', h('span', { dataset: { field: 'last_activity' }, title: s.last_activity ?? '' }, relativeTime(s.last_activity, Date.now()))],
+    ['Duration', duration(s.duration_seconds)],
+    ['Messages', String(s.message_count ?? 0)],
+    ['Tool calls', String(s.tool_calls ?? 0)],
+    [
+      'Tokens',
+      `${compactNumber(totalTokens(t))} (input ${t.input ?? 0}, output ${t.output ?? 0}, cache write ${t.cache_creation ?? 0}, cache read ${t.cache_read ?? 0})`,
+    ],
+    ['Cost', cost(s.cost_usd)],
+  ];
+  if (s.source === 'panel') {
+    fields.push(['PID', s.pid === undefined || s.pid === null ? null : String(s.pid)]);
+    const href = safeHttpUrl(s.url);
+    fields.push(['URL', href ? h('a', { href, target: '_blank', rel: 'noopener noreferrer' }, href) : s.url]);
+    fields.push(['Kill requested', s.kill_requested ? 'yes' : 'no']);
+  }
+  const dl = h('dl', { class: 'fields' });
+  for (const [label, value] of fields) {
+    if (value === null || value === undefined || value === '') continue;
+    dl.append(h('dt', {}, label), h('dd', {}, value));
+  }
+  const parts = [dl];
+  if (s.source === 'panel') {
+    parts.push(h('div', { class: 'detail-actions' }, killButton(s)));
+    const kills = Array.isArray(s.kills) ? s.kills : [];
+    if (kills.length) {
+      parts.push(
+        h('h3', {}, 'Kill requests'),
+        h('ul', { class: 'recent' }, kills.map((k) => h('li', {}, h('time', {}, k.requested_at ?? ''), ' ', k.requested_by ?? 'unknown'))),
+      );
+    }
+  }
+  if (Array.isArray(s.recent)) {
+    parts.push(h('h3', {}, 'Recent activity'));
+    if (s.recent.length === 0) parts.push(h('p', { class: 'muted' }, 'Nothing yet.'));
+    else {
+      parts.push(
+        h(
+          'ol',
+          { class: 'recent' },
+          s.recent.map((item) =>
+            h(
+              'li',
+              { dataset: { kind: String(item.kind ?? '') } },
+              h('span', { class: 'kind' }, String(item.kind ?? '')),
+              h('span', { class: 'summary' }, String(item.summary ?? '')),
+              h('time', { title: item.timestamp ?? '' }, relativeTime(item.timestamp, Date.now())),
+            ),
+          ),
+        ),
+      );
+    }
+  }
+  $('detail-body').replaceChildren(...parts);
+}
+
+/** The panel's "12 s ago". */
+export function tickDetail(now) {
+  if (!state.detail) return;
+  const el = document.querySelector('#detail-body [data-field="last_activity"]');
+  if (el) el.textContent = relativeTime(state.detail.last_activity, now);
+}
+
+/** Close button, Escape, and the panel of a ?session= in the URL. */
+export function bindDetail() {
+  $('detail-close').addEventListener('click', closeDetail);
+  document.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape' && !$('detail').hidden) closeDetail();
+  });
+  if (state.view.session) {
+    $('detail').hidden = false;
+    document.body.classList.add('has-detail');
+    loadDetail();
+  }
+}

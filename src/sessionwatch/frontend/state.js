@@ -1,0 +1,13 @@
+// The page's state, shared by table.js, detail.js, auth.js and main.js.
+
+import { parseView } from './view.js';
+
+export const state = {
+  sessions: new Map(), // id -> session
+  rows: new Map(), // id -> {tr, cells: {key: td}, texts: {key: text}}
+  loaded: false, // at least one init / snapshot applied
+  view: parseView(location.search),
+  auth: { token_required: false, authenticated: true },
+  notify: false,
+  detail: null, // the last /sessions/{id} answer for the selected session
+};
