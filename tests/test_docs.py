@@ -170,3 +170,22 @@ def test_a_missing_row_is_caught(tmp_path: Path) -> None:
     rows = readme_table("serve")
     del rows["--port"]
     assert help_flags("serve") - set(rows) == {"--port"}
+
+
+def test_stream_memory_figure_is_the_measured_one() -> None:
+    """README and server/stream.py state the lean stream's memory per connection
+    as the benchmark last measured it (rounded), and the same: they said 14 KiB
+    while stream.py had said 10 and the benchmark 14.8 (issue 9)."""
+    import json
+
+    repo = README.parent
+    rows = json.loads((repo / "docs" / "benchmarks.json").read_text())["benchmarks"]["memory"]["rows"]
+    measured = [row[1] for row in rows if row[0] == "memory per SSE connection, 10000 idle clients"]
+    assert len(measured) == 1, "docs/benchmarks.json lost the 10,000-client memory row"
+    kib = round(float(measured[0].split()[0]))
+    readme = " ".join(README.read_text(encoding="utf-8").split())
+    stream = " ".join((repo / "src" / "sessionwatch" / "server" / "stream.py").read_text(encoding="utf-8").split())
+    assert f"one task per connection, about {kib} KiB each" in readme
+    assert f"holds a connection in about {kib} KiB instead of" in readme
+    assert f"Measured at about {kib} KiB per idle connection" in stream
+    assert len(set(re.findall(r"about (\d+) KiB", readme)) - {"48"}) == 1, "README states two figures"

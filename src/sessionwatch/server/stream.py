@@ -4,8 +4,9 @@ Two ways to serve a connection, chosen by ``SESSIONWATCH_STREAM_BACKEND``:
 
 - ``lean`` (default): :class:`LeanSSEResponse`, the request's own task
   writing the hub's pre-encoded bytes, plus one small task waiting for the
-  client to go away. Measured at about 14 KiB per idle connection, which is
-  what makes 10,000 clients fit the contract's 16 KiB each (docs/benchmarks.md).
+  client to go away. Measured at about 15 KiB per idle connection (14.8 KiB
+  with 10,000 idle clients), which is what makes 10,000 clients fit the
+  contract's 16 KiB each (docs/benchmarks.md, "memory per SSE connection").
 - ``sse-starlette``: sse-starlette's ``EventSourceResponse``, which runs a task
   group of three tasks per connection (about 48 KiB each, measured the same way).
 
