@@ -189,3 +189,38 @@ def test_stream_memory_figure_is_the_measured_one() -> None:
     assert f"holds a connection in about {kib} KiB instead of" in readme
     assert f"Measured at about {kib} KiB per idle connection" in stream
     assert len(set(re.findall(r"about (\d+) KiB", readme)) - {"48"}) == 1, "README states two figures"
+
+
+#: A value for each serve flag's SESSIONWATCH_* variable that differs from its default.
+ENV_VALUES = {
+    "--host": "127.0.0.2",
+    "--port": "9999",
+    "--projects-dir": "{tmp}/projects",
+    "--db": "{tmp}/x.db",
+    "--token": "t0ken",
+    "--allowed-hosts": "watch.example.com",
+    "--trusted-proxies": "10.0.0.1",
+    "--debounce-ms": "7",
+    "--keepalive-s": "7",
+    "--stale-after-s": "7",
+    "--cleanup-after-s": "7",
+    "--idle-after-s": "7",
+    "--prices": "{tmp}/prices.json",
+}
+
+
+def test_every_serve_flag_reads_its_variable(clean_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """README: "Every flag can also be set with SESSIONWATCH_<FLAG>"."""
+    flags = set(readme_table("serve"))
+    assert flags - {"--log-level"} == set(ENV_VALUES)
+    defaults = Settings.resolve()
+    for flag, raw in ENV_VALUES.items():
+        name = "SESSIONWATCH_" + flag[2:].upper().replace("-", "_")
+        monkeypatch.setenv(name, raw.format(tmp=tmp_path))
+        dest = flag[2:].replace("-", "_")
+        assert getattr(Settings.resolve(), dest) != getattr(defaults, dest), f"{name} is not read"
+        monkeypatch.delenv(name)
+    # --log-level is read by `serve` itself, not by Settings.
+    monkeypatch.setenv("SESSIONWATCH_LOG_LEVEL", "debug")
+    assert serve_cli.log_level_setting(None) == "debug"
+    assert serve_cli.log_level_setting("error") == "error"

@@ -58,6 +58,11 @@ def add_parser(sub: Any) -> None:
     )
 
 
+def log_level_setting(flag: str | None) -> str:
+    """``--log-level`` > ``SESSIONWATCH_LOG_LEVEL`` > info (not a Settings field: only ``serve`` logs)."""
+    return flag or os.environ.get("SESSIONWATCH_LOG_LEVEL") or DEFAULT_LOG_LEVEL
+
+
 def parse_log_levels(text: str) -> tuple[str, dict[str, str]]:
     """``"debug,aiosqlite=info"`` → ``("debug", {"aiosqlite": "info"})``.
 
@@ -108,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     from sessionwatch.prices import PriceTable
 
     settings = common.settings(args)
-    level, named = parse_log_levels(args.log_level or os.environ.get("SESSIONWATCH_LOG_LEVEL") or DEFAULT_LOG_LEVEL)
+    level, named = parse_log_levels(log_level_setting(args.log_level))
     if settings.prices:
         PriceTable.from_file(settings.prices)  # fail now, in one line, not in the lifespan
     _check_port(settings.host, settings.port)
