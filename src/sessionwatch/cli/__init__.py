@@ -6,7 +6,7 @@ A user mistake is one line on stderr and exit status 2, never a traceback.
 Only what every command needs is imported here and in the subcommand
 modules' top level: `scan` is timed against ccusage with process start-up
 included (DESIGN.md "Speed and size"), so the server's modules (uvicorn,
-Starlette, prometheus_client, aiosqlite, logging) load inside `serve`'s
+Starlette, prometheus_client, aiosqlite) load inside `serve`'s
 ``run``, Panel inside `dashboard`'s, orjson when JSON is printed.
 """
 
