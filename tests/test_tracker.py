@@ -1,4 +1,4 @@
-"""The Panel session tracker (sessionwatch.integrations.panel.tracker).
+"""The Panel session tracker (sessionwatch.integrations.panel: tracker, worker, backends).
 
 Exact request counting runs against a small stand-in server
 (`panel_helpers.FakeServer`); everything else against the real parts: a real
@@ -24,8 +24,9 @@ from typing import Any
 import httpx
 import pytest
 
-from sessionwatch.integrations.panel import tracker as tracker_module
+from sessionwatch.integrations.panel import bokeh_compat, tracker as tracker_module
 from sessionwatch.integrations.panel.tracker import KILL_CLOSE_CODE, KILL_CLOSE_REASON, SessionTracker
+from sessionwatch.integrations.panel.worker import Worker
 from tests.panel_helpers import (
     CHROMIUM_ARGS,
     EXAMPLE_APP,
@@ -61,7 +62,7 @@ def tracking() -> Iterator[None]:
     yield
     for tracker in list(SessionTracker._trackers.values()):
         tracker.stop()
-    worker = tracker_module._Worker._instance
+    worker = Worker._instance
     if worker is None:
         return
     backends = list(worker.backends.values())
@@ -269,7 +270,7 @@ def test_close_panel_session_private_path() -> None:
             async def close() -> None:
                 result.append(await tracker_module.close_panel_session(context))
 
-            tracker_module._schedule(doc, close)
+            bokeh_compat.call_soon(doc, close)
             assert client.closed.wait(5), "websocket not closed"
             assert client.close_code == KILL_CLOSE_CODE
             assert client.close_reason == KILL_CLOSE_REASON
