@@ -9,6 +9,7 @@ Chromium.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -374,51 +375,66 @@ def test_direct_mode_several_processes_write_one_database(tmp_path: Path) -> Non
 # --------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def example_session(server_url: str) -> Iterator[tuple[str, BokehClient, StreamWatch]]:
+    """The example app served in this process, one websocket session of it and
+    a follower of the server's Panel sessions: (app base URL, client, watch)."""
+    watch = StreamWatch(server_url, "?source=panel")
+    try:
+        with threaded_panel({"panel_app": str(EXAMPLE_APP)}) as base:
+            client = BokehClient(f"{base}/panel_app")
+            try:
+                yield base, client, watch
+            finally:
+                client.close()
+    finally:
+        watch.close()
+
+
+def kill_closes(server_url: str, client: BokehClient, watch: StreamWatch) -> None:
+    """Kill the client's session from the API: its websocket closes with 1001
+    and the session leaves the stream."""
+    sid = client.id
+    assert httpx.post(f"{server_url}/sessions/{sid}/kill", json={"by": "test"}).status_code == 200
+    assert client.closed.wait(KILL_DEADLINE_S), "websocket not closed"
+    assert client.close_code == 1001  # "going away": the browser shows disconnect_notification
+    assert client.close_reason == KILL_CLOSE_REASON
+    watch.wait_gone(sid, timeout=5)
+
+
 def test_example_app_registers_and_kill_closes_the_session(
     sw_server: ServerFactory, example_env: Callable[..., None], tracking: None
 ) -> None:
     srv = sw_server()
     example_env(url=srv.url)
-    watch = StreamWatch(srv.url, "?source=panel")
-    try:
-        with threaded_panel({"panel_app": str(EXAMPLE_APP)}) as base:
-            client = BokehClient(f"{base}/panel_app")
-            try:
-                sid = client.id
-                session = watch.wait_session(sid, what="registration on /stream")
-                assert session["source"] == "panel"
-                assert session["project"] == "task-runner"
-                assert session["status"] == "idle"
-                detail = httpx.get(f"{srv.url}/sessions/{sid}").json()
-                assert detail["pid"] == os.getpid()
-                assert detail["url"] == f"{base}/panel_app"
-                context = SessionTracker._trackers[sid]._panel.document.session_context  # type: ignore[union-attr]
+    with example_session(srv.url) as (base, client, watch):
+        sid = client.id
+        session = watch.wait_session(sid, what="registration on /stream")
+        assert session["source"] == "panel"
+        assert session["project"] == "task-runner"
+        assert session["status"] == "idle"
+        detail = httpx.get(f"{srv.url}/sessions/{sid}").json()
+        assert detail["pid"] == os.getpid()
+        assert detail["url"] == f"{base}/panel_app"
+        document = SessionTracker._trackers[sid]._panel.document  # type: ignore[union-attr]
+        context = document.session_context
 
-                answer = httpx.post(f"{srv.url}/sessions/{sid}/kill", json={"by": "test"})
-                assert answer.status_code == 200
-                assert client.closed.wait(KILL_DEADLINE_S), "websocket not closed"
-                assert client.close_code == 1001
-                assert client.close_reason == KILL_CLOSE_REASON
-                wait_for(lambda: context.destroyed, timeout=5, what="Panel session destroyed")
-                watch.wait_gone(sid, timeout=5)
-                assert httpx.get(f"{srv.url}/sessions/{sid}").status_code == 404
+        kill_closes(srv.url, client, watch)
+        wait_for(lambda: context.destroyed, timeout=5, what="Panel session destroyed")
+        assert httpx.get(f"{srv.url}/sessions/{sid}").status_code == 404
 
-                # A browser that reconnects with the killed id (bokeh would
-                # recreate the session) is closed again and not tracked.
-                seen = len(watch.events)
-                try:
-                    again: BokehClient | None = BokehClient(f"{base}/panel_app", session_id=sid)
-                except RuntimeError:
-                    again = None  # closed before the document even arrived
-                if again is not None:
-                    assert again.closed.wait(5), "the killed session came back to life"
-                    again.close()
-                watch.settle(1.5)  # the window in which a re-registration would show
-                assert not [e for e in watch.events[seen:] if any(s["id"] == sid for s in e[1]["sessions"])]
-            finally:
-                client.close()
-    finally:
-        watch.close()
+        # A browser that reconnects with the killed id (bokeh would
+        # recreate the session) is closed again and not tracked.
+        seen = len(watch.events)
+        try:
+            again: BokehClient | None = BokehClient(f"{base}/panel_app", session_id=sid)
+        except RuntimeError:
+            again = None  # closed before the document even arrived
+        if again is not None:
+            assert again.closed.wait(5), "the killed session came back to life"
+            again.close()
+        watch.settle(1.5)  # the window in which a re-registration would show
+        assert not [e for e in watch.events[seen:] if any(s["id"] == sid for s in e[1]["sessions"])]
 
 
 def test_server_down_app_still_works_and_session_appears_when_it_starts(
@@ -448,21 +464,9 @@ def test_direct_mode_session_reaches_the_stream_through_the_watcher(
 ) -> None:
     srv = sw_server()
     example_env(db=srv.db)
-    watch = StreamWatch(srv.url, "?source=panel")
-    try:
-        with threaded_panel({"panel_app": str(EXAMPLE_APP)}) as base:
-            client = BokehClient(f"{base}/panel_app")
-            try:
-                sid = client.id
-                watch.wait_session(sid, what="direct-mode row streamed by the server")
-                assert httpx.post(f"{srv.url}/sessions/{sid}/kill").status_code == 200
-                assert client.closed.wait(KILL_DEADLINE_S), "websocket not closed"
-                assert client.close_code == 1001
-                watch.wait_gone(sid, timeout=5)
-            finally:
-                client.close()
-    finally:
-        watch.close()
+    with example_session(srv.url) as (_, client, watch):
+        watch.wait_session(client.id, what="direct-mode row streamed by the server")
+        kill_closes(srv.url, client, watch)
 
 
 def test_stale_then_cleaned_up_after_the_app_process_dies(

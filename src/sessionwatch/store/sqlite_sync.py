@@ -17,13 +17,13 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any
 
 from sessionwatch.store.schema import PANEL_DDL
 
-__all__ = ["PanelRow", "connect", "delete", "poll", "register", "set_status", "write"]
+__all__ = ["connect", "delete", "poll", "register", "set_status", "write"]
 
 #: How long a writer waits for another process's transaction, in seconds.
 BUSY_TIMEOUT_S = 5.0
@@ -65,22 +65,16 @@ def _marks(chunk: Sequence[str]) -> str:
     return ",".join("?" * len(chunk))
 
 
-class PanelRow(Protocol):
-    """What a tracker registers about one session (the row's fixed columns)."""
-
-    session_id: str
-    app_name: str
-    user_id: str | None
-    host: str | None
-    pid: int
-    url: str | None
-
-
-def register(conn: sqlite3.Connection, row: PanelRow, status: str, task: str | None) -> None:
+def register(
+    conn: sqlite3.Connection, registration: Mapping[str, Any], status: str, task: str | None
+) -> None:
     """Insert the session's row, or bring a row of the same id up to date.
 
-    A kill already requested for the id (``kill_requested``) is kept.
+    `registration` is what the tracker sends to ``POST /sessions``
+    (``session_id``, ``app_name``, ``pid``; ``user_id``, ``host``, ``url`` when
+    known). A kill already requested for the id (``kill_requested``) is kept.
     """
+    row = registration
     now = time.time()
     with write(conn):
         conn.execute(
@@ -95,8 +89,8 @@ def register(conn: sqlite3.Connection, row: PanelRow, status: str, task: str | N
                 last_activity = excluded.last_activity,
                 last_heartbeat = excluded.last_heartbeat
             """,
-            (row.session_id, row.app_name, row.user_id, row.host, row.pid,
-             row.url, status, task, now, now, now),
+            (row["session_id"], row["app_name"], row.get("user_id"), row.get("host"),
+             row["pid"], row.get("url"), status, task, now, now, now),
         )  # fmt: skip
 
 
@@ -113,10 +107,12 @@ def set_status(conn: sqlite3.Connection, sid: str, status: str, task: str | None
 
 
 def delete(conn: sqlite3.Connection, ids: Sequence[str]) -> None:
-    """Delete the rows of `ids` (deregistration)."""
+    """Delete the sessions of `ids` (deregistration) and their kill history,
+    as the server does when it deletes a session."""
     with write(conn):
         for chunk in _chunks(ids):
             conn.execute(f"DELETE FROM panel_sessions WHERE id IN ({_marks(chunk)})", chunk)
+            conn.execute(f"DELETE FROM panel_kills WHERE session_id IN ({_marks(chunk)})", chunk)
 
 
 def poll(

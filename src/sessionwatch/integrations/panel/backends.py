@@ -30,14 +30,7 @@ from typing import Any, TypeVar
 import httpx
 
 from sessionwatch.clients.follow import AUTH_RETRY_S, Follower, StreamEvent
-from sessionwatch.clients.http import (
-    ApiError,
-    AsyncApi,
-    AuthError,
-    ClientError,
-    ServerUnreachable,
-    SyncApi,
-)
+from sessionwatch.clients import ApiError, AsyncApi, AuthError, ClientError, ServerUnreachable, SyncApi
 from sessionwatch.integrations.panel.worker import Backend, Beat, Offline, Record, wait
 from sessionwatch.store import sqlite_sync
 
@@ -284,7 +277,7 @@ class DbBackend(Backend):
             del self.records[sid]
             return
         if not record.registered:
-            await self._db(lambda c: sqlite_sync.register(c, record, status, task))
+            await self._db(lambda c: sqlite_sync.register(c, record.registration(), status, task))
             record.registered = True
             record.synced_version = version
         elif record.synced_version != version:

@@ -86,6 +86,8 @@ class Record:
             return self.status, self.current_task, self.version, self.stopped
 
     def registration(self) -> dict[str, Any]:
+        """What registering says of the session: the body of ``POST /sessions``,
+        and the row direct mode writes."""
         body: dict[str, Any] = {
             "app_name": self.app_name,
             "session_id": self.session_id,

@@ -21,19 +21,11 @@ from typing import Any
 
 import panel
 
-from sessionwatch.clients.http import ApiError, AuthError, ServerUnreachable, SyncApi
+from sessionwatch.clients import ApiError, AuthError, ServerUnreachable, SyncApi
 from sessionwatch.integrations.panel import bokeh_compat
 from sessionwatch.integrations.panel.dashboard.feed import REQUEST_TIMEOUT_S, Feed
-from sessionwatch.integrations.panel.dashboard.rows import (
-    COLUMNS,
-    SOURCES,
-    STATUS_COLOURS,
-    STATUSES,
-    Filters,
-    diff_rows,
-    session_row,
-    text,
-)
+from sessionwatch.integrations.panel.dashboard.rows import COLUMNS, SOURCES, STATUS_COLOURS, STATUSES
+from sessionwatch.integrations.panel.dashboard.rows import Filters, diff_rows, session_row, text
 
 __all__ = ["CONNECTION_LABELS", "CSS", "DashboardView"]
 
