@@ -235,14 +235,16 @@ def current_session() -> PanelSession | None:
         return None
     import panel as pn
 
+    # The user and the URL are extras: whatever goes wrong, the session is
+    # tracked without them.
     user: str | None = None
-    with contextlib.suppress(Broken), _access("pn.state.user"):
+    with contextlib.suppress(Exception), _access("pn.state.user"):
         user = pn.state.user or None
     url: str | None = None
     app_path = ""
-    with contextlib.suppress(Broken), _access("pn.state.app_url"):
+    with contextlib.suppress(Exception), _access("pn.state.app_url"):
         app_path = pn.state.app_url or ""
-    with contextlib.suppress(Broken), _access("BokehSessionContext.request"):
+    with contextlib.suppress(Exception), _access("BokehSessionContext.request"):
         request = context.request
         if request is not None:
             url = f"{request.protocol}://{request.host}{app_path}"
@@ -336,6 +338,8 @@ async def close_session(context: Any, code: int, reason: str) -> bool:
 
     Returns whether the session was destroyed.
     """
+    if context is None:
+        return False
     try:
         with _access("BokehSessionContext.session"):
             deadline = time.monotonic() + 6.0
