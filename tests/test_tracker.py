@@ -105,6 +105,25 @@ def app_name() -> str:
 # --------------------------------------------------------------------------
 
 
+def test_public_import_path_is_the_tracker_and_its_constants() -> None:
+    """`from sessionwatch.tracker import ...` (the README, examples/panel_app.py)
+    names the same objects as the implementation, and only those."""
+    import sessionwatch.tracker as public
+
+    assert sorted(public.__all__) == [
+        "AUTH_RETRY_S",
+        "DEFAULT_HEARTBEAT_INTERVAL",
+        "DEFAULT_SERVER_URL",
+        "KILL_CLOSE_CODE",
+        "KILL_CLOSE_REASON",
+        "PANEL_SCHEMA",
+        "SessionTracker",
+    ]
+    for name in public.__all__:
+        assert getattr(public, name) is getattr(tracker_module, name), name
+    assert public.DEFAULT_HEARTBEAT_INTERVAL == 15.0 and public.KILL_CLOSE_CODE == 1001
+
+
 def test_task_marks_running_then_idle_also_when_it_raises(server: FakeServer, tracking: None) -> None:
     tracker = SessionTracker.get_tracker(app_name(), server_url=server.url)
     sid = tracker.session_id
