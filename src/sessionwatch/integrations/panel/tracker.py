@@ -75,7 +75,6 @@ def _tracker_id(panel: PanelSession | None) -> str:
     return uuid.uuid4().hex
 
 
-
 async def close_panel_session(session_context: Any, reason: str = KILL_CLOSE_REASON) -> bool:
     """Close every browser connection of a Panel session (close code
     ``KILL_CLOSE_CODE``, `reason`) and destroy it; see
