@@ -587,7 +587,6 @@ def test_browser_task_runs_and_kill_shows_the_disconnect_notification(
         app.stop()
 
 
-
 def test_token_is_sent_when_the_server_requires_one(
     sw_server: ServerFactory, monkeypatch: pytest.MonkeyPatch, tracking: None
 ) -> None:
