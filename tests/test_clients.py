@@ -218,8 +218,8 @@ async def test_follower_run_reconnects_after_the_server_restarts(sw_server: Serv
 
 def test_importing_the_tracker_does_not_import_the_servers_store() -> None:
     code = (
-        "import sys, sessionwatch.integrations.panel.tracker\n"
-        "heavy = sorted(m for m in ('aiosqlite', 'sessionwatch.store.sqlite', 'starlette') if m in sys.modules)\n"
+        "import sys, sessionwatch.tracker, sessionwatch.integrations.panel.tracker\n"
+        "heavy = sorted(m for m in ('aiosqlite', 'sessionwatch.store.sqlite', 'starlette', 'sessionwatch.server', 'sessionwatch.engine') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
         "from sessionwatch.integrations.panel.tracker import SessionTracker\n"
     )

@@ -1,4 +1,4 @@
-"""The Panel session tracker (sessionwatch.integrations.panel.tracker).
+"""The Panel session tracker (sessionwatch.integrations.panel: tracker, worker, backends).
 
 Exact request counting runs against a small stand-in server
 (`panel_helpers.FakeServer`); everything else against the real parts: a real
@@ -9,6 +9,7 @@ Chromium.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -24,8 +25,9 @@ from typing import Any
 import httpx
 import pytest
 
-from sessionwatch.integrations.panel import tracker as tracker_module
+from sessionwatch.integrations.panel import bokeh_compat, tracker as tracker_module
 from sessionwatch.integrations.panel.tracker import KILL_CLOSE_CODE, KILL_CLOSE_REASON, SessionTracker
+from sessionwatch.integrations.panel.worker import Worker
 from tests.panel_helpers import (
     CHROMIUM_ARGS,
     EXAMPLE_APP,
@@ -61,7 +63,7 @@ def tracking() -> Iterator[None]:
     yield
     for tracker in list(SessionTracker._trackers.values()):
         tracker.stop()
-    worker = tracker_module._Worker._instance
+    worker = Worker._instance
     if worker is None:
         return
     backends = list(worker.backends.values())
@@ -101,6 +103,25 @@ def app_name() -> str:
 # --------------------------------------------------------------------------
 # Against the stand-in server: tasks, batching, offline behaviour
 # --------------------------------------------------------------------------
+
+
+def test_public_import_path_is_the_tracker_and_its_constants() -> None:
+    """`from sessionwatch.tracker import ...` (the README, examples/panel_app.py)
+    names the same objects as the implementation, and only those."""
+    import sessionwatch.tracker as public
+
+    assert sorted(public.__all__) == [
+        "AUTH_RETRY_S",
+        "DEFAULT_HEARTBEAT_INTERVAL",
+        "DEFAULT_SERVER_URL",
+        "KILL_CLOSE_CODE",
+        "KILL_CLOSE_REASON",
+        "PANEL_SCHEMA",
+        "SessionTracker",
+    ]
+    for name in public.__all__:
+        assert getattr(public, name) is getattr(tracker_module, name), name
+    assert public.DEFAULT_HEARTBEAT_INTERVAL == 15.0 and public.KILL_CLOSE_CODE == 1001
 
 
 def test_task_marks_running_then_idle_also_when_it_raises(server: FakeServer, tracking: None) -> None:
@@ -269,7 +290,7 @@ def test_close_panel_session_private_path() -> None:
             async def close() -> None:
                 result.append(await tracker_module.close_panel_session(context))
 
-            tracker_module._schedule(doc, close)
+            bokeh_compat.call_soon(doc, close)
             assert client.closed.wait(5), "websocket not closed"
             assert client.close_code == KILL_CLOSE_CODE
             assert client.close_reason == KILL_CLOSE_REASON
@@ -373,51 +394,66 @@ def test_direct_mode_several_processes_write_one_database(tmp_path: Path) -> Non
 # --------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def example_session(server_url: str) -> Iterator[tuple[str, BokehClient, StreamWatch]]:
+    """The example app served in this process, one websocket session of it and
+    a follower of the server's Panel sessions: (app base URL, client, watch)."""
+    watch = StreamWatch(server_url, "?source=panel")
+    try:
+        with threaded_panel({"panel_app": str(EXAMPLE_APP)}) as base:
+            client = BokehClient(f"{base}/panel_app")
+            try:
+                yield base, client, watch
+            finally:
+                client.close()
+    finally:
+        watch.close()
+
+
+def kill_closes(server_url: str, client: BokehClient, watch: StreamWatch) -> None:
+    """Kill the client's session from the API: its websocket closes with 1001
+    and the session leaves the stream."""
+    sid = client.id
+    assert httpx.post(f"{server_url}/sessions/{sid}/kill", json={"by": "test"}).status_code == 200
+    assert client.closed.wait(KILL_DEADLINE_S), "websocket not closed"
+    assert client.close_code == 1001  # "going away": the browser shows disconnect_notification
+    assert client.close_reason == KILL_CLOSE_REASON
+    watch.wait_gone(sid, timeout=5)
+
+
 def test_example_app_registers_and_kill_closes_the_session(
     sw_server: ServerFactory, example_env: Callable[..., None], tracking: None
 ) -> None:
     srv = sw_server()
     example_env(url=srv.url)
-    watch = StreamWatch(srv.url, "?source=panel")
-    try:
-        with threaded_panel({"panel_app": str(EXAMPLE_APP)}) as base:
-            client = BokehClient(f"{base}/panel_app")
-            try:
-                sid = client.id
-                session = watch.wait_session(sid, what="registration on /stream")
-                assert session["source"] == "panel"
-                assert session["project"] == "task-runner"
-                assert session["status"] == "idle"
-                detail = httpx.get(f"{srv.url}/sessions/{sid}").json()
-                assert detail["pid"] == os.getpid()
-                assert detail["url"] == f"{base}/panel_app"
-                context = SessionTracker._trackers[sid]._panel.document.session_context  # type: ignore[union-attr]
+    with example_session(srv.url) as (base, client, watch):
+        sid = client.id
+        session = watch.wait_session(sid, what="registration on /stream")
+        assert session["source"] == "panel"
+        assert session["project"] == "task-runner"
+        assert session["status"] == "idle"
+        detail = httpx.get(f"{srv.url}/sessions/{sid}").json()
+        assert detail["pid"] == os.getpid()
+        assert detail["url"] == f"{base}/panel_app"
+        document = SessionTracker._trackers[sid]._panel.document  # type: ignore[union-attr]
+        context = document.session_context
 
-                answer = httpx.post(f"{srv.url}/sessions/{sid}/kill", json={"by": "test"})
-                assert answer.status_code == 200
-                assert client.closed.wait(KILL_DEADLINE_S), "websocket not closed"
-                assert client.close_code == 1001
-                assert client.close_reason == KILL_CLOSE_REASON
-                wait_for(lambda: context.destroyed, timeout=5, what="Panel session destroyed")
-                watch.wait_gone(sid, timeout=5)
-                assert httpx.get(f"{srv.url}/sessions/{sid}").status_code == 404
+        kill_closes(srv.url, client, watch)
+        wait_for(lambda: context.destroyed, timeout=5, what="Panel session destroyed")
+        assert httpx.get(f"{srv.url}/sessions/{sid}").status_code == 404
 
-                # A browser that reconnects with the killed id (bokeh would
-                # recreate the session) is closed again and not tracked.
-                seen = len(watch.events)
-                try:
-                    again: BokehClient | None = BokehClient(f"{base}/panel_app", session_id=sid)
-                except RuntimeError:
-                    again = None  # closed before the document even arrived
-                if again is not None:
-                    assert again.closed.wait(5), "the killed session came back to life"
-                    again.close()
-                watch.settle(1.5)  # the window in which a re-registration would show
-                assert not [e for e in watch.events[seen:] if any(s["id"] == sid for s in e[1]["sessions"])]
-            finally:
-                client.close()
-    finally:
-        watch.close()
+        # A browser that reconnects with the killed id (bokeh would
+        # recreate the session) is closed again and not tracked.
+        seen = len(watch.events)
+        try:
+            again: BokehClient | None = BokehClient(f"{base}/panel_app", session_id=sid)
+        except RuntimeError:
+            again = None  # closed before the document even arrived
+        if again is not None:
+            assert again.closed.wait(5), "the killed session came back to life"
+            again.close()
+        watch.settle(1.5)  # the window in which a re-registration would show
+        assert not [e for e in watch.events[seen:] if any(s["id"] == sid for s in e[1]["sessions"])]
 
 
 def test_server_down_app_still_works_and_session_appears_when_it_starts(
@@ -447,21 +483,9 @@ def test_direct_mode_session_reaches_the_stream_through_the_watcher(
 ) -> None:
     srv = sw_server()
     example_env(db=srv.db)
-    watch = StreamWatch(srv.url, "?source=panel")
-    try:
-        with threaded_panel({"panel_app": str(EXAMPLE_APP)}) as base:
-            client = BokehClient(f"{base}/panel_app")
-            try:
-                sid = client.id
-                watch.wait_session(sid, what="direct-mode row streamed by the server")
-                assert httpx.post(f"{srv.url}/sessions/{sid}/kill").status_code == 200
-                assert client.closed.wait(KILL_DEADLINE_S), "websocket not closed"
-                assert client.close_code == 1001
-                watch.wait_gone(sid, timeout=5)
-            finally:
-                client.close()
-    finally:
-        watch.close()
+    with example_session(srv.url) as (_, client, watch):
+        watch.wait_session(client.id, what="direct-mode row streamed by the server")
+        kill_closes(srv.url, client, watch)
 
 
 def test_stale_then_cleaned_up_after_the_app_process_dies(
@@ -561,7 +585,6 @@ def test_browser_task_runs_and_kill_shows_the_disconnect_notification(
     finally:
         watch.close()
         app.stop()
-
 
 
 def test_token_is_sent_when_the_server_requires_one(
