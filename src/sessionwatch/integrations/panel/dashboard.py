@@ -54,6 +54,7 @@ from sessionwatch.clients.http import (
     SyncApi,
     auth_headers,
 )
+from sessionwatch.model import STATUSES
 
 __all__ = ["STATUS_COLOURS", "Feed", "create_app", "main", "serve_dashboard"]
 
@@ -73,7 +74,6 @@ STATUS_COLOURS: dict[str, tuple[str, str]] = {
     "waiting": ("#1e40af", "#dbeafe"),
     "ended": ("#374151", "#e5e7eb"),
 }
-STATUSES = tuple(STATUS_COLOURS)
 SOURCES = ("claude", "panel")
 
 #: Connection state -> (label, colour) of the indicator.
