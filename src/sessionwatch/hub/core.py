@@ -142,12 +142,10 @@ class Event:
 
 def _data(kind: str, sessions: Sequence[Session | msgspec.Raw], timestamp: float) -> bytes:
     """An event's JSON; sessions read back from the log (``Raw``) go as they are."""
+    shown: Sequence[object] = sessions
     if kind == "session-deleted":
-        return encode(
-            {"type": kind, "sessions": [{"id": s.id} if isinstance(s, Session) else s for s in sessions],
-             "timestamp": timestamp}
-        )
-    return encode({"type": kind, "sessions": sessions, "timestamp": timestamp})
+        shown = [{"id": s.id} if isinstance(s, Session) else s for s in sessions]
+    return encode({"type": kind, "sessions": shown, "timestamp": timestamp})
 
 
 def _message(kind: str, event_id: int | None, data: bytes, *, retry: bool = False) -> bytes:
