@@ -48,6 +48,7 @@ them. The clock task trims the log every ``TRIM_EVERY_S``.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
@@ -123,6 +124,7 @@ class Command:
         try:
             value = await self.apply()
         except Exception as exc:  # noqa: BLE001 - the sender's to handle, not the applier's
+            log.debug("command %s failed", self.name, exc_info=True)
             if not self.result.done():
                 self.result.set_exception(exc)
         except BaseException:
@@ -402,13 +404,19 @@ class Engine:
         """Plug in another source of facets; its place is in ``self.rules``."""
         self.sources.append(source)
 
-    async def changed(self, name: str, change: Callable[[], Iterable[str]]) -> None:
+    async def changed(
+        self, name: str, change: Callable[[], Iterable[str] | Awaitable[Iterable[str]]]
+    ) -> None:
         """A source's news, applied as a command: ``change`` runs in the
-        applying task, changes the source's facets and returns the ids it
-        touched; those are projected again and published."""
+        applying task (a coroutine function too), changes the source's facets
+        and returns the ids it touched; those are projected again and
+        published."""
 
         async def apply() -> None:
-            await self._publish(list(change()))
+            touched = change()
+            if inspect.isawaitable(touched):
+                touched = await touched
+            await self._publish(list(touched))
 
         await self._call(name, apply)
 
