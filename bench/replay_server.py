@@ -29,7 +29,7 @@ def main() -> int:
 
     def create_and_watch(settings: Any) -> Any:
         app = create_app(settings)
-        hub = app.state.monitor.hub
+        hub = app.state.engine.hub
 
         def watch() -> None:
             peak = peak_events = 0

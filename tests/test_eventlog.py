@@ -19,10 +19,12 @@ import pytest
 from sessionwatch.config import Settings
 from sessionwatch.hub.log import START, NewEvent, SqliteEventLog
 from sessionwatch.hub.core import Filter, Hub
-from sessionwatch.engine import Monitor
+from sessionwatch.engine import Engine
+from sessionwatch.model import Session
 from sessionwatch.store.sqlite import Store
 
 from .conftest import Server, wait_for
+from .sessions import session
 from .sse import SSEClient
 from .test_claude import assistant
 
@@ -126,10 +128,8 @@ async def test_trim_keeps_1000_events_and_15_minutes_within_bytes(tmp_path: Path
 # --- the hub on the log -------------------------------------------------------------------
 
 
-def sess(sid: str, **kw: Any) -> dict[str, Any]:
-    base = {"id": sid, "source": "claude", "project": "/p", "status": "waiting"}
-    base.update(kw)
-    return base
+def sess(sid: str, **kw: Any) -> Session:
+    return session(sid, **kw)
 
 
 def messages(sub: Any) -> list[bytes]:
@@ -209,7 +209,7 @@ async def test_resume_trimmed_from_the_log_gets_init(tmp_path: Path) -> None:
         hub = Hub(buffer_size=2, keep_events=0, keep_s=0)
         await hub.attach(log)
         for i in range(5):
-            await hub.update({"a": sess("a", n=i)})
+            await hub.update({"a": sess("a", message_count=i)})
         first = hub.last_id - 4
         assert len(messages(await hub.resume(last_event_id=first))) == 5
         await log.trim(time.time() + 3600, keep_events=2)
@@ -274,8 +274,8 @@ async def test_two_servers_on_one_file_never_replay_each_others_events(tmp_path:
     two servers on one database (started in the same millisecond here, or a
     busy one overtaking the other's start time) gave the same ids, and a client
     moved from one to the other was silently replayed the other's events."""
-    a = Monitor(shared_settings(tmp_path))
-    b = Monitor(shared_settings(tmp_path))
+    a = Engine(shared_settings(tmp_path))
+    b = Engine(shared_settings(tmp_path))
     a.hub.last_id = b.hub.last_id = int(time.time() * 1000)  # what the old ids did within one ms
     await a.open()
     await b.open()

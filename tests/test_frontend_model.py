@@ -2,12 +2,9 @@
 JavaScript spells them) against the Python side's.
 
 model.js is read through node, as the page reads it: no parsing of JavaScript
-here. The Python side today is the Panel registry's statuses plus the
-``status`` and ``source`` lines of DESIGN.md's Session section (the contract
-the Claude source and the coming ``sessionwatch/model.py`` follow). When
-model.py lands with its ``Status`` and ``Source`` literals, each of
-``PYTHON_STATUSES`` and ``PYTHON_SOURCES`` below becomes one line:
-``PYTHON_STATUSES = typing.get_args(model.Status)``.
+here. The Python side is ``sessionwatch.model`` (its ``Status`` and ``Source``
+literals), which is itself checked against the ``status`` and ``source``
+lines of DESIGN.md's Session section.
 """
 
 from __future__ import annotations
@@ -18,7 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from sessionwatch.sources.panel import registry
+from sessionwatch import model
 
 from .conftest import FIXTURES
 
@@ -40,8 +37,8 @@ def design_session_values(field: str) -> tuple[str, ...]:
     return tuple(re.findall(r'"([a-z_]+)"', line))
 
 
-PYTHON_STATUSES = (*registry.STATUSES, *design_session_values("status"))
-PYTHON_SOURCES = design_session_values("source")
+PYTHON_STATUSES = model.STATUSES
+PYTHON_SOURCES = model.SOURCES
 
 
 def js_model() -> dict[str, list[str]]:
@@ -59,21 +56,21 @@ def js_model() -> dict[str, list[str]]:
 
 
 def test_the_page_knows_exactly_the_python_statuses() -> None:
-    model = js_model()
-    assert len(model["statuses"]) == len(set(model["statuses"]))
-    assert set(model["statuses"]) == set(PYTHON_STATUSES)
-    assert model["labels"] == model["statuses"]
+    page = js_model()
+    assert len(page["statuses"]) == len(set(page["statuses"]))
+    assert tuple(page["statuses"]) == PYTHON_STATUSES  # the same sort order too
+    assert page["labels"] == page["statuses"]
 
 
 def test_the_page_knows_exactly_the_python_sources() -> None:
     assert set(js_model()["sources"]) == set(PYTHON_SOURCES)
 
 
-def test_the_design_lines_are_found() -> None:
-    """The reader of DESIGN.md finds what it looks for (a renamed line fails here, not silently)."""
-    assert {"running", "waiting", "idle", "stale"} <= set(PYTHON_STATUSES)
-    assert set(registry.STATUSES) <= set(PYTHON_STATUSES)
-    assert PYTHON_SOURCES == ("claude", "panel")
+def test_the_python_model_is_the_design_contract() -> None:
+    """model.py's statuses and sources are exactly DESIGN.md's Session lines."""
+    assert set(model.STATUSES) == set(design_session_values("status"))
+    assert set(model.SOURCES) == set(design_session_values("source"))
+    assert set(model.CLAUDE_STATUSES) | set(model.PANEL_STATUSES) <= set(model.STATUSES)
 
 
 def test_no_other_frontend_file_spells_the_status_list() -> None:
@@ -85,3 +82,10 @@ def test_no_other_frontend_file_spells_the_status_list() -> None:
             assert not listing.search(path.read_text(encoding="utf-8")), f"{path.name} lists statuses"
     html = (frontend / "index.html").read_text(encoding="utf-8")
     assert 'value="running"' not in html, "index.html lists statuses"
+
+
+def test_the_panel_dashboard_colours_every_status_in_the_model_order() -> None:
+    from sessionwatch.integrations.panel.dashboard.rows import STATUS_COLOURS, STATUSES
+
+    assert STATUSES == model.STATUSES
+    assert tuple(STATUS_COLOURS) == model.STATUSES

@@ -7,12 +7,13 @@ import tracemalloc
 from typing import Any
 
 from sessionwatch.hub.core import Filter, Hub
+from sessionwatch.model import Session
+
+from .sessions import session
 
 
-def sess(sid: str, **kw: Any) -> dict[str, Any]:
-    base = {"id": sid, "source": "claude", "project": "/p", "status": "waiting", "tokens": {"output": 0}}
-    base.update(kw)
-    return base
+def sess(sid: str, **kw: Any) -> Session:
+    return session(sid, **kw)
 
 
 def messages(hub: Hub, sub: Any) -> list[bytes]:
@@ -25,7 +26,7 @@ def test_diff_publishes_only_what_changed_with_increasing_ids() -> None:
     hub = Hub(first_id=0)
     hub.load([sess("a"), sess("b")])
     events = hub.apply({"a": sess("a", status="running"), "b": sess("b"), "c": sess("c")})
-    assert [(e.type, [s["id"] for s in e.sessions]) for e in events] == [
+    assert [(e.type, [s.id for s in e.sessions]) for e in events] == [
         ("session-created", ["c"]),
         ("session-updated", ["a"]),
     ]

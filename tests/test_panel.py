@@ -30,10 +30,10 @@ async def test_secrets_typed_into_panel_fields_are_masked(registry: PanelRegistr
     await registry.set_status("p1", "running", "deploy --password=hunter22 sk-proj-abcdefghijklmnopqrstuvwx")
     shown = registry.view("p1", time.time())
     assert shown is not None
-    text = f"{shown['project']} {shown['current_task']}"
+    text = f"{shown.project} {shown.current_task}"
     for secret in ("AKIAIOSFODNN7EXAMPLE", "hunter22", "abcdefghijklmnopqrstuvwx"):
         assert secret not in text
-    assert shown["project"].startswith("reports ") and shown["current_task"].startswith("deploy")
+    assert shown.project.startswith("reports ") and (shown.current_task or "").startswith("deploy")
     # the stored row is untouched: the tracker's own data
     assert registry.rows["p1"].app_name == "reports AKIAIOSFODNN7EXAMPLE"
 
@@ -53,7 +53,7 @@ async def test_view_of_one_session_and_of_none(registry: PanelRegistry) -> None:
     now = time.time()
     assert registry.view("ghost", now) is None
     assert registry.view("p1", now) == registry.sessions(now)["p1"]
-    assert registry.view("p1", now + 61)["status"] == "stale"  # type: ignore[index]
+    assert registry.view("p1", now + 61).status == "stale"  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from sessionwatch.config import Settings
-from sessionwatch.engine import Monitor
+from sessionwatch.engine import Engine
 from sessionwatch.sources.watcher import watching
 
 from .conftest import Server, wait_for
@@ -78,7 +78,7 @@ async def test_monitor_with_injected_changes_is_exact(tmp_path: Path) -> None:
                 yield batch
 
     settings = Settings(projects_dir=root, db=tmp_path / "x.db")
-    monitor = Monitor(settings, changes=source)
+    monitor = Engine(settings, changes=source)
     await monitor.open()
     try:
         assert len(monitor.hub.sessions) == 5
@@ -188,11 +188,11 @@ async def test_append_between_start_up_scan_and_watch_is_seen(tmp_path: Path) ->
     """A line written after the start-up scan but before the watch is up was
     never seen until the file changed again: the root is now sent once the
     watch is up, and the monitor rescans."""
-    from .test_monitor import append, next_event, project
+    from .test_engine import append, next_event, project
 
     root = project(tmp_path)
     settings = Settings(projects_dir=root, db=tmp_path / "data" / "x.db", debounce_ms=20, step_ms=10)
-    monitor = Monitor(settings)  # the real watcher
+    monitor = Engine(settings)  # the real watcher
     await monitor.open()  # the start-up scan
     good = root / "p" / "good.jsonl"
     try:

@@ -1,5 +1,36 @@
-"""The monitor: owns the store, the Claude index, the Panel registry and the hub,
-and turns file changes, tracker calls and the passing of time into events.
+"""The engine: owns the store, the sources (the Claude index, the Panel
+registry), the hub and the clock, and turns file changes, tracker calls and
+the passing of time into events.
+
+One task applies every change. The watcher's batches, the tracker calls
+(register, status, kill, delete, delete-stale, a heartbeat that revives a
+stale session), ``POST /refresh`` and the clock's ticks are *commands* sent
+into one memory object stream; the applying task (started by :meth:`open`,
+ended by :meth:`close`) runs them one after the other and hands each one's
+changes to the hub; the sender awaits its command's result. No lock: two
+commands never interleave, whatever they await (the store, a worker
+thread). An error in a command goes to its sender (``IdTaken`` → 409) and
+the applying task goes on with the next one.
+
+Heartbeats take the same path. A heartbeat only moves the in-memory
+``last_heartbeat`` (the next tick writes the batch) and, for a session shown
+stale, publishes its revival; answered outside the stream (as before), one
+could land while a tick awaits the store between deciding a session is
+stale and publishing it, see the session still fresh, and leave it shown
+stale after its heartbeat until the next tick
+(tests/test_engine.py::test_heartbeat_during_a_tick_that_finds_it_stale_revives_it).
+As a command it is a few dict lookups in the applying task, queued behind at
+most one batch (an incremental read; the cold scan happens before serving).
+
+One row per id (facets.py): each source gives its facet of an id and
+``RULES.project`` makes the Session. A Claude session wins over a Panel row
+with the same id: registration refuses any id the Claude index holds
+(409), and a Panel row whose id a transcript claims later stays in the
+registry, hidden: Panel writes never replace or delete a session of another
+source.
+
+Time comes from ``self.clock`` (:class:`Clock`): the idle rule, staleness,
+cleanup, event timestamps and the ticks themselves; tests give a fake one.
 
 Robustness: an unexpected error while reading one transcript is logged (once
 per file, with its traceback), counted in ``sessionwatch_monitor_errors_total``
@@ -7,11 +38,6 @@ and skipped; every other file of the batch is still read. Anything else that
 breaks the watcher restarts it; the new watch sends the projects dir once
 it is up (sources/watcher.py), and the rescan that follows catches up with what
 changed meanwhile.
-
-One id, one session: a Claude session wins over a Panel row with the same id.
-Registration refuses any id the Claude index knows (409), and a Panel row
-whose id a Claude transcript claims later stays in the registry, hidden:
-Panel writes never replace or delete a session of another source.
 
 Every change reaches the hub through ``await hub.update()`` (or ``replace()``
 for ``POST /refresh``): the hub diffs it, appends the batch's events to the
@@ -22,24 +48,28 @@ them. The clock task trims the log every ``TRIM_EVERY_S``.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from prometheus_client import Counter
 
 from sessionwatch.config import Settings
-from sessionwatch.hub.log import SqliteEventLog
+from sessionwatch.facets import RULES, Facet, FacetSource, Rules
 from sessionwatch.hub.core import Hub
-from sessionwatch.sources.claude.index import ClaudeIndex
+from sessionwatch.hub.log import SqliteEventLog
 from sessionwatch.metrics import Metrics
-from sessionwatch.sources.panel.registry import PanelRegistry
+from sessionwatch.model import Session
 from sessionwatch.prices import PriceTable
-from sessionwatch.store.sqlite import Store
+from sessionwatch.sources.claude.index import ClaudeIndex
+from sessionwatch.sources.panel.registry import PanelRegistry
 from sessionwatch.sources.watcher import watching
+from sessionwatch.store.sqlite import Store
 
 log = logging.getLogger(__name__)
 
@@ -47,20 +77,77 @@ log = logging.getLogger(__name__)
 TICK_S = 1.0
 #: How often the clock trims the event log to its retention (hub/log.py).
 TRIM_EVERY_S = 10.0
+#: Commands waiting for the applying task before senders wait to send.
+COMMANDS_BUFFER = 1024
 
 ChangeSource = Callable[[anyio.Event], AsyncIterable[set[Path]]]
 
 #: Pause before a failed watcher starts again.
 RESTART_S = 1.0
 
+T = TypeVar("T")
+
 
 class IdTaken(Exception):
     """A tracker tried to register an id that belongs to a Claude session."""
 
 
-class Monitor:
-    def __init__(self, settings: Settings, *, changes: ChangeSource | None = None) -> None:
+class Clock(Protocol):
+    """Where the engine's time comes from."""
+
+    def now(self) -> float:
+        """Seconds since the epoch (``time.time``)."""
+
+    async def sleep(self, seconds: float) -> None:
+        """Return once ``seconds`` of this clock have passed."""
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+
+
+class Command:
+    """One change to apply, and where its sender waits for the result."""
+
+    __slots__ = ("name", "apply", "result")
+
+    def __init__(self, name: str, apply: Callable[[], Awaitable[Any]]) -> None:
+        self.name = name
+        self.apply = apply
+        self.result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    async def run(self) -> None:
+        try:
+            value = await self.apply()
+        except Exception as exc:  # noqa: BLE001 - the sender's to handle, not the applier's
+            log.debug("command %s failed", self.name, exc_info=True)
+            if not self.result.done():
+                self.result.set_exception(exc)
+        except BaseException:
+            if not self.result.done():
+                self.result.set_exception(RuntimeError("the engine stopped"))
+            raise
+        else:
+            if not self.result.done():  # the sender may have been cancelled
+                self.result.set_result(value)
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        changes: ChangeSource | None = None,
+        clock: Clock | None = None,
+        rules: Rules = RULES,
+    ) -> None:
         self.settings = settings
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.rules = rules
         self.metrics = Metrics()
         self.prices = (
             PriceTable.from_file(settings.prices) if settings.prices else PriceTable.embedded()
@@ -70,6 +157,7 @@ class Monitor:
             queue_size=settings.subscriber_queue,
             metrics=self.metrics,
         )
+        self.hub.clock = self.clock.now
         self.index = ClaudeIndex(
             settings.projects_dir,
             self.prices,
@@ -88,31 +176,35 @@ class Monitor:
         self._log: SqliteEventLog | None = None
         self._trimmed = 0.0
         self._panel: PanelRegistry | None = None
-        self._lock = anyio.Lock()
+        #: Every source of facets, in no particular order (``rules`` ranks them).
+        self.sources: list[FacetSource] = [self.index]
         self._data_version = 0
+        self._commands: MemoryObjectSendStream[Command] | None = None
+        self._applier: asyncio.Task[None] | None = None
         self.ready = anyio.Event()
         self.stop_event = anyio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def store(self) -> Store:
-        assert self._store is not None, "monitor not started"
+        assert self._store is not None, "engine not started"
         return self._store
 
     @property
     def log(self) -> SqliteEventLog:
-        assert self._log is not None, "monitor not started"
+        assert self._log is not None, "engine not started"
         return self._log
 
     @property
     def panel(self) -> PanelRegistry:
-        assert self._panel is not None, "monitor not started"
+        assert self._panel is not None, "engine not started"
         return self._panel
 
     # --- lifecycle ------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open the store and load the state it holds, then catch up with the disk."""
+        """Open the store and load the state it holds, catch up with the disk,
+        then start the task that applies commands."""
         self._loop = asyncio.get_running_loop()
         self._store = await Store.open(self.settings.db)
         try:
@@ -120,7 +212,9 @@ class Monitor:
                 self._store,
                 stale_after_s=self.settings.stale_after_s,
                 cleanup_after_s=self.settings.cleanup_after_s,
+                clock=self.clock.now,
             )
+            self.sources.append(self._panel)
             self.index.load(await self._store.load_transcripts())
             await self._panel.load()
             self._data_version = await self._store.data_version()
@@ -129,11 +223,29 @@ class Monitor:
             await self.hub.attach(self._log)
             await anyio.to_thread.run_sync(self._scan)
             await self._persist()
-            self.hub.load(self._all_sessions(time.time()).values())
+            self.hub.load(self._all_sessions(self.clock.now()).values())
         except BaseException:
             await self._store.close()  # no worker thread left to hold the process
             raise
+        send, receive = anyio.create_memory_object_stream[Command](COMMANDS_BUFFER)
+        self._commands = send
+        self._applier = asyncio.create_task(self._apply(receive), name="sessionwatch-engine")
         self.ready.set()
+
+    async def _apply(self, commands: MemoryObjectReceiveStream[Command]) -> None:
+        """The one task that changes state: each command in turn."""
+        async with commands:
+            async for command in commands:
+                await command.run()
+
+    async def _call(self, name: str, apply: Callable[[], Awaitable[T]]) -> T:
+        """Send a command and wait for its result (or its error)."""
+        if self._commands is None:
+            raise RuntimeError("the engine is not open")
+        command = Command(name, apply)
+        await self._commands.send(command)
+        result: T = await command.result
+        return result
 
     def request_shutdown(self) -> None:
         """End every open stream now; safe from a signal handler or another thread.
@@ -148,6 +260,12 @@ class Monitor:
     async def close(self) -> None:
         self.stop_event.set()
         self.hub.close_all()
+        if self._commands is not None:
+            self._commands.close()  # the applier finishes what was sent, then ends
+            self._commands = None
+        if self._applier is not None:
+            await self._applier
+            self._applier = None
         if self._store is not None:
             try:
                 await self._panel.flush_heartbeats() if self._panel else None
@@ -202,7 +320,7 @@ class Monitor:
 
     async def _clock(self) -> None:
         while True:
-            await anyio.sleep(TICK_S)
+            await self.clock.sleep(TICK_S)
             try:
                 await self.tick()
             except Exception:  # noqa: BLE001
@@ -216,10 +334,95 @@ class Monitor:
             await anyio.sleep(period / 2)
             self.hub.keepalive(period)
 
-    # --- changes --------------------------------------------------------------------
+    # --- commands -------------------------------------------------------------------
 
     async def handle(self, paths: set[Path]) -> None:
         """Apply one batch of changed paths (one debounce window) to the hub."""
+        await self._call("batch", lambda: self._apply_paths(paths))
+
+    async def rescan(self, *, publish_refresh: bool = True) -> None:
+        """Read every transcript again from where it was; publish ``refresh``."""
+        await self._call("refresh", lambda: self._rescan(publish_refresh))
+
+    async def tick(self) -> None:
+        """Time-driven changes: Claude sessions going idle, Panel ones going stale
+        or being cleaned up; and the batched heartbeat write. Then, every
+        ``TRIM_EVERY_S``, the event log's trim (no state of the engine's)."""
+        await self._call("tick", self._tick)
+        now = self.clock.now()
+        if now - self._trimmed >= TRIM_EVERY_S:
+            self._trimmed = now
+            await self.log.trim(now)
+
+    async def register(self, app_name: str, **fields: Any) -> bool:
+        """Register a tracker session; True if new. IdTaken if a Claude
+        session (or a transcript not yet timestamped) has the id."""
+        return await self._call("register", lambda: self._register(app_name, fields))
+
+    async def heartbeat(self, ids: list[str]) -> tuple[list[str], list[str]]:
+        """Record heartbeats; returns (ids to kill, unknown ids). No event unless a
+        stale session came back (see the module's docstring)."""
+        self.metrics.heartbeats.inc(len(ids))
+        return await self._call("heartbeat", lambda: self._heartbeat(ids))
+
+    async def set_status(self, sid: str, status: str, current_task: str | None) -> bool:
+        async def apply() -> bool:
+            ok = await self.panel.set_status(sid, status, current_task)
+            await self._publish([sid])  # gone (deleted by another process) too
+            return ok
+
+        return await self._call("status", apply)
+
+    async def kill(self, sid: str, by: str | None) -> bool:
+        async def apply() -> bool:
+            ok = await self.panel.kill(sid, by)
+            if ok:
+                await self._publish([sid])
+            return ok
+
+        return await self._call("kill", apply)
+
+    async def delete(self, ids: list[str]) -> list[str]:
+        async def apply() -> list[str]:
+            gone = await self.panel.delete(ids)
+            await self._publish(gone)
+            return gone
+
+        return await self._call("delete", apply)
+
+    async def delete_stale(self, older_than_s: float) -> int:
+        async def apply() -> int:
+            gone = await self.panel.delete(self.panel.stale_ids(older_than_s, self.clock.now()))
+            await self._publish(gone)
+            return len(gone)
+
+        return await self._call("delete-stale", apply)
+
+    # --- more sources ---------------------------------------------------------------
+
+    def add_source(self, source: FacetSource) -> None:
+        """Plug in another source of facets; its place is in ``self.rules``."""
+        self.sources.append(source)
+
+    async def changed(
+        self, name: str, change: Callable[[], Iterable[str] | Awaitable[Iterable[str]]]
+    ) -> None:
+        """A source's news, applied as a command: ``change`` runs in the
+        applying task (a coroutine function too), changes the source's facets
+        and returns the ids it touched; those are projected again and
+        published."""
+
+        async def apply() -> None:
+            touched = change()
+            if inspect.isawaitable(touched):
+                touched = await touched
+            await self._publish(list(touched))
+
+        await self._call(name, apply)
+
+    # --- what the commands do (only ever run by the applying task) -------------------------
+
+    async def _apply_paths(self, paths: set[Path]) -> None:
         db_names = {self.settings.db.name, self.settings.db.name + "-wal"}
         db_dir = self.settings.db.parent.resolve()
         transcript_paths: list[Path] = []
@@ -230,17 +433,134 @@ class Monitor:
                 db_changed = True
             elif p == root:
                 transcript_paths = []
-                await self.rescan(publish_refresh=False)
+                await self._rescan(publish_refresh=False)
             else:
                 transcript_paths.append(p)
-        async with self._lock:
-            if transcript_paths:
-                touched = await anyio.to_thread.run_sync(self._update_paths, transcript_paths)
-                await self._persist()
-                now = time.time()
-                await self.hub.update({sid: self._view(sid, now) for sid in touched})
-            if db_changed:
-                await self._reload_panel()
+        if transcript_paths:
+            touched = await anyio.to_thread.run_sync(self._update_paths, transcript_paths)
+            await self._persist()
+            await self._publish(touched)
+        if db_changed:
+            await self._reload_panel()
+
+    async def _rescan(self, publish_refresh: bool) -> None:
+        await anyio.to_thread.run_sync(self._scan)
+        await self._persist()
+        await self.panel.load()
+        self._data_version = await self.store.data_version()
+        sessions = self._all_sessions(self.clock.now())
+        if publish_refresh:
+            await self.hub.replace(sessions.values())
+        else:
+            changes: dict[str, Session | None] = dict(sessions)
+            for sid in self.hub.sessions:
+                changes.setdefault(sid, None)
+            await self.hub.update(changes)
+
+    async def _tick(self) -> None:
+        now = self.clock.now()
+        changes: dict[str, Session | None] = {}
+        if self.index.partial:
+            for sid in await anyio.to_thread.run_sync(self.index.settle, now):
+                changes[sid] = self._view(sid, now)
+            await self._persist()
+        for sid, s in self.hub.sessions.items():
+            if s.source == "claude" and sid not in changes:
+                if self.index.status(sid, now) != s.status:
+                    changes[sid] = self._view(sid, now)
+        panel = self.panel
+        for sid, row in panel.rows.items():
+            shown = self.hub.sessions.get(sid)
+            if shown is None or (shown.source == "panel" and shown.is_stale != panel.is_stale(row, now)):
+                if sid not in changes:
+                    changes[sid] = self._view(sid, now)
+        doomed = panel.stale_ids(self.settings.cleanup_after_s, now)
+        if doomed:
+            for sid in await panel.delete(doomed):
+                changes[sid] = self._view(sid, now)
+        await panel.flush_heartbeats()
+        if changes:
+            await self.hub.update(changes)
+
+    async def _heartbeat(self, ids: list[str]) -> tuple[list[str], list[str]]:
+        kill: list[str] = []
+        unknown: list[str] = []
+        revived: list[str] = []
+        sessions = self.hub.sessions
+        for sid in ids:
+            flag = self.panel.heartbeat(sid)
+            if flag is None:
+                unknown.append(sid)
+                continue
+            if flag:
+                kill.append(sid)
+            s = sessions.get(sid)
+            if s is not None and s.is_stale:
+                revived.append(sid)
+        if revived:
+            await self._publish(revived)
+        return kill, unknown
+
+    async def _register(self, app_name: str, fields: dict[str, Any]) -> bool:
+        sid = fields["session_id"]
+        if self._taken(sid, "panel"):
+            raise IdTaken(sid)
+        new = await self.panel.register(app_name, **fields)
+        await self._publish([sid])
+        return new
+
+    def _taken(self, sid: str, by: str) -> bool:
+        """Whether a source ranked before ``by`` holds ``sid`` (or shows it)."""
+        if self.rules.outranked(by, sid, self.sources):
+            return True
+        shown = self.hub.sessions.get(sid)
+        return shown is not None and self.rules.rank(shown.source) < self.rules.rank(by)
+
+    async def _reload_panel(self) -> None:
+        version = await self.store.data_version()
+        if version == self._data_version:
+            return  # only our own writes: the hub already has them
+        self._data_version = version
+        await self.panel.load()
+        ids = set(self.panel.rows)
+        ids.update(sid for sid, s in self.hub.sessions.items() if s.source == "panel")
+        await self._publish(ids)
+
+    async def _publish(self, ids: Iterable[str]) -> None:
+        """Show the sessions ``ids`` as they are now: one projection per id,
+        never every session."""
+        now = self.clock.now()
+        await self.hub.update({sid: self._view(sid, now) for sid in ids})
+
+    # --- facets and the projection ------------------------------------------------------
+
+    def _view(self, sid: str, now: float) -> Session | None:
+        """What the hub shows for ``sid``: every source's facet, projected."""
+        facets: dict[str, Facet] = {}
+        for source in self.sources:
+            try:
+                facet = source.facet(sid, now)
+            except Exception:  # noqa: BLE001 - one broken session must not hide the others
+                self._failed("session", sid)
+                continue
+            if facet is not None:
+                facets[source.name] = facet
+        return self.rules.project(facets)
+
+    def _all_sessions(self, now: float) -> dict[str, Session]:
+        sessions: dict[str, Session] = {}
+        seen: set[str] = set()
+        for source in sorted(self.sources, key=lambda s: self.rules.rank(s.name)):
+            for sid in source.ids():
+                if sid in seen:
+                    continue
+                seen.add(sid)
+                s = self._view(sid, now)
+                if s is not None:
+                    sessions[sid] = s
+        return sessions
+
+    # --- reading transcripts (on a worker thread) -------------------------------------------
 
     def _update_paths(self, paths: list[Path]) -> set[str]:
         touched: set[str] = set()
@@ -297,182 +617,6 @@ class Monitor:
         else:
             log.debug("%s: unexpected error again", path, exc_info=True)
 
-    def _claude(self, sid: str, now: float) -> dict[str, Any] | None:
-        try:
-            return self.index.session(sid, now)
-        except Exception:  # noqa: BLE001 - one broken session must not hide the others
-            self._failed("session", sid)
-            return None
-
-    def _view(self, sid: str, now: float) -> dict[str, Any] | None:
-        """What the hub shows for ``sid``: the Claude session, else the Panel row."""
-        claude = self._claude(sid, now)
-        if claude is not None:
-            return claude
-        return self.panel.view(sid, now)
-
-    def claude_knows(self, sid: str) -> bool:
-        """Whether any transcript is named by ``sid`` (timestamped or not yet)."""
-        shown = self.hub.sessions.get(sid)
-        return sid in self.index.members or (shown is not None and shown["source"] != "panel")
-
     async def _persist(self) -> None:
         rows, removed = self.index.take_changes()
         await self.store.save_transcripts(rows, removed)
-
-    async def _reload_panel(self) -> None:
-        version = await self.store.data_version()
-        if version == self._data_version:
-            return  # only our own writes: the hub already has them
-        self._data_version = version
-        await self.panel.load()
-        await self._publish_panel()
-
-    async def _publish_panel(self, ids: list[str] | None = None) -> None:
-        """Show the Panel rows ``ids`` as they are now (all of them if None).
-
-        Per write this is one row's snapshot: never every session. Ids a
-        session of another source shows are left alone.
-        """
-        now = time.time()
-        changes: dict[str, dict[str, Any] | None] = {}
-        hub = self.hub.sessions
-        if ids is None:
-            ids = list(self.panel.rows)
-            for sid, s in hub.items():
-                if s["source"] == "panel" and sid not in self.panel.rows:
-                    changes[sid] = None
-        for sid in ids:
-            shown = hub.get(sid)
-            if shown is None or shown["source"] == "panel":
-                changes[sid] = self.panel.view(sid, now)
-        await self.hub.update(changes)
-
-    async def rescan(self, *, publish_refresh: bool = True) -> None:
-        """Read every transcript again from where it was; publish ``refresh``."""
-        async with self._lock:
-            await anyio.to_thread.run_sync(self._scan)
-            await self._persist()
-            await self.panel.load()
-            self._data_version = await self.store.data_version()
-            sessions = self._all_sessions(time.time())
-            if publish_refresh:
-                await self.hub.replace(sessions.values())
-            else:
-                changes: dict[str, dict[str, Any] | None] = dict(sessions)
-                for sid in self.hub.sessions:
-                    changes.setdefault(sid, None)
-                await self.hub.update(changes)
-
-    async def tick(self) -> None:
-        """Time-driven changes: Claude sessions going idle, Panel ones going stale
-        or being cleaned up; and the batched heartbeat write."""
-        now = time.time()
-        async with self._lock:
-            changes: dict[str, dict[str, Any] | None] = {}
-            if self.index.partial:
-                for sid in await anyio.to_thread.run_sync(self.index.settle, now):
-                    changes[sid] = self._view(sid, now)
-                await self._persist()
-            for sid, s in self.hub.sessions.items():
-                if s["source"] == "claude" and sid not in changes:
-                    if self.index.status(sid, now) != s["status"]:
-                        changes[sid] = self._view(sid, now)
-            panel = self.panel
-            for sid, row in panel.rows.items():
-                shown = self.hub.sessions.get(sid)
-                if shown is None or (
-                    shown["source"] == "panel" and shown["is_stale"] != panel.is_stale(row, now)
-                ):
-                    if sid not in changes:
-                        changes[sid] = panel.session(row, now)
-            doomed = panel.stale_ids(self.settings.cleanup_after_s, now)
-            if doomed:
-                for sid in await panel.delete(doomed):
-                    changes[sid] = self._after_panel_delete(sid, now)
-            await panel.flush_heartbeats()
-            if changes:
-                await self.hub.update(changes)
-        if now - self._trimmed >= TRIM_EVERY_S:
-            self._trimmed = now
-            await self.log.trim(now)
-
-    def _all_sessions(self, now: float) -> dict[str, dict[str, Any]]:
-        sessions: dict[str, dict[str, Any]] = {}
-        for sid in self.index.session_ids():
-            s = self._claude(sid, now)
-            if s is not None:
-                sessions[sid] = s
-        for sid, row in self.panel.rows.items():
-            if sid not in sessions:  # a Claude session wins its id
-                sessions[sid] = self.panel.session(row, now)
-        return sessions
-
-    def _after_panel_delete(self, sid: str, now: float) -> dict[str, Any] | None:
-        """What to show for ``sid`` once its Panel row is gone: a Claude session
-        with that id stays."""
-        shown = self.hub.sessions.get(sid)
-        if shown is not None and shown["source"] != "panel":
-            return shown
-        return None
-
-    # --- tracker operations (used by the API) ---------------------------------------------
-
-    async def register(self, app_name: str, **fields: Any) -> bool:
-        """Register a tracker session; True if new. IdTaken if a Claude
-        session (or a transcript not yet timestamped) has the id."""
-        sid = fields["session_id"]
-        async with self._lock:
-            if self.claude_knows(sid):
-                raise IdTaken(sid)
-            new = await self.panel.register(app_name, **fields)
-            await self._publish_panel([sid])
-            return new
-
-    async def heartbeat(self, ids: list[str]) -> tuple[list[str], list[str]]:
-        """Record heartbeats; returns (ids to kill, unknown ids). No event unless a
-        stale session came back."""
-        kill: list[str] = []
-        unknown: list[str] = []
-        revived: list[str] = []
-        for sid in ids:
-            flag = self.panel.heartbeat(sid)
-            if flag is None:
-                unknown.append(sid)
-                continue
-            if flag:
-                kill.append(sid)
-            s = self.hub.sessions.get(sid)
-            if s is not None and s["is_stale"]:
-                revived.append(sid)
-        self.metrics.heartbeats.inc(len(ids))
-        if revived:
-            await self._publish_panel(revived)
-        return kill, unknown
-
-    async def set_status(self, sid: str, status: str, current_task: str | None) -> bool:
-        async with self._lock:
-            ok = await self.panel.set_status(sid, status, current_task)
-            await self._publish_panel([sid])  # gone (deleted by another process) too
-            return ok
-
-    async def kill(self, sid: str, by: str | None) -> bool:
-        async with self._lock:
-            ok = await self.panel.kill(sid, by)
-            if ok:
-                await self._publish_panel([sid])
-            return ok
-
-    async def delete(self, ids: list[str]) -> list[str]:
-        async with self._lock:
-            gone = await self.panel.delete(ids)
-            now = time.time()
-            await self.hub.update({i: self._after_panel_delete(i, now) for i in gone})
-            return gone
-
-    async def delete_stale(self, older_than_s: float) -> int:
-        async with self._lock:
-            now = time.time()
-            gone = await self.panel.delete(self.panel.stale_ids(older_than_s, now))
-            await self.hub.update({i: self._after_panel_delete(i, now) for i in gone})
-            return len(gone)

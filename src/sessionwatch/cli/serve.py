@@ -131,12 +131,12 @@ def run(args: argparse.Namespace) -> int:
             fd_limit, max_connections, security.STREAM_CLIENTS,
         )
     app = create_app(settings)
-    monitor = app.state.monitor
+    engine = app.state.engine
     print(f"sessionwatch on http://{settings.host}:{settings.port}  (projects: {settings.projects_dir})", file=sys.stderr)
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
-            monitor.request_shutdown()  # open streams end now, not at the timeout
+            engine.request_shutdown()  # open streams end now, not at the timeout
             super().handle_exit(sig, frame)
 
     config = uvicorn.Config(

@@ -15,7 +15,9 @@
   subscriber with that filter (unfiltered subscribers all share one encoding).
 - Each subscriber has a bounded queue; one that falls behind is dropped (it
   reconnects and resumes with ``Last-Event-ID``), never buffered without limit.
-- The replay window keeps events as their encoded messages (the session dicts
+- Sessions are ``model.Session`` structs: a diff compares them field by
+  field, and they are encoded with ``model.encode`` (msgspec).
+- The replay window keeps events as their encoded messages (the sessions
   are let go once an event is published), bounded in bytes as well as count:
   at least the last 1,000 events and 15 minutes while they fit in 64 MiB,
   counting every message kept, filtered ones included; the byte budget wins.
@@ -36,10 +38,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
+import msgspec
 
 from sessionwatch.hub.log import START, EventLog, LoggedEvent, NewEvent
 from sessionwatch.metrics import Metrics
+from sessionwatch.model import Session, encode
 
 RETRY_MS = 2000
 #: The replay window (DESIGN.md, The stream): events beyond ``buffer_size``
@@ -59,7 +62,26 @@ DELTAS = ("session-created", "session-updated", "session-deleted")
 #: gets ``init``.
 LOG_REPLAY_LIMIT = 10_000
 
-Session = dict[str, Any]
+
+class _Key(msgspec.Struct):
+    """What a replay filters a logged session by."""
+
+    source: Any = None
+    project: Any = None
+
+
+class _Logged(msgspec.Struct):
+    """An event's ``data:`` as read back: each session's bytes kept as they are."""
+
+    sessions: list[msgspec.Raw]
+
+
+class _LoggedKeys(msgspec.Struct):
+    sessions: list[_Key]
+
+
+_keys_of = msgspec.json.Decoder(_LoggedKeys)
+_raw_of = msgspec.json.Decoder(_Logged)
 
 
 @dataclass(frozen=True)
@@ -73,7 +95,7 @@ class Filter:
         return self.source is not None or self.project is not None
 
     def match(self, session: Session) -> bool:
-        return self.match_key(session.get("source"), str(session.get("project") or ""))
+        return self.match_key(session.source, session.project or "")
 
     def match_key(self, source: Any, project: str) -> bool:
         if self.source is not None and source != self.source:
@@ -118,10 +140,12 @@ class Event:
         return message
 
 
-def _data(kind: str, sessions: list[Session], timestamp: float) -> bytes:
+def _data(kind: str, sessions: Sequence[Session | msgspec.Raw], timestamp: float) -> bytes:
+    """An event's JSON; sessions read back from the log (``Raw``) go as they are."""
+    shown: Sequence[object] = sessions
     if kind == "session-deleted":
-        sessions = [{"id": s["id"]} for s in sessions]
-    return orjson.dumps({"type": kind, "sessions": sessions, "timestamp": timestamp})
+        shown = [{"id": s.id} if isinstance(s, Session) else s for s in sessions]
+    return encode({"type": kind, "sessions": shown, "timestamp": timestamp})
 
 
 def _message(kind: str, event_id: int | None, data: bytes, *, retry: bool = False) -> bytes:
@@ -149,29 +173,40 @@ class Kept:
 
     __slots__ = ("id", "type", "timestamp", "keys", "messages", "size")
 
-    def __init__(self, event: Event) -> None:
-        assert event.id is not None
-        full = event.encode()
-        assert full is not None
-        self.id: int = event.id
-        self.type = event.type
-        self.timestamp = event.timestamp
+    def __init__(
+        self,
+        event_id: int,
+        kind: str,
+        timestamp: float,
+        keys: list[tuple[Any, str]] | None,
+        messages: dict[Filter, bytes | None],
+    ) -> None:
+        self.id = event_id
+        self.type = kind
+        self.timestamp = timestamp
         #: (source, project) per session; None when unknown (a deletion read
         #: back from the log names ids only): every filter then gets it whole.
-        keys = [(s.get("source"), str(s.get("project") or "")) for s in event.sessions]
-        self.keys: list[tuple[Any, str]] | None = keys
-        self.messages: dict[Filter, bytes | None] = dict(event._encoded)
-        self.size = RECORD_COST + sum(SESSION_COST + len(p) for _, p in keys)
-        self.size += sum(_cost(f, m) for f, m in self.messages.items())
+        self.keys = keys
+        self.messages = messages
+        self.size = RECORD_COST + sum(SESSION_COST + len(p) for _, p in keys or ())
+        self.size += sum(_cost(f, m) for f, m in messages.items())
+
+    @classmethod
+    def published(cls, event: Event) -> Kept:
+        """An event this hub just published."""
+        assert event.id is not None
+        assert event.encode() is not None  # the unfiltered message, always
+        keys = [(s.source, s.project or "") for s in event.sessions]
+        return cls(event.id, event.type, event.timestamp, keys, dict(event._encoded))
 
     @classmethod
     def from_log(cls, row: LoggedEvent) -> Kept:
         """An event read back from the log (a resume older than the window)."""
-        event = Event(row.type, orjson.loads(row.data)["sessions"], row.at, row.id, _data=row.data)
-        kept = cls(event)
-        if row.type == "session-deleted":
-            kept.keys = None  # deleting an id a client does not show is a no-op
-        return kept
+        event = Event(row.type, [], row.at, row.id, _data=row.data)
+        keys: list[tuple[Any, str]] | None = None
+        if row.type != "session-deleted":  # deleting an id a client does not show is a no-op
+            keys = [(k.source, str(k.project or "")) for k in _keys_of.decode(row.data).sessions]
+        return cls(row.id, row.type, row.at, keys, {NO_FILTER: event.encode()})
 
     def encode(self, flt: Filter) -> tuple[bytes | None, int]:
         """The message for ``flt`` and the bytes this added to the record."""
@@ -188,7 +223,7 @@ class Kept:
         elif not picked and self.type in DELTAS:
             message = None
         else:
-            sessions = orjson.loads(full[full.index(b"\ndata: ") + 7 : -2])["sessions"]
+            sessions = _raw_of.decode(full[full.index(b"\ndata: ") + 7 : -2]).sessions
             data = _data(self.type, [sessions[i] for i in picked], self.timestamp)
             message = _message(self.type, self.id, data)
         self.messages[flt] = message
@@ -292,7 +327,7 @@ class Hub:
 
     def load(self, sessions: Iterable[Session]) -> None:
         """Set the initial state without publishing anything."""
-        self.sessions = {s["id"]: s for s in sessions}
+        self.sessions = {s.id: s for s in sessions}
         self._inits.clear()
         self._count()
 
@@ -309,7 +344,7 @@ class Hub:
     async def replace(self, sessions: Iterable[Session]) -> Event:
         """Replace the whole state and tell everyone (``POST /refresh``)."""
         async with self._order:
-            event = Event("refresh", list({s["id"]: s for s in sessions}.values()), self.clock())
+            event = Event("refresh", list({s.id: s for s in sessions}.values()), self.clock())
             await self._publish([event])
             return event
 
@@ -323,7 +358,7 @@ class Hub:
     def refresh(self, sessions: Iterable[Session]) -> Event:
         """:meth:`replace` for a hub without a log."""
         assert self.log is None, "a hub with an event log publishes through replace()"
-        event = Event("refresh", list({s["id"]: s for s in sessions}.values()), self.clock())
+        event = Event("refresh", list({s.id: s for s in sessions}.values()), self.clock())
         self._commit([event], [self.last_id + 1])
         return event
 
@@ -373,7 +408,7 @@ class Hub:
                 message = event.encode(sub.filter)
                 if message is not None:
                     self._push(sub, message)
-            kept = Kept(event)
+            kept = Kept.published(event)
             self.buffer.append(kept)
             self.replay_bytes += kept.size
             self._trim()
@@ -381,17 +416,17 @@ class Hub:
     def _change(self, event: Event) -> None:
         sessions = self.sessions
         if event.type == "refresh":
-            self.sessions = {s["id"]: s for s in event.sessions}
+            self.sessions = {s.id: s for s in event.sessions}
             self._count()
         elif event.type == "session-deleted":
             for s in event.sessions:
-                old = sessions.pop(s["id"], None)
+                old = sessions.pop(s.id, None)
                 if old is not None:
                     self._recount(old, -1)
         else:
             for s in event.sessions:
-                old = sessions.get(s["id"])
-                sessions[s["id"]] = s
+                old = sessions.get(s.id)
+                sessions[s.id] = s
                 if old is not None:
                     self._recount(old, -1)
                 self._recount(s, 1)
@@ -536,7 +571,7 @@ class Hub:
         """Count every session again (load, refresh)."""
         counts: dict[tuple[str, str], int] = {}
         for s in self.sessions.values():
-            key = (s["source"], s["status"])
+            key = (s.source, s.status)
             counts[key] = counts.get(key, 0) + 1
         self._counts = counts
         self.metrics.sessions.clear()
@@ -544,7 +579,7 @@ class Hub:
             self.metrics.sessions.labels(source, status).set(n)
 
     def _recount(self, session: Session, delta: int) -> None:
-        key = (session["source"], session["status"])
+        key = (session.source, session.status)
         n = self._counts.get(key, 0) + delta
         if n > 0:
             self._counts[key] = n

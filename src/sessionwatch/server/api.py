@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sessionwatch.engine import IdTaken, Monitor
-from sessionwatch.sources.panel.registry import STATUSES
+from sessionwatch.engine import Engine, IdTaken
+from sessionwatch.model import PANEL_SETTABLE, encode, to_dict
 from sessionwatch.redact import mask
 from sessionwatch.store.sqlite import session_id_problem
 from sessionwatch.server.stream import BadRequest, parse_filter
@@ -26,6 +26,8 @@ from sessionwatch.server.stream import BadRequest, parse_filter
 MAX_BODY = 1024 * 1024
 MAX_ID = 200
 MAX_BATCH = 10_000
+#: ``"idle" or "running"``: what a tracker may set, for the error that says so.
+SETTABLE = " or ".join(f'"{s}"' for s in PANEL_SETTABLE)
 #: Process ids are positive and fit a C int everywhere.
 MAX_PID = 2**31 - 1
 
@@ -48,9 +50,18 @@ class OrjsonResponse(Response):
         return orjson.dumps(content)
 
 
-def monitor_of(request: Request) -> Monitor:
-    m: Monitor = request.app.state.monitor
-    return m
+class SessionsResponse(Response):
+    """JSON holding ``model.Session`` structs (model.encode: as orjson wrote the dicts)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return encode(content)
+
+
+def engine_of(request: Request) -> Engine:
+    e: Engine = request.app.state.engine
+    return e
 
 
 async def read_json(request: Request) -> dict[str, Any]:
@@ -108,11 +119,11 @@ def _session_id(request: Request) -> str:
     return sid
 
 
-def _panel_session(monitor: Monitor, sid: str) -> None:
-    s = monitor.hub.sessions.get(sid)
+def _panel_session(engine: Engine, sid: str) -> None:
+    s = engine.hub.sessions.get(sid)
     if s is None:
         raise ApiError(404, f"no session with id {sid!r}")
-    if s["source"] != "panel":
+    if s.source != "panel":
         raise ApiError(400, "only Panel sessions can be changed through the tracker API")
 
 
@@ -120,42 +131,42 @@ def _panel_session(monitor: Monitor, sid: str) -> None:
 
 
 async def all_sessions(request: Request) -> Response:
-    hub = monitor_of(request).hub
+    hub = engine_of(request).hub
     try:
         flt = parse_filter(request)
     except BadRequest as exc:
         raise ApiError(400, str(exc)) from None
-    return OrjsonResponse(
+    return SessionsResponse(
         {"sessions": hub.snapshot(flt), "last_event_id": hub.last_id, "timestamp": time.time()}
     )
 
 
 async def session_detail(request: Request) -> Response:
-    monitor = monitor_of(request)
+    engine = engine_of(request)
     sid = _session_id(request)
-    s = monitor.hub.sessions.get(sid)
+    s = engine.hub.sessions.get(sid)
     if s is None:
         raise ApiError(404, f"no session with id {sid!r}")
-    detail = dict(s)
-    if s["source"] == "claude":
-        detail["recent"] = await _recent(monitor, sid)
+    detail = to_dict(s)
+    if s.source == "claude":
+        detail["recent"] = await _recent(engine, sid)
     else:
-        row = monitor.panel.rows.get(sid)
+        row = engine.panel.rows.get(sid)
         detail["recent"] = []
         detail["pid"] = row.pid if row else None
         detail["url"] = mask(row.url) if row and row.url else None
-        detail["kills"] = await monitor.store.kills(sid)
+        detail["kills"] = await engine.store.kills(sid)
     return OrjsonResponse(detail)
 
 
-async def _recent(monitor: Monitor, sid: str) -> list[dict[str, Any]]:
-    return await anyio.to_thread.run_sync(monitor.index.recent, sid)
+async def _recent(engine: Engine, sid: str) -> list[dict[str, Any]]:
+    return await anyio.to_thread.run_sync(engine.index.recent, sid)
 
 
 async def refresh(request: Request) -> Response:
-    monitor = monitor_of(request)
-    await monitor.rescan()
-    return OrjsonResponse({"sessions": len(monitor.hub.sessions), "last_event_id": monitor.hub.last_id})
+    engine = engine_of(request)
+    await engine.rescan()
+    return OrjsonResponse({"sessions": len(engine.hub.sessions), "last_event_id": engine.hub.last_id})
 
 
 async def healthz(request: Request) -> Response:
@@ -164,7 +175,7 @@ async def healthz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     return Response(
-        generate_latest(monitor_of(request).metrics.registry), media_type=CONTENT_TYPE_LATEST
+        generate_latest(engine_of(request).metrics.registry), media_type=CONTENT_TYPE_LATEST
     )
 
 
@@ -183,7 +194,7 @@ async def register(request: Request) -> Response:
         raise ApiError(400, problem)
     pid = _int(data, "pid", low=1, high=MAX_PID)
     try:
-        new = await monitor_of(request).register(
+        new = await engine_of(request).register(
             app_name,
             session_id=sid,
             user_id=_str(data, "user_id", limit=MAX_ID),
@@ -197,9 +208,9 @@ async def register(request: Request) -> Response:
 
 
 async def heartbeat(request: Request) -> Response:
-    monitor = monitor_of(request)
+    engine = engine_of(request)
     sid = _session_id(request)
-    kill, unknown = await monitor.heartbeat([sid])
+    kill, unknown = await engine.heartbeat([sid])
     if unknown:
         raise ApiError(404, f"no session with id {sid!r}")
     return JSONResponse({"kill_requested": bool(kill)})
@@ -212,48 +223,48 @@ async def heartbeats(request: Request) -> Response:
         raise ApiError(400, "session_ids must be a list of strings")
     if len(ids) > MAX_BATCH:
         raise ApiError(400, f"at most {MAX_BATCH} session_ids per request")
-    kill, unknown = await monitor_of(request).heartbeat(ids)
+    kill, unknown = await engine_of(request).heartbeat(ids)
     return JSONResponse({"kill": kill, "unknown": unknown})
 
 
 async def set_status(request: Request) -> Response:
-    monitor = monitor_of(request)
+    engine = engine_of(request)
     sid = _session_id(request)
     data = await read_json(request)
     status = data.get("status")
-    if status not in STATUSES:
-        raise ApiError(400, 'status must be "idle" or "running"')
+    if status not in PANEL_SETTABLE:
+        raise ApiError(400, f"status must be {SETTABLE}")
     task = _str(data, "current_task", limit=500)
-    _panel_session(monitor, sid)
-    if not await monitor.set_status(sid, str(status), task):
+    _panel_session(engine, sid)
+    if not await engine.set_status(sid, str(status), task):
         raise ApiError(404, f"no session with id {sid!r}")
-    return OrjsonResponse(monitor.hub.sessions.get(sid))
+    return SessionsResponse(engine.hub.sessions.get(sid))
 
 
 async def kill(request: Request) -> Response:
-    monitor = monitor_of(request)
+    engine = engine_of(request)
     sid = _session_id(request)
     data = await read_json(request)
     by = _str(data, "by", limit=MAX_ID)
-    _panel_session(monitor, sid)
+    _panel_session(engine, sid)
     who = by or (request.client.host if request.client else None)
-    await monitor.kill(sid, who)
+    await engine.kill(sid, who)
     return JSONResponse({"kill_requested": True})
 
 
 async def delete_session(request: Request) -> Response:
-    monitor = monitor_of(request)
+    engine = engine_of(request)
     sid = _session_id(request)
-    _panel_session(monitor, sid)
-    await monitor.delete([sid])
+    _panel_session(engine, sid)
+    await engine.delete([sid])
     return JSONResponse({"deleted": True})
 
 
 async def delete_stale(request: Request) -> Response:
-    monitor = monitor_of(request)
+    engine = engine_of(request)
     raw = request.query_params.get("older_than_minutes")
     if raw is None:
-        older = monitor.settings.stale_after_s
+        older = engine.settings.stale_after_s
     else:
         try:
             minutes = float(raw)
@@ -263,7 +274,7 @@ async def delete_stale(request: Request) -> Response:
         if not math.isfinite(minutes) or minutes < 1:
             raise ApiError(400, "older_than_minutes must be a number of minutes, at least 1")
         older = minutes * 60
-    return JSONResponse({"deleted": await monitor.delete_stale(older)})
+    return JSONResponse({"deleted": await engine.delete_stale(older)})
 
 
 routes = [

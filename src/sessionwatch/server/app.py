@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sessionwatch.server import api, auth
 from sessionwatch.config import Settings
 from sessionwatch.errors import SessionwatchError
-from sessionwatch.engine import ChangeSource, Monitor
+from sessionwatch.engine import ChangeSource, Engine
 from sessionwatch.server.security import RequestGuard
 from sessionwatch.server.stream import BadRequest, stream_response
 
@@ -86,7 +86,7 @@ async def index(request: Request) -> Response:
 
 async def api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, api.ApiError)
-    request.app.state.monitor.metrics.http_errors.labels(str(exc.status)).inc()
+    request.app.state.engine.metrics.http_errors.labels(str(exc.status)).inc()
     return JSONResponse({"error": exc.message}, status_code=exc.status)
 
 
@@ -143,15 +143,15 @@ class App:
     Starlette app.
     """
 
-    def __init__(self, starlette: Starlette, monitor: Monitor) -> None:
+    def __init__(self, starlette: Starlette, engine: Engine) -> None:
         self.starlette = starlette
-        self.monitor = monitor
+        self.engine = engine
         self.state = starlette.state
-        self.token = monitor.settings.token
+        self.token = engine.settings.token
         self.throttle: auth.Throttle = starlette.state.throttle
         #: one line saying why the lifespan could not start, once it failed
         self.startup_error: str | None = None
-        self.guard = RequestGuard(monitor.settings.allowed_hosts)
+        self.guard = RequestGuard(engine.settings.allowed_hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -177,7 +177,7 @@ class App:
         else:
             try:
                 response = stream_response(
-                    request, self.monitor.hub, self.monitor.settings.stream_backend
+                    request, self.engine.hub, self.engine.settings.stream_backend
                 )
             except BadRequest as exc:
                 response = JSONResponse({"error": str(exc)}, status_code=400)
@@ -198,20 +198,20 @@ class App:
 
 def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> App:
     """Build the app. ``changes`` replaces the filesystem watcher (tests)."""
-    monitor = Monitor(settings, changes=changes)
+    engine = Engine(settings, changes=changes)
     entry: App | None = None
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
-            await monitor.open()
+            await engine.open()
         except Exception as exc:
             # Close the store first: its worker thread would keep the process
             # alive, neither serving nor exiting, and systemd's
             # Restart=on-failure would never fire (issue 8, item 1).
             with anyio.CancelScope(shield=True):
                 try:
-                    await monitor.close()
+                    await engine.close()
                 except Exception:  # noqa: BLE001 - the first error is the one to report
                     log.debug("closing after a failed start failed too", exc_info=True)
             if isinstance(exc, sqlite3.Error):
@@ -231,14 +231,14 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
         gc.freeze()
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(monitor.run)
+                tg.start_soon(engine.run)
                 try:
                     yield
                 finally:
-                    monitor.stop_event.set()
+                    engine.stop_event.set()
                     tg.cancel_scope.cancel()
         finally:
-            await monitor.close()
+            await engine.close()
 
     routes: list[BaseRoute] = [
         Route("/", index, methods=["GET"]),
@@ -258,9 +258,9 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
         },
     )
     slash_redirects(app.router)
-    app.state.monitor = monitor
+    app.state.engine = engine
     app.state.throttle = throttle = auth.Throttle()
     app.add_middleware(TokenMiddleware, token=settings.token, throttle=throttle)
-    entry = App(app, monitor)
+    entry = App(app, engine)
     return entry
 

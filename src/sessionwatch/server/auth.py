@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sessionwatch.server.api import ApiError, _str, monitor_of, read_json
+from sessionwatch.server.api import ApiError, _str, engine_of, read_json
 
 #: The sign-in cookie: the token, HttpOnly, SameSite=Strict.
 COOKIE = "sessionwatch_token"
@@ -133,7 +133,7 @@ def throttle_of(request: Request) -> Throttle:
 
 
 async def auth_state(request: Request) -> Response:
-    token = monitor_of(request).settings.token
+    token = engine_of(request).settings.token
     if token is None:
         return JSONResponse({"token_required": False, "authenticated": True})
     authenticated = False
@@ -146,7 +146,7 @@ async def auth_state(request: Request) -> Response:
 
 
 async def login(request: Request) -> Response:
-    token = monitor_of(request).settings.token
+    token = engine_of(request).settings.token
     data = await read_json(request)
     given = _str(data, "token", required=True)
     assert given is not None

@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +41,7 @@ from sessionwatch.sources.claude.transcript import (
     shown,
 )
 from sessionwatch.metrics import IndexMetrics, Tally
+from sessionwatch.model import Session, Status, Tokens, iso, to_dict
 from sessionwatch.prices import PriceTable
 
 if TYPE_CHECKING:
@@ -78,12 +78,6 @@ TAIL_HASH_BYTES = 4096
 
 def _tail_hash(tail: bytes) -> str:
     return blake2b(tail, digest_size=8).hexdigest()
-
-
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 @dataclass
@@ -585,14 +579,24 @@ class ClaudeIndex:
         """The project folder under the root that ``path`` is in."""
         return path[self._root_prefix :].split(os.sep, 1)[0]
 
-    def status(self, sid: str, now: float) -> str:
+    #: This source's name in the facet rules (facets.py).
+    name = "claude"
+
+    def ids(self) -> list[str]:
+        return self.session_ids()
+
+    def claims(self, sid: str) -> bool:
+        """Whether any transcript is named by ``sid``, timestamped or not yet."""
+        return sid in self.members
+
+    def status(self, sid: str, now: float) -> Status:
         """running / waiting / idle: see the rules beside RUNNING_KINDS in transcript.py."""
         found = self._files_of(sid)
         if found is None:
             return "idle"
         return self._status(found[0], found[1], now)
 
-    def _status(self, main: FileState, files: list[FileState], now: float) -> str:
+    def _status(self, main: FileState, files: list[FileState], now: float) -> Status:
         # Activity is the newest entry's own timestamp, never the file's mtime:
         # a transcript copied or restored today whose last entry is a year old
         # is idle (issue 8, item 23).
@@ -602,6 +606,11 @@ class ClaudeIndex:
         return "running" if main.agg.last_kind in RUNNING_KINDS else "waiting"
 
     def session(self, sid: str, now: float) -> dict[str, Any] | None:
+        """:meth:`facet` as plain data (``scan --json``), or None."""
+        s = self.facet(sid, now)
+        return None if s is None else to_dict(s)
+
+    def facet(self, sid: str, now: float) -> Session | None:
         """The contract's Session for a Claude session, or None if it is not one."""
         found = self._files_of(sid)
         if found is None:
@@ -609,7 +618,7 @@ class ClaudeIndex:
         main, files = found
         agg = main.agg
         parts = [f.agg for f in files]
-        tokens = {"input": 0, "output": 0, "cache_creation": 0, "cache_read": 0}
+        t_in = t_out = t_create = t_read = 0
         cost: float | None = 0.0
         tool_calls = 0
         first = agg.first_ts
@@ -621,10 +630,10 @@ class ClaudeIndex:
             if part.last_ts is not None and (last is None or part.last_ts > last):
                 last = part.last_ts
             for bucket_key, bucket in part.buckets.items():
-                tokens["input"] += bucket[0]
-                tokens["output"] += bucket[1]
-                tokens["cache_creation"] += bucket[2] + bucket[3]
-                tokens["cache_read"] += bucket[4]
+                t_in += bucket[0]
+                t_out += bucket[1]
+                t_create += bucket[2] + bucket[3]
+                t_read += bucket[4]
                 model, long, fast = bucket_key.rsplit("|", 2)
                 usd = self.prices.cost(model, bucket, long=long == "1", fast=fast == "1")
                 cost = None if usd is None or cost is None else cost + usd
@@ -637,28 +646,28 @@ class ClaudeIndex:
             or agg.first_command
             or hint.title
         )
-        return {
-            "id": sid,
-            "source": "claude",
-            "project": agg.cwd or hint.project or Path(main.path).parent.name,
-            "title": title,
-            "status": self._status(main, files, now),
-            "current_task": None,
-            "user": None,
-            "host": None,
-            "git_branch": agg.git_branch,
-            "model": agg.model,
-            "version": agg.version,
-            "started_at": iso(first),
-            "last_activity": iso(last),
-            "duration_seconds": round((last or 0) - (first or 0), 3),
-            "message_count": agg.messages,
-            "tool_calls": tool_calls,
-            "tokens": tokens,
-            "cost_usd": None if cost is None else round(cost, 6),
-            "kill_requested": False,
-            "is_stale": False,
-        }
+        return Session(
+            id=sid,
+            source="claude",
+            project=agg.cwd or hint.project or Path(main.path).parent.name,
+            title=title,
+            status=self._status(main, files, now),
+            current_task=None,
+            user=None,
+            host=None,
+            git_branch=agg.git_branch,
+            model=agg.model,
+            version=agg.version,
+            started_at=iso(first),
+            last_activity=iso(last),
+            duration_seconds=round((last or 0) - (first or 0), 3),
+            message_count=agg.messages,
+            tool_calls=tool_calls,
+            tokens=Tokens(t_in, t_out, t_create, t_read),
+            cost_usd=None if cost is None else round(cost, 6),
+            kill_requested=False,
+            is_stale=False,
+        )
 
     def recent(self, sid: str, limit: int = 10) -> list[dict[str, Any]]:
         """Recent activity of a session, read from the tail of its main transcript."""

@@ -13,19 +13,29 @@ naming the columns it changes, and one session's snapshot (:meth:`view`).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
-from sessionwatch.sources.claude.index import iso
+from sessionwatch.model import NO_TOKENS, Session, iso
 from sessionwatch.redact import mask
 from sessionwatch.store.sqlite import PanelRow, Store
 
-STATUSES = ("idle", "running")
-
 
 class PanelRegistry:
-    def __init__(self, store: Store, *, stale_after_s: float, cleanup_after_s: float) -> None:
+    #: This source's name in the facet rules (facets.py).
+    name = "panel"
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        stale_after_s: float,
+        cleanup_after_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
+        #: The engine's clock (``Clock.now``): heartbeats, activity, staleness.
+        self.clock = clock
         self.stale_after_s = stale_after_s
         self.cleanup_after_s = cleanup_after_s
         self.rows: dict[str, PanelRow] = {}
@@ -53,7 +63,7 @@ class PanelRegistry:
         url: str | None,
     ) -> bool:
         """Add (or revive) a session; True if it is new."""
-        now = time.time()
+        now = self.clock()
         old = self.rows.get(session_id)
         row = PanelRow(
             session_id, app_name, user_id, host, pid, url,
@@ -74,7 +84,7 @@ class PanelRegistry:
         row = self.rows.get(session_id)
         if row is None:
             return None
-        now = time.time()
+        now = self.clock()
         row.last_heartbeat = now
         self.pending_beats[session_id] = now
         return row.kill_requested
@@ -87,7 +97,7 @@ class PanelRegistry:
         row = self.rows.get(session_id)
         if row is None:
             return False
-        now = time.time()
+        now = self.clock()
         if not await self.store.set_panel_status(session_id, status, current_task, now):
             # deleted by another process since we last read: gone here too
             self.rows.pop(session_id, None)
@@ -104,7 +114,7 @@ class PanelRegistry:
         row = self.rows.get(session_id)
         if row is None:
             return False
-        await self.store.record_kill(session_id, time.time(), by)
+        await self.store.record_kill(session_id, self.clock(), by)
         row.kill_requested = True
         return True
 
@@ -125,37 +135,46 @@ class PanelRegistry:
     def is_stale(self, row: PanelRow, now: float) -> bool:
         return now - row.last_heartbeat > self.stale_after_s
 
-    def session(self, row: PanelRow, now: float) -> dict[str, Any]:
+    def session(self, row: PanelRow, now: float) -> Session:
         stale = self.is_stale(row, now)
-        return {
-            "id": row.id,
-            "source": "panel",
+        return Session(
+            id=row.id,
+            source="panel",
             # typed by people: a key pasted into a task name is not shown
-            "project": mask(row.app_name),
-            "title": None,
-            "status": "stale" if stale else row.status,
-            "current_task": mask(row.current_task) if row.current_task else row.current_task,
-            "user": row.user_id,
-            "host": row.host,
-            "git_branch": None,
-            "model": None,
-            "version": None,
-            "started_at": iso(row.started_at),
-            "last_activity": iso(row.last_activity),
-            "duration_seconds": round(max(0.0, row.last_activity - row.started_at), 3),
-            "message_count": 0,
-            "tool_calls": 0,
-            "tokens": {"input": 0, "output": 0, "cache_creation": 0, "cache_read": 0},
-            "cost_usd": None,
-            "kill_requested": row.kill_requested,
-            "is_stale": stale,
-        }
+            project=mask(row.app_name),
+            title=None,
+            status="stale" if stale else row.status,  # type: ignore[arg-type]  # checked on the way in
+            current_task=mask(row.current_task) if row.current_task else row.current_task,
+            user=row.user_id,
+            host=row.host,
+            git_branch=None,
+            model=None,
+            version=None,
+            started_at=iso(row.started_at),
+            last_activity=iso(row.last_activity),
+            duration_seconds=round(max(0.0, row.last_activity - row.started_at), 3),
+            message_count=0,
+            tool_calls=0,
+            tokens=NO_TOKENS,
+            cost_usd=None,
+            kill_requested=row.kill_requested,
+            is_stale=stale,
+        )
 
-    def sessions(self, now: float) -> dict[str, dict[str, Any]]:
+    def sessions(self, now: float) -> dict[str, Session]:
         """Every session: for loading and refreshing only, never per write."""
         return {i: self.session(r, now) for i, r in self.rows.items()}
 
-    def view(self, session_id: str, now: float) -> dict[str, Any] | None:
+    def view(self, session_id: str, now: float) -> Session | None:
         """One session's snapshot, or None if it is not registered."""
         row = self.rows.get(session_id)
         return self.session(row, now) if row is not None else None
+
+    #: The Panel facet of an id (facets.py): the row, as the registry shows it.
+    facet = view
+
+    def ids(self) -> list[str]:
+        return list(self.rows)
+
+    def claims(self, sid: str) -> bool:
+        return sid in self.rows

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sessionwatch.model import SOURCES, STATUSES, Status
+
 __all__ = [
     "COLUMNS",
     "KILL_BUTTON",
@@ -28,17 +30,17 @@ __all__ = [
     "text",
 ]
 
-#: Status -> (text colour, background), as issue 4 asks: idle green,
-#: running yellow, stale red, waiting blue, ended grey.
-STATUS_COLOURS: dict[str, tuple[str, str]] = {
-    "idle": ("#166534", "#dcfce7"),
+#: Status -> (text colour, background): idle green, running yellow, needs
+#: approval purple, stale red, waiting blue, ended grey, failed rose.
+STATUS_COLOURS: dict[Status, tuple[str, str]] = {
     "running": ("#854d0e", "#fef08a"),
-    "stale": ("#991b1b", "#fee2e2"),
+    "needs_approval": ("#7e22ce", "#f3e8ff"),
     "waiting": ("#1e40af", "#dbeafe"),
+    "idle": ("#166534", "#dcfce7"),
+    "stale": ("#991b1b", "#fee2e2"),
     "ended": ("#374151", "#e5e7eb"),
+    "failed": ("#9f1239", "#ffe4e6"),
 }
-STATUSES = tuple(STATUS_COLOURS)
-SOURCES = ("claude", "panel")
 
 Session = dict[str, Any]
 

@@ -1,0 +1,95 @@
+"""The Session contract (DESIGN.md, Session (JSON)) as one type.
+
+``Session`` is what every client reads: the fields, their order and their
+JSON are those of the contract. Statuses are spelled here and nowhere else
+in Python: the sources build sessions with these names, the API validates
+with them, the Panel dashboard lists them.
+
+Encoding (:func:`encode`) is msgspec's, which writes what orjson wrote for
+the dicts this type replaced, byte for byte, with one difference that no
+real session reaches: a float of 1e16 or more is written ``1e16`` where
+orjson wrote ``1e+16`` (the same number to every JSON reader; a cost of
+$10^16 or a duration of 300 million years). tests/test_model.py pins both.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Final, Literal, get_args
+
+import msgspec
+
+Source = Literal["claude", "panel"]
+#: Every status of DESIGN.md's Session, in the order the dashboards list and
+#: sort them. ``needs_approval``, ``ended`` and ``failed`` come from the hooks
+#: and managed-process sources; the Claude transcript and Panel give the others.
+Status = Literal["running", "needs_approval", "waiting", "idle", "stale", "ended", "failed"]
+
+#: What each source may show (DESIGN.md, Status).
+CLAUDE_STATUSES: Final[tuple[Status, ...]] = ("running", "waiting", "idle")
+PANEL_STATUSES: Final[tuple[Status, ...]] = ("idle", "running", "stale")
+#: What a tracker may set (``PUT /sessions/{id}/status``); ``stale`` is the server's.
+PANEL_SETTABLE: Final[tuple[Status, ...]] = ("idle", "running")
+#: Every status, in the order the dashboards list them.
+STATUSES: Final[tuple[Status, ...]] = get_args(Status)
+SOURCES: Final[tuple[Source, ...]] = get_args(Source)
+
+
+class Tokens(msgspec.Struct, frozen=True):
+    input: int = 0
+    output: int = 0
+    cache_creation: int = 0
+    cache_read: int = 0
+
+
+NO_TOKENS: Final = Tokens()
+
+
+class Session(msgspec.Struct, frozen=True):
+    """One row: a session as clients see it. Frozen: a snapshot, compared
+    field by field (``==``) by the hub to tell a change from none."""
+
+    id: str
+    source: Source
+    project: str
+    title: str | None
+    status: Status
+    current_task: str | None
+    user: str | None
+    host: str | None
+    git_branch: str | None
+    model: str | None
+    version: str | None
+    started_at: str | None
+    last_activity: str | None
+    duration_seconds: float
+    message_count: int
+    tool_calls: int
+    tokens: Tokens
+    cost_usd: float | None
+    kill_requested: bool
+    is_stale: bool
+
+
+#: The field names in the contract's order.
+FIELDS: Final[tuple[str, ...]] = Session.__struct_fields__
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(obj: Any) -> bytes:
+    """JSON of sessions and anything holding them (dicts, lists)."""
+    return _encoder.encode(obj)
+
+
+def to_dict(session: Session) -> dict[str, Any]:
+    """The session as plain data (``scan --json``, detail responses)."""
+    data: dict[str, Any] = msgspec.to_builtins(session)
+    return data
+
+
+def iso(ts: float | None) -> str | None:
+    """A Unix time as ISO 8601 UTC with ``Z``, as every session time is shown."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
