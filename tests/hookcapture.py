@@ -391,7 +391,7 @@ def interactive(root: Path) -> Capture:
         try:
             rec.wait(has("SessionStart"), 30, "SessionStart")
             notes["transcript_exists_at_session_start"] = bool(where.transcripts())
-            time.sleep(1.0)  # let the prompt box settle before typing
+            term.wait_screen("? for shortcuts", 30)  # the prompt box is ready for typing
             term.type_line("write a note")
             hits = rec.wait(has("PermissionRequest"), 30, "PermissionRequest")
             asked = next(h.t for h in hits if h.event == "PermissionRequest")
@@ -420,12 +420,13 @@ def interactive_reject(root: Path) -> Capture:
         term = Tmux(where, api.url, "--permission-mode", "default", env={TOKEN_VAR: TOKEN})
         try:
             rec.wait(has("SessionStart"), 30, "SessionStart")
-            time.sleep(1.0)
+            term.wait_screen("? for shortcuts", 30)
             term.type_line("write something")
             rec.wait(has("PermissionRequest"), 30, "PermissionRequest")
             time.sleep(0.5)
             term.keys("Escape")
-            time.sleep(2.0)  # whatever fires after a rejection (Stop does not, per the notes)
+            # Record whatever fires after a rejection for a while: the observation is that nothing does.
+            time.sleep(2.0)
             term.type_line("/exit")
             rec.wait(has("SessionEnd"), 30, "SessionEnd")
         finally:
