@@ -434,12 +434,53 @@ def interactive_reject(root: Path) -> Capture:
         return Capture("interactive_reject", interactive_reject.__doc__ or "", rec.hits(), where.home, where.cwd, start)
 
 
+def interactive_question(root: Path) -> Capture:
+    """Interactive (tmux), --permission-mode default: the model asks with AskUserQuestion; the first option is chosen."""
+    question = {
+        "questions": [
+            {
+                "question": "Which colour should the button be?",
+                "header": "Colour",
+                "options": [{"label": "Red", "description": "warm"}, {"label": "Blue", "description": "cool"}],
+                "multiSelect": False,
+            }
+        ]
+    }
+    with capturing(root) as (where, rec, api):
+        seed_interactive(where)
+        api.reset([Turn.tool_use("AskUserQuestion", question), Turn.text("Red it is.")])
+        start = time.time()
+        term = Tmux(where, api.url, "--permission-mode", "default", env={TOKEN_VAR: TOKEN})
+        notes: dict[str, Any] = {}
+        try:
+            rec.wait(has("SessionStart"), 30, "SessionStart")
+            term.wait_screen("? for shortcuts", 30)
+            term.type_line("ask me")
+            rec.wait(has("PreToolUse"), 30, "PreToolUse")
+            term.wait_screen("Which colour", 30)
+            asked = time.time()
+            # Whatever the CLI sends while the question waits (a Notification comes ~6 s after a prompt).
+            try:
+                rec.wait(has("Notification"), 12, "Notification")
+                notes["notification_after_question_s"] = round(next(h.t for h in rec.hits() if h.event == "Notification") - asked, 2)
+            except AssertionError:
+                notes["notification_after_question_s"] = None
+            term.keys("Enter")  # the first option
+            rec.wait(has("Stop"), 30, "Stop")
+            term.type_line("/exit")
+            rec.wait(has("SessionEnd"), 30, "SessionEnd")
+        finally:
+            term.close()
+        return Capture("interactive_question", interactive_question.__doc__ or "", rec.hits(), where.home, where.cwd, start, notes)
+
+
 SCENARIOS: dict[str, Callable[[Path], Capture]] = {
     "p_tools": p_tools,
     "p_subagent": p_subagent,
     "p_api_error": p_api_error,
     "interactive": interactive,
     "interactive_reject": interactive_reject,
+    "interactive_question": interactive_question,
 }
 
 
@@ -484,6 +525,9 @@ Notes (see the scenario files for the numbers):
 - Interactive: SessionStart fires before the transcript exists; Notification `permission_prompt`
   comes ~6 s after PermissionRequest; a prompt rejected with Escape is followed by nothing (no
   PostToolUse, no Stop) until the next prompt or SessionEnd (`prompt_input_exit` after `/exit`).
+- AskUserQuestion (interactive) goes through the permission path: PreToolUse, PermissionRequest, then
+  Notification `permission_prompt` ("Claude needs your permission") ~6 s later; the answer comes back in
+  PostToolUse's `tool_response.answers`.
 - `-p`: a Write the default mode refuses still fires PermissionRequest (then nothing for that tool);
   SessionEnd `reason` is `other`.
 - Subagents (the `Agent` tool, run in the background in this version): SubagentStart/SubagentStop carry

@@ -339,12 +339,18 @@ def test_summary_is_one_line_of_at_most_120_characters() -> None:
     assert len(text) <= 120 and "\n" not in text and text.endswith("…")
 
 
-def test_ask_user_question_is_a_question() -> None:
-    payload = copy.deepcopy(first(payloads("interactive"), "PermissionRequest"))
-    payload.update(tool_name="AskUserQuestion", tool_input={"questions": [{"question": "Which database?", "header": "DB", "options": []}]})
-    state = fold(None, decode_hook(json.dumps(payload)), 1.0)
-    assert state.status_reason == "question: AskUserQuestion"
-    assert state.pending is not None and (state.pending.kind, state.pending.summary) == ("question", "AskUserQuestion: Which database?")
+def test_ask_user_question_is_a_question_until_answered() -> None:
+    events = payloads("interactive_question")
+    asked = replay(upto(events, "PermissionRequest"))[-1]
+    assert (asked.status, asked.status_reason) == ("needs_approval", "question")
+    assert asked.pending is not None
+    assert (asked.pending.kind, asked.pending.tool) == ("question", "AskUserQuestion")
+    assert asked.pending.summary == "AskUserQuestion: Which colour should the button be?"
+    # the CLI's Notification calls it a permission prompt: it is still the same question
+    notified = replay(upto(events, "Notification"))[-1]
+    assert (notified.status_reason, notified.pending) == ("question", asked.pending)
+    answered = replay(upto(events, "PostToolUse"))[-1]
+    assert (answered.status, answered.pending) == ("running", None)
 
 
 def test_state_round_trips_through_msgspec() -> None:

@@ -22,6 +22,7 @@ PermissionDenied                        running           "denied: Bash"
 PostToolBatch (all calls of a response  running           "tools done"
 done; in -p also after a refused one)
 PermissionRequest                       needs_approval    "permission: Bash" (+ pending)
+PermissionRequest for AskUserQuestion   needs_approval    "question" (+ pending of kind question)
 Notification permission_prompt          needs_approval    "permission: Bash" (+ pending)
 Notification elicitation_dialog         needs_approval    "question" (+ pending)
 Notification idle_prompt                waiting           "waiting for input"
@@ -248,7 +249,7 @@ def fold(state: HookState | None, event: HookEvent, now: float, *, hold: bool = 
             answerable=hold,
             agent_id=event.agent_id,
         )
-        status, reason = "needs_approval", _reason("question" if kind == "question" else "permission", tool)
+        status, reason = "needs_approval", _pending_reason(pending)
     elif name == "Notification":
         ntype = event.notification_type
         if ntype == "permission_prompt":
@@ -266,7 +267,7 @@ def fold(state: HookState | None, event: HookEvent, now: float, *, hold: bool = 
                     since=now,
                     agent_id=event.agent_id,
                 )
-            status, reason = "needs_approval", _reason("permission", pending.tool)
+            status, reason = "needs_approval", _pending_reason(pending)
         elif ntype == "elicitation_dialog":
             pending = Pending(
                 id=_hash_id(s.session_id, "elicitation", str(now)),
@@ -316,6 +317,10 @@ def _cut(text: str, limit: int) -> str:
 
 def _reason(word: str, what: str | None) -> str:
     return _cut(f"{word}: {what}", REASON_MAX) if what else word
+
+
+def _pending_reason(p: Pending) -> str:
+    return "question" if p.kind == "question" else _reason("permission", p.tool)
 
 
 def _api_error(event: HookEvent) -> str:
