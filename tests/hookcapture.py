@@ -83,8 +83,10 @@ class Hit:
 class HookRecorder:
     """An HTTP server recording every POST (the ``http`` hooks) plus the command recorder's file."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, answers: Mapping[str, Any] | None = None) -> None:
+        """``answers``: per event name, the JSON the http hook answers with (default: an empty 200)."""
         self.root = root
+        self.answers = dict(answers or {})
         self.command_log = root / "command-hooks.jsonl"
         self.script = root / "record_hook.py"
         self.script.write_text(_RECORDER)
@@ -107,9 +109,13 @@ class HookRecorder:
                 hit = Hit(time.time(), "http", self.path.rsplit("/", 1)[-1], payload, dict(self.headers))
                 with recorder._lock:
                     recorder._http.append(hit)
+                event = payload.get("hook_event_name") if isinstance(payload, dict) else None
+                answer = json.dumps(recorder.answers[event]).encode() if event in recorder.answers else b""
                 self.send_response(200)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
+                self.wfile.write(answer)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True

@@ -17,9 +17,10 @@ import pytest
 from sessionwatch.integrations.claude_settings import EVENT_FORMS
 from sessionwatch.sources.hooks.events import HookState, decode_hook, fold
 
-from .claude_cli import claude_bin
+from .claude_cli import ClaudeHome, ClaudeRun, claude_bin, run_claude
 from .conftest import require_tool
-from .hookcapture import VECTORS, Capture, Hit, interactive, p_api_error, p_tools
+from .fakeapi import FakeAPI, Turn
+from .hookcapture import VECTORS, Capture, HookRecorder, Hit, interactive, p_api_error, p_tools
 
 #: Events whose command hook may not finish before a -p process exits (StopFailure is the last
 #: thing a failed -p run does): only their http form is required.
@@ -106,3 +107,68 @@ def test_every_installed_event_is_one_the_cli_knows(event: str) -> None:
     from sessionwatch.sources.hooks.events import KNOWN_EVENTS
 
     assert event in KNOWN_EVENTS
+
+
+# --- answers the real CLI takes from an http hook (what /hooks will answer) ---------------------
+
+
+def allow_or_deny(behavior: str, message: str = "") -> dict[str, object]:
+    decision: dict[str, object] = {"behavior": behavior}
+    if message:
+        decision["message"] = message
+    return {"hookSpecificOutput": {"hookEventName": "PermissionRequest", "decision": decision}}
+
+
+def run_with_answers(tmp_path: Path, answers: dict[str, object], turns: list[Turn]) -> tuple[ClaudeHome, ClaudeRun, FakeAPI, HookRecorder]:
+    where = ClaudeHome.create(tmp_path)
+    recorder = HookRecorder(tmp_path, answers)
+    settings: dict[str, object] = {"hooks": {e: [{"hooks": [{"type": "http", "url": f"{recorder.url}/{e}", "timeout": 10}]}] for e in answers}}
+    where.write_settings(settings)
+    api = FakeAPI(turns).start()
+    try:
+        run = run_claude(where, api.url, "write the file")
+    finally:
+        api.stop()
+        recorder.stop()
+    return where, run, api, recorder
+
+
+def test_permission_request_allow_from_the_hook_writes_the_file(tmp_path: Path) -> None:
+    claude_bin()
+    target = tmp_path / "home" / "work" / "allowed.txt"
+    where, run, api, _ = run_with_answers(
+        tmp_path, {"PermissionRequest": allow_or_deny("allow")}, [Turn.tool_use("Write", {"file_path": str(target), "content": "yes\n"}), Turn.text("ok")]
+    )
+    assert run.returncode == 0, run.describe()
+    assert target.read_text() == "yes\n"
+
+
+def test_permission_request_deny_from_the_hook_sends_the_message_to_the_model(tmp_path: Path) -> None:
+    claude_bin()
+    target = tmp_path / "home" / "work" / "denied.txt"
+    where, run, api, _ = run_with_answers(
+        tmp_path,
+        {"PermissionRequest": allow_or_deny("deny", "sessionwatch: denied from the dashboard")},
+        [Turn.tool_use("Write", {"file_path": str(target), "content": "no\n"}), Turn.text("ok")],
+    )
+    assert not target.exists()
+    [result] = api.agent_requests()[1].tool_results()
+    assert result.get("is_error") and "sessionwatch: denied from the dashboard" in json.dumps(result["content"])
+
+
+def test_pre_tool_use_deny_reason_reaches_the_model(tmp_path: Path) -> None:
+    claude_bin()
+    reason = "sessionwatch: this session reached its $5.00 budget"
+    deny = {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "deny", "permissionDecisionReason": reason}}
+    where, run, api, _ = run_with_answers(tmp_path, {"PreToolUse": deny}, [Turn.tool_use("Bash", {"command": "echo hi"}), Turn.text("ok")])
+    [result] = api.agent_requests()[1].tool_results()
+    assert result.get("is_error") and reason in json.dumps(result["content"])
+
+
+def test_user_prompt_submit_block_stops_the_prompt(tmp_path: Path) -> None:
+    claude_bin()
+    reason = "sessionwatch: this session reached its $5.00 budget"
+    block = {"decision": "block", "reason": reason}
+    where, run, api, _ = run_with_answers(tmp_path, {"UserPromptSubmit": block}, [Turn.text("never asked")])
+    assert api.agent_requests() == []  # the prompt never reached the model
+    assert reason in run.stdout + run.stderr, run.describe()
