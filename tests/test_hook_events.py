@@ -24,6 +24,7 @@ from sessionwatch.sources.hooks.events import (
     UnknownHookEvent,
     decode_hook,
     fold,
+    registry_idle,
     summarize,
 )
 
@@ -356,3 +357,20 @@ def test_ask_user_question_is_a_question_until_answered() -> None:
 def test_state_round_trips_through_msgspec() -> None:
     state = replay(upto(payloads("interactive"), "PermissionRequest"))[-1]
     assert msgspec.msgpack.decode(msgspec.msgpack.encode(state), type=HookState) == state
+
+
+def test_registry_idle_after_the_prompt_means_it_was_dismissed() -> None:
+    # Escape on a permission dialog: no hook event, but the live registry turns idle at once.
+    asked = replay(upto(payloads("interactive_reject"), "PermissionRequest"))[-1]
+    assert asked.pending is not None
+    after = registry_idle(asked, asked.pending.since + 0.5)
+    assert (after.status, after.status_reason, after.pending) == ("waiting", "prompt dismissed", None)
+    assert after.last_event == asked.last_event
+
+
+def test_registry_idle_from_before_the_prompt_changes_nothing() -> None:
+    asked = replay(upto(payloads("interactive_reject"), "PermissionRequest"))[-1]
+    assert asked.pending is not None
+    assert registry_idle(asked, asked.pending.since - 0.5) == asked  # an old idle, read late
+    running = replay(upto(payloads("interactive"), "PreToolUse"))[-1]
+    assert registry_idle(running, 1e12) == running

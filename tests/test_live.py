@@ -15,12 +15,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sessionwatch.sources.claude.live import LiveProcess, process_start, read_entry, read_live
+import pytest
+
+from sessionwatch.sources.claude.live import LiveProcess, process_start, read_entry, read_live, registry_status
 
 from .claude_cli import ClaudeHome, ClaudeProcess
 from .claude_fixtures import claude_home, fake_api  # noqa: F401 - fixtures
-from .conftest import wait_for
+from .conftest import require_tool, wait_for
 from .fakeapi import FakeAPI, Turn
+from .hookcapture import Tmux, seed_interactive
 
 DOMAIN = "linux:3d1219c7c4c5404aaa1f6d2a48adfda4:pid:[4026531836]"
 SID = "1266b4a9-e0d2-437c-b8bf-86fab0f06c80"
@@ -191,6 +194,29 @@ def test_entry_caught_mid_rewrite_is_read_again(tmp_path: Path, monkeypatch: Any
     assert list(scan.live) == [SID] and scan.skipped == 0 and len(reads) == 2
 
 
+@pytest.mark.parametrize(
+    ("status", "waiting_for", "expected"),
+    [
+        ("busy", None, ("running", "busy")),
+        ("waiting", "permission prompt", ("needs_approval", "waiting for permission prompt")),
+        ("waiting", None, ("needs_approval", "waiting")),
+        ("idle", None, ("waiting", "idle")),
+        ("sleeping", None, None),
+        (None, None, None),
+    ],
+)
+def test_registry_status(tmp_path: Path, status: str | None, waiting_for: str | None, expected: tuple[str, str] | None) -> None:
+    extra = {"status": status} if status else {}
+    if waiting_for:
+        extra["waitingFor"] = waiting_for
+    e = entry(4242, **extra)
+    if status is None:
+        del e["status"]
+    got = read_entry(write(tmp_path, "4242.json", e))
+    assert got.waiting_for == waiting_for
+    assert registry_status(got) == expected
+
+
 def test_missing_folder_is_an_empty_scan(tmp_path: Path) -> None:
     scan = read_live(tmp_path / "nope")
     assert (scan.live, scan.gone, scan.skipped) == ({}, [], 0)
@@ -214,7 +240,8 @@ def test_running_cli_is_live_before_its_first_prompt_and_gone_after_exit(fake_ap
     session_id = str(uuid.uuid4())
     registry = claude_home.claude_dir / "sessions"
     with ClaudeProcess(claude_home, fake_api.url, "--session-id", session_id) as cli:
-        live = wait_for(lambda: read_live(registry).live.get(session_id), 30, "the registry entry")
+        # The CLI's first write of the file has no "status" yet (539 then 613 bytes under strace).
+        live = wait_for(lambda: getattr(read_live(registry).live.get(session_id), "status", None) and read_live(registry).live[session_id], 30, "the registry entry with its status")
         assert isinstance(live, LiveProcess)
         assert (live.pid, live.cwd, live.version, live.status) == (cli.pid, str(claude_home.cwd), "2.1.330", "idle")
         assert live.verified and live.proc_start == process_start(cli.pid)
@@ -241,3 +268,29 @@ def test_killed_cli_leaves_its_entry_and_counts_as_gone(fake_api: FakeAPI, claud
     scan = read_live(registry)
     assert session_id not in scan.live
     assert [g.session_id for g in scan.gone] == [session_id]
+
+
+def test_interactive_permission_dialog_shows_in_the_registry_until_escape(fake_api: FakeAPI, claude_home: ClaudeHome) -> None:
+    """While the dialog waits: "waiting" for "permission prompt"; after Escape (no hook event at all): "idle"."""
+    require_tool("tmux")
+    seed_interactive(claude_home)
+    fake_api.reset([Turn.tool_use("Write", {"file_path": str(claude_home.cwd / "no.txt"), "content": "no"})])
+    registry = claude_home.claude_dir / "sessions"
+    term = Tmux(claude_home, fake_api.url, "--permission-mode", "default")
+    try:
+        wait_for(lambda: read_live(registry).live, 30, "the registry entry")
+        term.wait_screen("? for shortcuts", 30)
+        [first] = read_live(registry).live.values()
+        assert registry_status(first) == ("waiting", "idle")
+        term.type_line("write a file")
+
+        def status() -> tuple[str, str] | None:
+            live = list(read_live(registry).live.values())
+            return registry_status(live[0]) if live else None
+
+        wait_for(lambda: status() == ("needs_approval", "waiting for permission prompt"), 30, "the dialog in the registry")
+        term.keys("Escape")
+        wait_for(lambda: status() == ("waiting", "idle"), 30, "idle after Escape")
+        assert not (claude_home.cwd / "no.txt").exists()
+    finally:
+        term.close()

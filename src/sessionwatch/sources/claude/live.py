@@ -11,7 +11,12 @@ While a CLI process runs (interactive or ``-p``), it keeps
 
 and removes it when the process exits. The file appears at start, before the
 first prompt (so before any transcript), with the session id. ``status`` is
-``busy`` while a turn runs and ``idle`` otherwise.
+``busy`` while a turn runs, ``waiting`` with ``"waitingFor": "permission
+prompt"`` while a permission dialog is shown (interactive), and ``idle``
+otherwise, also right after a dialog is rejected with Escape, which sends no
+hook event at all (observed with 2.1.330 in tmux; see tests/test_live.py).
+The very first write of the file has no ``status`` yet (None here).
+:func:`registry_status` maps these to sessionwatch's statuses.
 
 A file can outlive its process (the CLI was killed), and a pid can be reused
 by another process later: a process counts as alive only if
@@ -61,6 +66,7 @@ class _Entry(msgspec.Struct, kw_only=True):
     name: str | None = None
     pidDomain: str | None = None
     status: str | None = None
+    waitingFor: str | None = None
     updatedAt: float | None = None
     statusUpdatedAt: float | None = None
 
@@ -79,13 +85,15 @@ class LiveProcess(msgspec.Struct, frozen=True, kw_only=True):
     kind: str | None
     entrypoint: str | None
     name: str | None
-    #: "busy" while a turn runs, "idle" between turns (as the CLI writes it)
+    #: "busy" while a turn runs, "waiting" while a dialog waits, "idle" between turns (as the CLI writes it)
     status: str | None
     status_updated_at: float | None
     updated_at: float | None
     proc_start: str | None
     #: False when the file comes from another machine or pid namespace (liveness not checkable here)
     verified: bool = True
+    #: with status "waiting": what for ("permission prompt")
+    waiting_for: str | None = None
 
 
 @dataclass
@@ -168,7 +176,23 @@ def read_entry(path: Path, domain: str | None = None) -> LiveProcess:
         updated_at=_ms(e.updatedAt),
         proc_start=str(e.procStart) if e.procStart is not None else None,
         verified=e.pidDomain is None or domain is None or e.pidDomain == domain,
+        waiting_for=e.waitingFor,
     )
+
+
+def registry_status(entry: LiveProcess) -> tuple[str, str] | None:
+    """(status, status_reason) the entry's own ``status`` says, or None for a value not known here.
+
+    ``busy`` → running; ``waiting`` → needs_approval ("waiting for permission prompt");
+    ``idle`` → waiting. Hooks say more (which tool, what for); this works without them.
+    """
+    if entry.status == "busy":
+        return "running", "busy"
+    if entry.status == "waiting":
+        return "needs_approval", f"waiting for {entry.waiting_for}" if entry.waiting_for else "waiting"
+    if entry.status == "idle":
+        return "waiting", "idle"
+    return None
 
 
 def read_live(sessions_dir: Path, *, proc: Path = Path("/proc"), domain: str | None = None) -> LiveScan:

@@ -44,7 +44,8 @@ versa.
 Known gaps in what Claude Code sends (2.1.330): a prompt rejected in the
 terminal (Escape, "No") is followed by no event at all, so ``needs_approval``
 lasts until the next event (``idle_prompt`` ~60 s later, the next prompt, or
-SessionEnd); PermissionRequest carries no ``tool_use_id`` (the pending id is
+SessionEnd) unless the live registry's ``idle`` is folded in with
+:func:`registry_idle`; PermissionRequest carries no ``tool_use_id`` (the pending id is
 the preceding PreToolUse's when tool and input match).
 """
 
@@ -296,6 +297,21 @@ def fold(state: HookState | None, event: HookEvent, now: float, *, hold: bool = 
             status, reason = "ended", _cut(f"SessionEnd: {event.reason or 'unknown'}", REASON_MAX)
     changes.update(status=status, status_reason=reason, pending=pending)
     return msgspec.structs.replace(s, **changes)
+
+
+def registry_idle(state: HookState, idle_since: float) -> HookState:
+    """The live registry says the process has been idle since ``idle_since`` (unix seconds).
+
+    A permission prompt rejected in the terminal sends no hook event, but the
+    registry's status turns ``idle`` at once (sources/claude/live.py): a
+    prompt still pending from before that moment was dismissed. Anything else
+    is left as the hooks said (an idle process after Stop is already
+    ``waiting``; a running turn's next event will follow).
+    """
+    p = state.pending
+    if state.status != "needs_approval" or p is None or idle_since <= p.since:
+        return state
+    return msgspec.structs.replace(state, status="waiting", status_reason="prompt dismissed", pending=None)
 
 
 # --- helpers -------------------------------------------------------------------------
