@@ -20,6 +20,7 @@ from sessionwatch.config import Settings
 from sessionwatch.hub.log import START, NewEvent, SqliteEventLog
 from sessionwatch.hub.core import Filter, Hub
 from sessionwatch.engine import Monitor
+from sessionwatch.store.base import Write
 from sessionwatch.store.sqlite import Store
 
 from .conftest import Server, wait_for
@@ -149,9 +150,9 @@ async def test_hub_ids_come_from_the_log_and_a_batch_is_one_append(tmp_path: Pat
         appends: list[int] = []
         real = log.append
 
-        async def counting(events: Any) -> list[int]:
+        async def counting(events: Any, **kw: Any) -> list[int]:
             appends.append(len(events))
-            return await real(events)
+            return await real(events, **kw)
 
         log.append = counting  # type: ignore[method-assign]
         hub = Hub()
@@ -245,9 +246,9 @@ async def test_a_subscriber_arriving_while_a_batch_awaits_its_ids_sees_the_state
         gate = asyncio.Event()
         real = log.append
 
-        async def slow(events: Any) -> list[int]:
+        async def slow(events: Any, **kw: Any) -> list[int]:
             await gate.wait()
-            return await real(events)
+            return await real(events, **kw)
 
         log.append = slow  # type: ignore[method-assign]
         before = hub.last_id
@@ -364,10 +365,10 @@ async def test_an_append_during_a_failed_transaction_is_not_rolled_back_with_it(
     store = await Store.open(tmp_path / "a.db")
     log = SqliteEventLog(store)
     try:
-        failing = store._write(
+        failing = store.write(
             [
-                ("UPDATE panel_sessions SET status = 'idle' WHERE id = ?", ("nobody",)),
-                ("INSERT INTO no_such_table VALUES (1)", ()),
+                Write("UPDATE panel_sessions SET status = 'idle' WHERE id = ?", ("nobody",)),
+                Write("INSERT INTO no_such_table VALUES (1)"),
             ]
         )
         results = await asyncio.gather(failing, log.append([ev()]), return_exceptions=True)
@@ -377,3 +378,113 @@ async def test_an_append_during_a_failed_transaction_is_not_rolled_back_with_it(
         assert [r.id for r in await log.since(ids[0] - 1, 10)] == ids
     finally:
         await store.close()
+
+
+# --- a change and its events: one transaction, one trip ---------------------------------------------
+
+
+def trips(store: Store) -> list[int]:
+    """Counts the calls that go to the store connection's thread."""
+    conn = store.conn
+    real = conn._execute
+    count = [0]
+
+    async def counting(fn: Any, *args: Any, **kw: Any) -> Any:
+        count[0] += 1
+        return await real(fn, *args, **kw)
+
+    conn._execute = counting  # type: ignore[method-assign]
+    return count
+
+
+async def test_a_tracker_write_and_its_events_are_one_transaction_in_one_trip(tmp_path: Path) -> None:
+    """Regression (issue 9, EventLog): a Panel write was one trip to the
+    database thread and its events' append a second, in two transactions
+    (the figure it cost: docs/benchmarks.md, registrations)."""
+    monitor = Monitor(shared_settings(tmp_path))
+    await monitor.open()
+    try:
+        store = monitor.store
+        assert isinstance(store, Store)
+        statements: list[str] = []
+        await store.conn.set_trace_callback(statements.append)
+        count = trips(store)
+        for write in (
+            lambda: monitor.register("app", session_id="p1", user_id=None, host=None, pid=None, url=None),
+            lambda: monitor.set_status("p1", "running", "t"),
+            lambda: monitor.kill("p1", "boss"),
+            lambda: monitor.delete(["p1"]),
+        ):
+            count[0] = 0
+            statements.clear()
+            before = monitor.hub.last_id
+            await write()
+            assert count[0] == 1, f"{count[0]} trips to the database for one write"
+            verbs = [s.split()[0] for s in statements]
+            assert verbs[0] == "BEGIN" and verbs[-1] == "COMMIT" and "BEGIN" not in verbs[1:]
+            assert statements[-2].startswith("INSERT INTO events"), statements
+            assert monitor.hub.last_id > before
+        await store.conn.set_trace_callback(None)
+    finally:
+        await monitor.close()
+
+
+async def test_a_write_that_fails_keeps_neither_the_change_nor_its_events(tmp_path: Path) -> None:
+    """Regression (issue 9, EventLog): the Panel write committed on its own,
+    so an event that then failed to be logged left the row changed in the
+    database and shown nowhere; and a write that failed after its events
+    were logged would leave ids for a change that did not happen."""
+    settings = shared_settings(tmp_path)
+    monitor = Monitor(settings)
+    await monitor.open()
+    try:
+        await monitor.register("app", session_id="p1", user_id=None, host=None, pid=None, url=None)
+        sub = monitor.hub.subscribe()
+        messages(sub)
+        before = monitor.hub.last_id
+        shown = monitor.hub.sessions["p1"]
+        with sqlite3.connect(settings.db) as conn:  # the events' insert fails, after the Panel write ran
+            conn.execute(
+                "CREATE TRIGGER refuse_events BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+        with pytest.raises(sqlite3.IntegrityError):
+            await monitor.set_status("p1", "running", "t")
+        with pytest.raises(sqlite3.IntegrityError):
+            await monitor.kill("p1", "boss")
+        with pytest.raises(sqlite3.IntegrityError):
+            await monitor.delete(["p1"])
+        with sqlite3.connect(settings.db) as conn:
+            conn.execute("DROP TRIGGER refuse_events")
+            row = conn.execute("SELECT status, current_task, kill_requested FROM panel_sessions").fetchall()
+            kills = conn.execute("SELECT count(*) FROM panel_kills").fetchone()
+            latest = conn.execute("SELECT max(id) FROM events").fetchone()
+        assert row == [("idle", None, 0)] and kills == (0,), "the write was kept without its events"
+        assert latest == (before,)
+        # the server shows, sends and remembers none of it
+        assert monitor.hub.last_id == before and monitor.hub.sessions["p1"] is shown and messages(sub) == []
+        got = monitor.panel.rows["p1"]
+        assert (got.status, got.current_task, got.kill_requested) == ("idle", None, False)
+        assert monitor.panel.heartbeat("p1") is False
+        # ...and the next write goes through whole
+        assert await monitor.set_status("p1", "running", "t")
+        assert monitor.hub.sessions["p1"]["status"] == "running"
+        assert ids_of(messages(sub)) == [monitor.hub.last_id]
+    finally:
+        await monitor.close()
+
+
+async def test_a_status_for_a_row_deleted_elsewhere_logs_no_update(tmp_path: Path) -> None:
+    settings = shared_settings(tmp_path)
+    monitor = Monitor(settings)
+    await monitor.open()
+    try:
+        await monitor.register("app", session_id="p1", user_id=None, host=None, pid=None, url=None)
+        before = monitor.hub.last_id
+        with sqlite3.connect(settings.db) as conn:  # another process deletes it
+            conn.execute("DELETE FROM panel_sessions")
+        assert not await monitor.set_status("p1", "running", "t")
+        assert "p1" not in monitor.hub.sessions and "p1" not in monitor.panel.rows
+        rows = await monitor.log.since(before, 10)
+        assert [r.type for r in rows] == ["session-deleted"], "an update was logged for a write that did not happen"
+    finally:
+        await monitor.close()

@@ -14,9 +14,9 @@ whose id a Claude transcript claims later stays in the registry, hidden:
 Panel writes never replace or delete a session of another source.
 
 Every change reaches the hub through ``await hub.update()`` (or ``replace()``
-for ``POST /refresh``): the hub diffs it, appends the batch's events to the
-event log in the store (one statement: their ids), then applies and sends
-them. The clock task trims the log every ``TRIM_EVERY_S``.
+for ``POST /refresh``): the hub diffs it, runs the change's store writes (a
+tracker write's, ``writes=``) and appends the batch's events to the event
+log in one transaction (their ids), then applies and sends them. The clock task trims the log every ``TRIM_EVERY_S``.
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ import anyio
 from prometheus_client import Counter
 
 from sessionwatch.config import Settings
-from sessionwatch.hub.log import SqliteEventLog
 from sessionwatch.hub.core import Hub
 from sessionwatch.sources.claude.index import ClaudeIndex
 from sessionwatch.metrics import Metrics
 from sessionwatch.sources.panel.registry import PanelRegistry
 from sessionwatch.prices import PriceTable
+from sessionwatch.store.base import Database, EventLog, Write
 from sessionwatch.store.sqlite import Store
 from sessionwatch.sources.watcher import watching
 
@@ -84,8 +84,8 @@ class Monitor:
             registry=self.metrics.registry,
         )
         self._failed_paths: set[str] = set()
-        self._store: Store | None = None
-        self._log: SqliteEventLog | None = None
+        self._store: Database | None = None
+        self._log: EventLog | None = None
         self._trimmed = 0.0
         self._panel: PanelRegistry | None = None
         self._lock = anyio.Lock()
@@ -95,12 +95,12 @@ class Monitor:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
-    def store(self) -> Store:
+    def store(self) -> Database:
         assert self._store is not None, "monitor not started"
         return self._store
 
     @property
-    def log(self) -> SqliteEventLog:
+    def log(self) -> EventLog:
         assert self._log is not None, "monitor not started"
         return self._log
 
@@ -114,24 +114,24 @@ class Monitor:
     async def open(self) -> None:
         """Open the store and load the state it holds, then catch up with the disk."""
         self._loop = asyncio.get_running_loop()
-        self._store = await Store.open(self.settings.db)
+        self._store = store = await Store.open(self.settings.db)
         try:
             self._panel = PanelRegistry(
-                self._store,
+                store,
                 stale_after_s=self.settings.stale_after_s,
                 cleanup_after_s=self.settings.cleanup_after_s,
             )
-            self.index.load(await self._store.load_transcripts())
+            self.index.load(await store.load_transcripts())
             await self._panel.load()
-            self._data_version = await self._store.data_version()
+            self._data_version = await store.data_version()
             # Event ids from the store's log from here on (this run's start row first).
-            self._log = SqliteEventLog(self._store)
+            self._log = store.event_log()
             await self.hub.attach(self._log)
             await anyio.to_thread.run_sync(self._scan)
             await self._persist()
             self.hub.load(self._all_sessions(time.time()).values())
         except BaseException:
-            await self._store.close()  # no worker thread left to hold the process
+            await store.close()  # no worker thread left to hold the process
             raise
         self.ready.set()
 
@@ -328,8 +328,9 @@ class Monitor:
         await self.panel.load()
         await self._publish_panel()
 
-    async def _publish_panel(self, ids: list[str] | None = None) -> None:
-        """Show the Panel rows ``ids`` as they are now (all of them if None).
+    async def _publish_panel(self, ids: list[str] | None = None, writes: list[Write] | None = None) -> None:
+        """Show the Panel rows ``ids`` as they are now (all of them if None);
+        ``writes``: the store statements of the change, run with its events.
 
         Per write this is one row's snapshot: never every session. Ids a
         session of another source shows are left alone.
@@ -346,7 +347,7 @@ class Monitor:
             shown = hub.get(sid)
             if shown is None or shown["source"] == "panel":
                 changes[sid] = self.panel.view(sid, now)
-        await self.hub.update(changes)
+        await self.hub.update(changes, writes=writes or ())
 
     async def rescan(self, *, publish_refresh: bool = True) -> None:
         """Read every transcript again from where it was; publish ``refresh``."""
@@ -386,13 +387,12 @@ class Monitor:
                 ):
                     if sid not in changes:
                         changes[sid] = panel.session(row, now)
-            doomed = panel.stale_ids(self.settings.cleanup_after_s, now)
-            if doomed:
-                for sid in await panel.delete(doomed):
-                    changes[sid] = self._after_panel_delete(sid, now)
+            gone, writes = panel.deleting(panel.stale_ids(self.settings.cleanup_after_s, now))
+            for sid in gone:
+                changes[sid] = self._after_panel_delete(sid, now)
             await panel.flush_heartbeats()
-            if changes:
-                await self.hub.update(changes)
+            await self.hub.update(changes, writes=writes)
+            panel.forget(gone)
         if now - self._trimmed >= TRIM_EVERY_S:
             self._trimmed = now
             await self.log.trim(now)
@@ -425,9 +425,9 @@ class Monitor:
         async with self._lock:
             if self.claude_knows(sid):
                 raise IdTaken(sid)
-            new = await self.panel.register(app_name, **fields)
-            await self._publish_panel([sid])
-            return new
+            return await self.panel.register(
+                app_name, **fields, publish=lambda writes: self._publish_panel([sid], writes)
+            )
 
     async def heartbeat(self, ids: list[str]) -> tuple[list[str], list[str]]:
         """Record heartbeats; returns (ids to kill, unknown ids). No event unless a
@@ -452,27 +452,29 @@ class Monitor:
 
     async def set_status(self, sid: str, status: str, current_task: str | None) -> bool:
         async with self._lock:
-            ok = await self.panel.set_status(sid, status, current_task)
-            await self._publish_panel([sid])  # gone (deleted by another process) too
+            ok = await self.panel.set_status(
+                sid, status, current_task, publish=lambda writes: self._publish_panel([sid], writes)
+            )
+            if not ok:
+                await self._publish_panel([sid])  # gone (deleted by another process)
             return ok
 
     async def kill(self, sid: str, by: str | None) -> bool:
         async with self._lock:
-            ok = await self.panel.kill(sid, by)
-            if ok:
-                await self._publish_panel([sid])
-            return ok
+            return await self.panel.kill(sid, by, publish=lambda writes: self._publish_panel([sid], writes))
 
     async def delete(self, ids: list[str]) -> list[str]:
         async with self._lock:
-            gone = await self.panel.delete(ids)
+            gone, writes = self.panel.deleting(ids)
             now = time.time()
-            await self.hub.update({i: self._after_panel_delete(i, now) for i in gone})
+            await self.hub.update({i: self._after_panel_delete(i, now) for i in gone}, writes=writes)
+            self.panel.forget(gone)
             return gone
 
     async def delete_stale(self, older_than_s: float) -> int:
         async with self._lock:
             now = time.time()
-            gone = await self.panel.delete(self.panel.stale_ids(older_than_s, now))
-            await self.hub.update({i: self._after_panel_delete(i, now) for i in gone})
+            gone, writes = self.panel.deleting(self.panel.stale_ids(older_than_s, now))
+            await self.hub.update({i: self._after_panel_delete(i, now) for i in gone}, writes=writes)
+            self.panel.forget(gone)
             return len(gone)
