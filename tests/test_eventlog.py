@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -488,3 +489,87 @@ async def test_a_status_for_a_row_deleted_elsewhere_logs_no_update(tmp_path: Pat
         assert [r.type for r in rows] == ["session-deleted"], "an update was logged for a write that did not happen"
     finally:
         await monitor.close()
+
+
+def test_two_servers_writing_at_once_never_give_the_same_id_and_a_moved_client_resumes(
+    sw_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    """Trackers write to both servers at the same time: every id either
+    server hands out is a row of the shared log marked with that server's
+    run, each server's client gets exactly its server's rows, in order, and
+    no id is both servers'. A client moved between them resumes as the
+    contract says (hub/log.py): a fresh init on the other server equal to
+    its /all, exactly the missed events on its own."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    db = tmp_path / "shared.db"
+    servers = [sw_server(projects_dir=empty, db=db), sw_server(projects_dir=empty, db=db)]
+    clients = [SSEClient(s.url + "/stream").start() for s in servers]
+    seen: list[list[int]] = [[], []]
+    shown: list[dict[str, dict[str, Any]]] = [{}, {}]
+    for k, c in enumerate(clients):
+        init = c.next()
+        assert init.event == "init"
+        seen[k].append(int(init.id or 0))  # the run's start row
+    n = 12
+
+    def trackers(k: int) -> None:
+        with httpx.Client(base_url=servers[k].url, timeout=10) as http:
+            for i in range(n):
+                sid = f"on-{k}-{i}"
+                r = http.post("/sessions", json={"app_name": "app", "session_id": sid})
+                assert r.status_code == 201, r.text
+                r = http.put(f"/sessions/{sid}/status", json={"status": "running", "current_task": f"t{i}"})
+                assert r.status_code == 200, r.text
+
+    with ThreadPoolExecutor(2) as pool:
+        for f in [pool.submit(trackers, k) for k in (0, 1)]:
+            f.result()
+
+    def receive() -> None:
+        for k, c in enumerate(clients):
+            for e in c.drain():
+                if e.event == "keepalive":
+                    continue
+                seen[k].append(int(e.id or 0))
+                for s in e.data["sessions"]:
+                    if e.event == "session-deleted":
+                        shown[k].pop(s["id"], None)
+                    else:
+                        shown[k][s["id"]] = s
+
+    def both_show_every_write() -> bool:
+        receive()
+        want = {f"on-{k}-{i}": f"t{i}" for k in (0, 1) for i in range(n)}
+        return all({sid: s["current_task"] for sid, s in got.items()} == want for got in shown)
+
+    wait_for(both_show_every_write, timeout=30, what="both servers to show every write")
+
+    def every_logged_id_reached_its_servers_client() -> bool:
+        receive()
+        with sqlite3.connect(db) as conn:
+            rows = conn.execute("SELECT id, origin FROM events ORDER BY id").fetchall()
+        by_origin: dict[int, list[int]] = {}
+        for event_id, origin in rows:
+            by_origin.setdefault(origin, []).append(event_id)
+        return sorted(by_origin.values()) == sorted(seen)
+
+    wait_for(every_logged_id_reached_its_servers_client, timeout=30, what="every logged event to reach its client")
+    assert not set(seen[0]) & set(seen[1]), "two servers gave the same id"
+    assert all(ids == sorted(ids) and len(set(ids)) == len(ids) for ids in seen)
+    assert set(seen[0]) & set(range(min(seen[1]), max(seen[1]))), "the two servers' ids did not interleave"
+    for c in clients:
+        c.stop()
+    # A's client moves to B in the middle of A's events: B's own view, fresh.
+    middle = seen[0][len(seen[0]) // 2]
+    everything = httpx.get(servers[1].url + "/all", timeout=10).json()
+    moved = SSEClient(servers[1].url + "/stream", headers={"Last-Event-ID": str(middle)}).start()
+    init = moved.next()
+    moved.stop()
+    assert init.event == "init" and int(init.id or 0) == everything["last_event_id"]
+    assert sorted(init.data["sessions"], key=lambda s: s["id"]) == sorted(everything["sessions"], key=lambda s: s["id"])
+    # ...and back on A: exactly what A sent after that id.
+    back = SSEClient(servers[0].url + "/stream", headers={"Last-Event-ID": str(middle)}).start()
+    after = seen[0][len(seen[0]) // 2 + 1 :]
+    assert [int(back.next().id or 0) for _ in after] == after
+    back.stop()

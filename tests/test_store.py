@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ import pytest
 
 from sessionwatch.errors import ConfigError, StoreClosedError
 from sessionwatch.sources.panel.registry import PanelRegistry
-from sessionwatch.store.base import PanelRow, TranscriptRow, Write
+from sessionwatch.store.base import PanelRow, RowGone, TranscriptRow, Write
 from sessionwatch.store.schema import MIGRATIONS, session_id_problem
 from sessionwatch.store.sqlite import Store
 
@@ -78,6 +79,32 @@ async def test_data_version_moves_only_for_other_connections(tmp_path: Path) -> 
         conn.execute("UPDATE panel_sessions SET status='running'")
     assert await store.data_version() != v0
     await store.close()
+
+
+async def test_one_trip_runs_a_function_on_the_connection_thread(tmp_path: Path) -> None:
+    """Store._run goes through aiosqlite's private Connection._execute (no
+    public call runs a function on its thread): this holds it across
+    aiosqlite versions."""
+    store = await Store.open(tmp_path / "a.db")
+    try:
+        here = threading.get_ident()
+        there, version = await store._run(
+            lambda conn: (threading.get_ident(), conn.execute("PRAGMA user_version").fetchone()[0])
+        )
+        assert there != here and version == len(MIGRATIONS)
+    finally:
+        await store.close()
+
+
+async def test_a_write_that_must_change_a_gone_row_rolls_back_all_of_it(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "a.db")
+    try:
+        await store.write(store.panel_register(PanelRow("p1", "app", None, None, None, None, "idle", None, 1.0, 1.0, 1.0, False)))
+        with pytest.raises(RowGone):
+            await store.write(store.panel_kill("p1", 2.0, None) + store.panel_status("ghost", "running", None, 3.0))
+        assert not (await store.load_panel())[0].kill_requested and await store.kills("p1") == []
+    finally:
+        await store.close()
 
 
 def _registry(store: Store) -> PanelRegistry:
