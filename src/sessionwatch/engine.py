@@ -16,7 +16,8 @@ Panel writes never replace or delete a session of another source.
 Every change reaches the hub through ``await hub.update()`` (or ``replace()``
 for ``POST /refresh``): the hub diffs it, runs the change's store writes (a
 tracker write's, ``writes=``) and appends the batch's events to the event
-log in one transaction (their ids), then applies and sends them. The clock task trims the log every ``TRIM_EVERY_S``.
+log in one transaction (their ids), then applies and sends them. The clock
+task trims the log every ``TRIM_EVERY_S``.
 """
 
 from __future__ import annotations
@@ -114,24 +115,24 @@ class Monitor:
     async def open(self) -> None:
         """Open the store and load the state it holds, then catch up with the disk."""
         self._loop = asyncio.get_running_loop()
-        self._store = store = await Store.open(self.settings.db)
+        self._store = await Store.open(self.settings.db)
         try:
             self._panel = PanelRegistry(
-                store,
+                self._store,
                 stale_after_s=self.settings.stale_after_s,
                 cleanup_after_s=self.settings.cleanup_after_s,
             )
-            self.index.load(await store.load_transcripts())
+            self.index.load(await self._store.load_transcripts())
             await self._panel.load()
-            self._data_version = await store.data_version()
+            self._data_version = await self._store.data_version()
             # Event ids from the store's log from here on (this run's start row first).
-            self._log = store.event_log()
+            self._log = self._store.event_log()
             await self.hub.attach(self._log)
             await anyio.to_thread.run_sync(self._scan)
             await self._persist()
             self.hub.load(self._all_sessions(time.time()).values())
         except BaseException:
-            await store.close()  # no worker thread left to hold the process
+            await self._store.close()  # no worker thread left to hold the process
             raise
         self.ready.set()
 

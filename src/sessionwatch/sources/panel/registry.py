@@ -73,7 +73,7 @@ class PanelRegistry:
             old.last_activity if old else now,
             now,
             old.kill_requested if old else False,
-        )  # fmt: skip
+        )
         await self._change(row, self.store.panel_register(row), publish)
         return old is None
 
