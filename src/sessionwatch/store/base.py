@@ -3,8 +3,8 @@ the event log. ``store/sqlite.py`` implements all three on one SQLite file;
 the PostgreSQL store (issue 13) will implement the same three.
 
 - :class:`NodeStore`: what only this machine can know and only it reads
-  (each transcript file's offset and aggregate). With PostgreSQL it stays in
-  a local SQLite file: another replica's offsets mean nothing here.
+  (each transcript file's offset and aggregate). With PostgreSQL it can stay
+  in a local SQLite file: another machine's offsets mean nothing here.
 - :class:`SharedStore`: what every server on the database shares: the
   sessions trackers report and their kills. Later the sessions of processes
   sessionwatch runs, budgets, agents and tokens go here too (nothing of them
