@@ -112,7 +112,7 @@ class PanelRegistry:
         if row is None:
             return False
         await self._change(
-            replace(row, kill_requested=True), self.store.panel_kill(session_id, time.time(), by), publish
+            replace(row, kill_requested=True), self.store.panel_kill(session_id, time.time(), by), publish, beats=False
         )
         return True
 
@@ -134,12 +134,15 @@ class PanelRegistry:
             self.rows.pop(i, None)
             self.pending_beats.pop(i, None)
 
-    async def _change(self, row: PanelRow, writes: list[Write], publish: Publish | None) -> None:
+    async def _change(
+        self, row: PanelRow, writes: list[Write], publish: Publish | None, *, beats: bool = True
+    ) -> None:
         """Run ``writes`` (through ``publish``) with ``row`` in place of the
-        session's row meanwhile; what was there comes back if they fail."""
+        session's row meanwhile; what was there comes back if they fail.
+        ``beats``: the writes set ``last_heartbeat`` (a pending one is moot)."""
         sid = row.id
         old = self.rows.get(sid)
-        beat = self.pending_beats.pop(sid, None)
+        beat = self.pending_beats.pop(sid, None) if beats else None
         self.rows[sid] = row
         try:
             await (publish or self.store.write)(writes)
