@@ -561,10 +561,11 @@ def bench_registrations(work: Path, quick: bool) -> None:
     errors = reg["errors"] + st["errors"]
     row(figure,
         f"{reg['per_s']:,.0f} registrations/s ({reg['requests']} timed after {live:,}, p50 {ms(reg['p50_ms'])} "
-        f"p99 {ms(reg['p99_ms'])}, {reg['errors']} errors)",
+        f"p99 {ms(reg['p99_ms'])}, {reg['errors']} errors; server CPU {reg.get('cpu_ms', 0):.2f} ms each)",
         target, (reg["per_s"] >= 1000 and errors == 0) if live >= 10000 else None)
     row(f"tracker status updates with {live:,} Panel sessions live (`PUT /sessions/{{id}}/status`)",
         f"{st['per_s']:,.0f} updates/s (p50 {ms(st['p50_ms'])} p99 {ms(st['p99_ms'])}, {st['errors']} errors; "
+        f"server CPU {st.get('cpu_ms', 0):.2f} ms each; "
         f"a `/stream?source=panel` client saw {res['events_seen_by_a_stream_client']:,} events)",
         "— (no target; report)", None)
     if errors:

@@ -8,7 +8,9 @@ keep-alive connections of a lean raw HTTP/1.1 client (httpx itself tops out
 near 500 requests/s per process here, which would measure the client). A
 ``/stream`` subscriber stays connected throughout, so every write's event
 goes out. Prints one JSON line; DESIGN.md's target is ≥ 1,000
-registrations/s with 10,000 sessions live.
+registrations/s with 10,000 sessions live. Each step also reports the
+server process's CPU time per request (``cpu_ms``, user + system from
+``/proc``): on a machine others load, it moves far less than the rate.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -56,18 +59,30 @@ def _request(method: str, path: str, body: dict[str, object]) -> bytes:
     ).encode() + data
 
 
-async def _run(port: int, requests: list[bytes], connections: int) -> dict[str, object]:
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (0 if unknown)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _run(port: int, requests: list[bytes], connections: int, pid: int = 0) -> dict[str, object]:
     lat: list[float] = []
     errors: list[str] = []
+    cpu0 = _cpu_s(pid)
     t0 = time.perf_counter()
     await asyncio.gather(
         *(_client(port, requests[k::connections], lat, errors) for k in range(connections))
     )
     dt = time.perf_counter() - t0
+    cpu = _cpu_s(pid) - cpu0
     return {
         "requests": len(requests), "errors": len(errors), "first_error": errors[0] if errors else None,
         "seconds": round(dt, 3), "per_s": round(len(requests) / dt, 1),
         "p50_ms": round(pct(lat, 50), 2), "p99_ms": round(pct(lat, 99), 2),
+        "cpu_ms": round(cpu * 1000 / max(len(requests), 1), 3),
     }
 
 
@@ -87,7 +102,7 @@ async def _drain_stream(port: int, stop: asyncio.Event, seen: list[int]) -> None
         writer.close()
 
 
-async def bench(port: int, live: int, count: int, connections: int) -> dict[str, object]:
+async def bench(port: int, live: int, count: int, connections: int, pid: int = 0) -> dict[str, object]:
     def registrations(n: int) -> tuple[list[str], list[bytes]]:
         ids = [uuid.uuid4().hex for _ in range(n)]
         return ids, [_request("POST", "/sessions", {"app_name": f"bench-{i % 50}", "session_id": sid, "pid": 4242})
@@ -98,7 +113,7 @@ async def bench(port: int, live: int, count: int, connections: int) -> dict[str,
     stream = asyncio.create_task(_drain_stream(port, stop, seen))
     out: dict[str, object] = {"live": live, "connections": connections}
     live_ids, reqs = registrations(live)
-    out["fill"] = await _run(port, reqs, connections)
+    out["fill"] = await _run(port, reqs, connections, pid)
     steps: list[tuple[str, Callable[[], list[bytes]]]] = [
         ("register", lambda: registrations(count)[1]),
         ("status", lambda: [
@@ -107,7 +122,7 @@ async def bench(port: int, live: int, count: int, connections: int) -> dict[str,
         ]),
     ]
     for name, make in steps:
-        out[name] = await _run(port, make(), connections)
+        out[name] = await _run(port, make(), connections, pid)
     await asyncio.sleep(0.5)
     stop.set()
     await stream
@@ -126,7 +141,8 @@ def main() -> int:
     srv = Server(work / "projects", work / "db.sqlite", log=work / "server.log")
     srv.cmd += ["--stale-after-s", "3600", "--cleanup-after-s", "7200"]
     with srv.start():
-        result = asyncio.run(bench(srv.port, args.live, args.count, args.connections))
+        assert srv.proc is not None
+        result = asyncio.run(bench(srv.port, args.live, args.count, args.connections, srv.proc.pid))
         result["server_rss_mib"] = round(srv.rss() / 1024, 1)
     print(json.dumps(result), flush=True)
     return 0

@@ -459,7 +459,7 @@ async def test_an_error_in_a_command_reaches_its_caller_and_the_next_command_run
         with pytest.raises(IdTaken):
             await reg(engine, "good")
 
-        async def broken(sid: str, by: str | None) -> bool:
+        async def broken(sid: str, by: str | None, **_: object) -> bool:
             raise RuntimeError("disk on fire")
 
         await reg(engine, "p1")

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ from sessionwatch.hub.log import START, NewEvent, SqliteEventLog
 from sessionwatch.hub.core import Filter, Hub
 from sessionwatch.engine import Engine
 from sessionwatch.model import Session
+from sessionwatch.store.base import Write
 from sessionwatch.store.sqlite import Store
 
 from .conftest import Server, wait_for
@@ -149,9 +151,9 @@ async def test_hub_ids_come_from_the_log_and_a_batch_is_one_append(tmp_path: Pat
         appends: list[int] = []
         real = log.append
 
-        async def counting(events: Any) -> list[int]:
+        async def counting(events: Any, **kw: Any) -> list[int]:
             appends.append(len(events))
-            return await real(events)
+            return await real(events, **kw)
 
         log.append = counting  # type: ignore[method-assign]
         hub = Hub()
@@ -245,9 +247,9 @@ async def test_a_subscriber_arriving_while_a_batch_awaits_its_ids_sees_the_state
         gate = asyncio.Event()
         real = log.append
 
-        async def slow(events: Any) -> list[int]:
+        async def slow(events: Any, **kw: Any) -> list[int]:
             await gate.wait()
-            return await real(events)
+            return await real(events, **kw)
 
         log.append = slow  # type: ignore[method-assign]
         before = hub.last_id
@@ -364,10 +366,10 @@ async def test_an_append_during_a_failed_transaction_is_not_rolled_back_with_it(
     store = await Store.open(tmp_path / "a.db")
     log = SqliteEventLog(store)
     try:
-        failing = store._write(
+        failing = store.write(
             [
-                ("UPDATE panel_sessions SET status = 'idle' WHERE id = ?", ("nobody",)),
-                ("INSERT INTO no_such_table VALUES (1)", ()),
+                Write("UPDATE panel_sessions SET status = 'idle' WHERE id = ?", ("nobody",)),
+                Write("INSERT INTO no_such_table VALUES (1)"),
             ]
         )
         results = await asyncio.gather(failing, log.append([ev()]), return_exceptions=True)
@@ -377,3 +379,197 @@ async def test_an_append_during_a_failed_transaction_is_not_rolled_back_with_it(
         assert [r.id for r in await log.since(ids[0] - 1, 10)] == ids
     finally:
         await store.close()
+
+
+# --- a change and its events: one transaction, one trip ---------------------------------------------
+
+
+def trips(store: Store) -> list[int]:
+    """Counts the calls that go to the store connection's thread."""
+    conn = store.conn
+    real = conn._execute
+    count = [0]
+
+    async def counting(fn: Any, *args: Any, **kw: Any) -> Any:
+        count[0] += 1
+        return await real(fn, *args, **kw)
+
+    conn._execute = counting  # type: ignore[method-assign]
+    return count
+
+
+async def test_a_tracker_write_and_its_events_are_one_transaction_in_one_trip(tmp_path: Path) -> None:
+    """Regression (issue 9, EventLog): a Panel write was one trip to the
+    database thread and its events' append a second, in two transactions
+    (the figure it cost: docs/benchmarks.md, registrations)."""
+    engine = Engine(shared_settings(tmp_path))
+    await engine.open()
+    try:
+        store = engine.store
+        assert isinstance(store, Store)
+        statements: list[str] = []
+        await store.conn.set_trace_callback(statements.append)
+        count = trips(store)
+        for write in (
+            lambda: engine.register("app", session_id="p1", user_id=None, host=None, pid=None, url=None),
+            lambda: engine.set_status("p1", "running", "t"),
+            lambda: engine.kill("p1", "boss"),
+            lambda: engine.delete(["p1"]),
+        ):
+            count[0] = 0
+            statements.clear()
+            before = engine.hub.last_id
+            await write()
+            assert count[0] == 1, f"{count[0]} trips to the database for one write"
+            verbs = [s.split()[0] for s in statements]
+            assert verbs[0] == "BEGIN" and verbs[-1] == "COMMIT" and "BEGIN" not in verbs[1:]
+            assert statements[-2].startswith("INSERT INTO events"), statements
+            assert engine.hub.last_id > before
+        await store.conn.set_trace_callback(None)
+    finally:
+        await engine.close()
+
+
+async def test_a_write_that_fails_keeps_neither_the_change_nor_its_events(tmp_path: Path) -> None:
+    """Regression (issue 9, EventLog): the Panel write committed on its own,
+    so an event that then failed to be logged left the row changed in the
+    database and shown nowhere; and a write that failed after its events
+    were logged would leave ids for a change that did not happen."""
+    settings = shared_settings(tmp_path)
+    engine = Engine(settings)
+    await engine.open()
+    try:
+        await engine.register("app", session_id="p1", user_id=None, host=None, pid=None, url=None)
+        sub = engine.hub.subscribe()
+        messages(sub)
+        before = engine.hub.last_id
+        shown = engine.hub.sessions["p1"]
+        with sqlite3.connect(settings.db) as conn:  # the events' insert fails, after the Panel write ran
+            conn.execute(
+                "CREATE TRIGGER refuse_events BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+        with pytest.raises(sqlite3.IntegrityError):
+            await engine.set_status("p1", "running", "t")
+        with pytest.raises(sqlite3.IntegrityError):
+            await engine.kill("p1", "boss")
+        with pytest.raises(sqlite3.IntegrityError):
+            await engine.delete(["p1"])
+        with sqlite3.connect(settings.db) as conn:
+            conn.execute("DROP TRIGGER refuse_events")
+            row = conn.execute("SELECT status, current_task, kill_requested FROM panel_sessions").fetchall()
+            kills = conn.execute("SELECT count(*) FROM panel_kills").fetchone()
+            latest = conn.execute("SELECT max(id) FROM events").fetchone()
+        assert row == [("idle", None, 0)] and kills == (0,), "the write was kept without its events"
+        assert latest == (before,)
+        # the server shows, sends and remembers none of it
+        assert engine.hub.last_id == before and engine.hub.sessions["p1"] is shown and messages(sub) == []
+        got = engine.panel.rows["p1"]
+        assert (got.status, got.current_task, got.kill_requested) == ("idle", None, False)
+        assert engine.panel.heartbeat("p1") is False
+        # ...and the next write goes through whole
+        assert await engine.set_status("p1", "running", "t")
+        assert engine.hub.sessions["p1"].status == "running"
+        assert ids_of(messages(sub)) == [engine.hub.last_id]
+    finally:
+        await engine.close()
+
+
+async def test_a_status_for_a_row_deleted_elsewhere_logs_no_update(tmp_path: Path) -> None:
+    settings = shared_settings(tmp_path)
+    engine = Engine(settings)
+    await engine.open()
+    try:
+        await engine.register("app", session_id="p1", user_id=None, host=None, pid=None, url=None)
+        before = engine.hub.last_id
+        with sqlite3.connect(settings.db) as conn:  # another process deletes it
+            conn.execute("DELETE FROM panel_sessions")
+        assert not await engine.set_status("p1", "running", "t")
+        assert "p1" not in engine.hub.sessions and "p1" not in engine.panel.rows
+        rows = await engine.log.since(before, 10)
+        assert [r.type for r in rows] == ["session-deleted"], "an update was logged for a write that did not happen"
+    finally:
+        await engine.close()
+
+
+def test_two_servers_writing_at_once_never_give_the_same_id_and_a_moved_client_resumes(
+    sw_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    """Trackers write to both servers at the same time: every id either
+    server hands out is a row of the shared log marked with that server's
+    run, each server's client gets exactly its server's rows, in order, and
+    no id is both servers'. A client moved between them resumes as the
+    contract says (hub/log.py): a fresh init on the other server equal to
+    its /all, exactly the missed events on its own."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    db = tmp_path / "shared.db"
+    servers = [sw_server(projects_dir=empty, db=db), sw_server(projects_dir=empty, db=db)]
+    clients = [SSEClient(s.url + "/stream").start() for s in servers]
+    seen: list[list[int]] = [[], []]
+    shown: list[dict[str, dict[str, Any]]] = [{}, {}]
+    for k, c in enumerate(clients):
+        init = c.next()
+        assert init.event == "init"
+        seen[k].append(int(init.id or 0))  # the run's start row
+    n = 12
+
+    def trackers(k: int) -> None:
+        with httpx.Client(base_url=servers[k].url, timeout=10) as http:
+            for i in range(n):
+                sid = f"on-{k}-{i}"
+                r = http.post("/sessions", json={"app_name": "app", "session_id": sid})
+                assert r.status_code == 201, r.text
+                r = http.put(f"/sessions/{sid}/status", json={"status": "running", "current_task": f"t{i}"})
+                assert r.status_code == 200, r.text
+
+    with ThreadPoolExecutor(2) as pool:
+        for f in [pool.submit(trackers, k) for k in (0, 1)]:
+            f.result()
+
+    def receive() -> None:
+        for k, c in enumerate(clients):
+            for e in c.drain():
+                if e.event == "keepalive":
+                    continue
+                seen[k].append(int(e.id or 0))
+                for s in e.data["sessions"]:
+                    if e.event == "session-deleted":
+                        shown[k].pop(s["id"], None)
+                    else:
+                        shown[k][s["id"]] = s
+
+    def both_show_every_write() -> bool:
+        receive()
+        want = {f"on-{k}-{i}": f"t{i}" for k in (0, 1) for i in range(n)}
+        return all({sid: s["current_task"] for sid, s in got.items()} == want for got in shown)
+
+    wait_for(both_show_every_write, timeout=30, what="both servers to show every write")
+
+    def every_logged_id_reached_its_servers_client() -> bool:
+        receive()
+        with sqlite3.connect(db) as conn:
+            rows = conn.execute("SELECT id, origin FROM events ORDER BY id").fetchall()
+        by_origin: dict[int, list[int]] = {}
+        for event_id, origin in rows:
+            by_origin.setdefault(origin, []).append(event_id)
+        return sorted(by_origin.values()) == sorted(seen)
+
+    wait_for(every_logged_id_reached_its_servers_client, timeout=30, what="every logged event to reach its client")
+    assert not set(seen[0]) & set(seen[1]), "two servers gave the same id"
+    assert all(ids == sorted(ids) and len(set(ids)) == len(ids) for ids in seen)
+    assert set(seen[0]) & set(range(min(seen[1]), max(seen[1]))), "the two servers' ids did not interleave"
+    for c in clients:
+        c.stop()
+    # A's client moves to B in the middle of A's events: B's own view, fresh.
+    middle = seen[0][len(seen[0]) // 2]
+    everything = httpx.get(servers[1].url + "/all", timeout=10).json()
+    moved = SSEClient(servers[1].url + "/stream", headers={"Last-Event-ID": str(middle)}).start()
+    init = moved.next()
+    moved.stop()
+    assert init.event == "init" and int(init.id or 0) == everything["last_event_id"]
+    assert sorted(init.data["sessions"], key=lambda s: s["id"]) == sorted(everything["sessions"], key=lambda s: s["id"])
+    # ...and back on A: exactly what A sent after that id.
+    back = SSEClient(servers[0].url + "/stream", headers={"Last-Event-ID": str(middle)}).start()
+    after = seen[0][len(seen[0]) // 2 + 1 :]
+    assert [int(back.next().id or 0) for _ in after] == after
+    back.stop()

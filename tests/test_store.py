@@ -1,13 +1,18 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sessionwatch.errors import ConfigError, StoreClosedError
 from sessionwatch.sources.panel.registry import PanelRegistry
-from sessionwatch.store.sqlite import MIGRATIONS, PanelRow, Store, TranscriptRow, session_id_problem
+from sessionwatch.store.base import PanelRow, RowGone, TranscriptRow, Write
+from sessionwatch.store.schema import MIGRATIONS, session_id_problem
+from sessionwatch.store.sqlite import Store
 
 
 async def test_migrations_are_named_recorded_and_run_once(tmp_path: Path) -> None:
@@ -49,8 +54,8 @@ async def test_transcripts_and_panel_rows_survive_reopen(tmp_path: Path) -> None
     db = tmp_path / "a.db"
     store = await Store.open(db)
     await store.save_transcripts([TranscriptRow("/x.jsonl", "main", "x", 1, 2, 3, 4.0, 3, b"{}")])
-    await store.register_panel(PanelRow("p1", "app", None, "h", 1, None, "idle", None, 1.0, 1.0, 1.0, False))
-    await store.record_kill("p1", 2.0, "alice")
+    await store.write(store.panel_register(PanelRow("p1", "app", None, "h", 1, None, "idle", None, 1.0, 1.0, 1.0, False)))
+    await store.write(store.panel_kill("p1", 2.0, "alice"))
     await store.close()
     # another process's view: plain sqlite3
     with sqlite3.connect(db) as conn:
@@ -59,7 +64,7 @@ async def test_transcripts_and_panel_rows_survive_reopen(tmp_path: Path) -> None
     assert [r.offset for r in await store.load_transcripts()] == [3]
     assert (await store.load_panel())[0].kill_requested
     assert await store.kills("p1") == [{"requested_at": 2.0, "requested_by": "alice"}]
-    await store.delete_panel(["p1"])
+    await store.write(store.panel_delete(["p1"]))
     assert await store.load_panel() == []
     await store.close()
 
@@ -68,12 +73,38 @@ async def test_data_version_moves_only_for_other_connections(tmp_path: Path) -> 
     db = tmp_path / "a.db"
     store = await Store.open(db)
     v0 = await store.data_version()
-    await store.register_panel(PanelRow("p1", "app", None, None, None, None, "idle", None, 1.0, 1.0, 1.0, False))
+    await store.write(store.panel_register(PanelRow("p1", "app", None, None, None, None, "idle", None, 1.0, 1.0, 1.0, False)))
     assert await store.data_version() == v0
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE panel_sessions SET status='running'")
     assert await store.data_version() != v0
     await store.close()
+
+
+async def test_one_trip_runs_a_function_on_the_connection_thread(tmp_path: Path) -> None:
+    """Store._run goes through aiosqlite's private Connection._execute (no
+    public call runs a function on its thread): this holds it across
+    aiosqlite versions."""
+    store = await Store.open(tmp_path / "a.db")
+    try:
+        here = threading.get_ident()
+        there, version = await store._run(
+            lambda conn: (threading.get_ident(), conn.execute("PRAGMA user_version").fetchone()[0])
+        )
+        assert there != here and version == len(MIGRATIONS)
+    finally:
+        await store.close()
+
+
+async def test_a_write_that_must_change_a_gone_row_rolls_back_all_of_it(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "a.db")
+    try:
+        await store.write(store.panel_register(PanelRow("p1", "app", None, None, None, None, "idle", None, 1.0, 1.0, 1.0, False)))
+        with pytest.raises(RowGone):
+            await store.write(store.panel_kill("p1", 2.0, None) + store.panel_status("ghost", "running", None, 3.0))
+        assert not (await store.load_panel())[0].kill_requested and await store.kills("p1") == []
+    finally:
+        await store.close()
 
 
 def _registry(store: Store) -> PanelRegistry:
@@ -152,3 +183,89 @@ def test_unsafe_session_ids_are_refused(sid: str) -> None:
 )
 def test_uuids_and_bokeh_ids_are_accepted(sid: str) -> None:
     assert session_id_problem(sid) is None
+
+
+# --- every Panel write changes its own columns only (issue 9, Store interface) ------------------
+
+COLUMNS = (
+    "app_name", "user_id", "host", "pid", "url", "status", "current_task",
+    "started_at", "last_activity", "last_heartbeat", "kill_requested",
+)  # fmt: skip
+#: What another process (a second server, a direct-mode tracker) wrote
+#: behind this one's back: a value in every column, none of them this
+#: server's in-memory copy.
+#: A time this write took (now, not one of THEIRS).
+NOW = object()
+THEIRS = ("their-app", "bob", "their-host", 99, "http://theirs", "running", "their task", 5.0, 6.0, 7.0, 1)
+
+
+async def _register(reg: PanelRegistry) -> None:
+    await reg.register("my-app", session_id="p1", user_id="ann", host="my-host", pid=1, url=None)
+
+
+async def _status(reg: PanelRegistry) -> None:
+    assert await reg.set_status("p1", "idle", "my task")
+
+
+async def _kill(reg: PanelRegistry) -> None:
+    assert await reg.kill("p1", "boss")
+
+
+async def _heartbeat(reg: PanelRegistry) -> None:
+    assert reg.heartbeat("p1") is not None
+    await reg.flush_heartbeats()
+
+
+async def _delete(reg: PanelRegistry) -> None:
+    assert await reg.delete(["p1"]) == ["p1"]
+
+
+@pytest.mark.parametrize(
+    ("write", "changes"),
+    [
+        (_register, {"app_name": "my-app", "user_id": "ann", "host": "my-host", "pid": 1, "url": None, "last_heartbeat": NOW}),
+        (_status, {"status": "idle", "current_task": "my task", "last_activity": NOW, "last_heartbeat": NOW}),
+        (_kill, {"kill_requested": True}),
+        (_heartbeat, {"last_heartbeat": NOW}),
+        (_delete, None),  # the row and its kills, nothing of another row
+    ],
+    ids=["register", "status", "kill", "heartbeat", "delete"],
+)
+async def test_a_panel_write_from_a_stale_copy_changes_only_its_own_columns(
+    tmp_path: Path, write: Any, changes: dict[str, Any] | None
+) -> None:
+    """Regression (issue 9): Panel rows were rewritten whole (INSERT OR
+    REPLACE of every column) from the server's copy in memory, so a status
+    update wrote kill_requested = 0 over another process's kill, and a
+    re-registration put back a status, task and start it had not seen
+    change. Two stores on one file: B changes every column of two rows
+    behind A's back, then A writes one of them from its stale copy; every
+    column A did not mean to change keeps B's value."""
+    db = tmp_path / "a.db"
+    a, b = await Store.open(db), await Store.open(db)
+    try:
+        mine = _registry(a)
+        for sid in ("p1", "p2"):
+            await mine.register("my-app", session_id=sid, user_id="ann", host="my-host", pid=1, url=None)
+        sets = ", ".join(f"{c} = ?" for c in COLUMNS)
+        await b.write([Write(f"UPDATE panel_sessions SET {sets}", THEIRS)])
+        await b.write(b.panel_kill("p1", 8.0, "bob") + b.panel_kill("p2", 8.0, "bob"))
+        await write(mine)  # A still holds its own copy of p1
+        rows = {r.id: r for r in await b.load_panel()}
+        theirs = dict(zip(COLUMNS, THEIRS))
+        theirs["kill_requested"] = True
+        assert {c: getattr(rows["p2"], c) for c in COLUMNS} == theirs, "a write on p1 changed p2"
+        assert await b.kills("p2") == [{"requested_at": 8.0, "requested_by": "bob"}]
+        if changes is None:
+            assert "p1" not in rows and await b.kills("p1") == []
+            return
+        got = {c: getattr(rows["p1"], c) for c in COLUMNS}
+        assert {c: v for c, v in got.items() if c not in changes} == {
+            c: v for c, v in theirs.items() if c not in changes
+        }, "a column it did not mean to change"
+        recent = time.time() - 60
+        assert {c: NOW if changes[c] is NOW and got[c] > recent else got[c] for c in changes} == changes
+        assert (await b.kills("p1"))[0] == {"requested_at": 8.0, "requested_by": "bob"}
+    finally:
+        await a.close()
+        await b.close()

@@ -40,9 +40,10 @@ it is up (sources/watcher.py), and the rescan that follows catches up with what
 changed meanwhile.
 
 Every change reaches the hub through ``await hub.update()`` (or ``replace()``
-for ``POST /refresh``): the hub diffs it, appends the batch's events to the
-event log in the store (one statement: their ids), then applies and sends
-them. The clock task trims the log every ``TRIM_EVERY_S``.
+for ``POST /refresh``): the hub diffs it, runs the change's store writes (a
+tracker write's, ``writes=``) and appends the batch's events to the event
+log in one transaction (their ids), then applies and sends them. The clock
+task trims the log every ``TRIM_EVERY_S``.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -62,12 +63,12 @@ from prometheus_client import Counter
 from sessionwatch.config import Settings
 from sessionwatch.facets import RULES, Facet, FacetSource, Rules
 from sessionwatch.hub.core import Hub
-from sessionwatch.hub.log import SqliteEventLog
 from sessionwatch.metrics import Metrics
 from sessionwatch.model import Session
 from sessionwatch.prices import PriceTable
 from sessionwatch.sources.claude.index import ClaudeIndex
 from sessionwatch.sources.panel.registry import PanelRegistry
+from sessionwatch.store.base import Database, EventLog, Write
 from sessionwatch.sources.watcher import watching
 from sessionwatch.store.sqlite import Store
 
@@ -172,8 +173,8 @@ class Engine:
             registry=self.metrics.registry,
         )
         self._failed_paths: set[str] = set()
-        self._store: Store | None = None
-        self._log: SqliteEventLog | None = None
+        self._store: Database | None = None
+        self._log: EventLog | None = None
         self._trimmed = 0.0
         self._panel: PanelRegistry | None = None
         #: Every source of facets, in no particular order (``rules`` ranks them).
@@ -186,12 +187,12 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
-    def store(self) -> Store:
+    def store(self) -> Database:
         assert self._store is not None, "engine not started"
         return self._store
 
     @property
-    def log(self) -> SqliteEventLog:
+    def log(self) -> EventLog:
         assert self._log is not None, "engine not started"
         return self._log
 
@@ -219,7 +220,7 @@ class Engine:
             await self._panel.load()
             self._data_version = await self._store.data_version()
             # Event ids from the store's log from here on (this run's start row first).
-            self._log = SqliteEventLog(self._store)
+            self._log = self._store.event_log()
             await self.hub.attach(self._log)
             await anyio.to_thread.run_sync(self._scan)
             await self._persist()
@@ -367,34 +368,31 @@ class Engine:
 
     async def set_status(self, sid: str, status: str, current_task: str | None) -> bool:
         async def apply() -> bool:
-            ok = await self.panel.set_status(sid, status, current_task)
-            await self._publish([sid])  # gone (deleted by another process) too
+            ok = await self.panel.set_status(
+                sid, status, current_task, publish=lambda writes: self._publish([sid], writes)
+            )
+            if not ok:
+                await self._publish([sid])  # gone (deleted by another process)
             return ok
 
         return await self._call("status", apply)
 
     async def kill(self, sid: str, by: str | None) -> bool:
         async def apply() -> bool:
-            ok = await self.panel.kill(sid, by)
-            if ok:
-                await self._publish([sid])
-            return ok
+            return await self.panel.kill(sid, by, publish=lambda writes: self._publish([sid], writes))
 
         return await self._call("kill", apply)
 
     async def delete(self, ids: list[str]) -> list[str]:
         async def apply() -> list[str]:
-            gone = await self.panel.delete(ids)
-            await self._publish(gone)
-            return gone
+            return await self.panel.delete(ids, publish=lambda writes: self._publish(ids, writes))
 
         return await self._call("delete", apply)
 
     async def delete_stale(self, older_than_s: float) -> int:
         async def apply() -> int:
-            gone = await self.panel.delete(self.panel.stale_ids(older_than_s, self.clock.now()))
-            await self._publish(gone)
-            return len(gone)
+            doomed = self.panel.stale_ids(older_than_s, self.clock.now())
+            return len(await self.panel.delete(doomed, publish=lambda writes: self._publish(doomed, writes)))
 
         return await self._call("delete-stale", apply)
 
@@ -474,12 +472,17 @@ class Engine:
             if shown is None or (shown.source == "panel" and shown.is_stale != panel.is_stale(row, now)):
                 if sid not in changes:
                     changes[sid] = self._view(sid, now)
-        doomed = panel.stale_ids(self.settings.cleanup_after_s, now)
-        if doomed:
-            for sid in await panel.delete(doomed):
-                changes[sid] = self._view(sid, now)
         await panel.flush_heartbeats()
-        if changes:
+        doomed = panel.stale_ids(self.settings.cleanup_after_s, now)
+
+        async def publish(writes: list[Write]) -> None:
+            # the cleanup's deletions go out with the tick's other changes
+            for sid in doomed:
+                changes[sid] = self._view(sid, now)
+            await self.hub.update(changes, writes=writes)
+
+        gone = await panel.delete(doomed, publish=publish)
+        if not gone and changes:
             await self.hub.update(changes)
 
     async def _heartbeat(self, ids: list[str]) -> tuple[list[str], list[str]]:
@@ -505,9 +508,9 @@ class Engine:
         sid = fields["session_id"]
         if self._taken(sid, "panel"):
             raise IdTaken(sid)
-        new = await self.panel.register(app_name, **fields)
-        await self._publish([sid])
-        return new
+        return await self.panel.register(
+            app_name, **fields, publish=lambda writes: self._publish([sid], writes)
+        )
 
     def _taken(self, sid: str, by: str) -> bool:
         """Whether a source ranked before ``by`` holds ``sid`` (or shows it)."""
@@ -526,11 +529,12 @@ class Engine:
         ids.update(sid for sid, s in self.hub.sessions.items() if s.source == "panel")
         await self._publish(ids)
 
-    async def _publish(self, ids: Iterable[str]) -> None:
+    async def _publish(self, ids: Iterable[str], writes: Sequence[Write] = ()) -> None:
         """Show the sessions ``ids`` as they are now: one projection per id,
-        never every session."""
+        never every session. ``writes``: the store statements of the change,
+        run in the transaction that gives its events their ids."""
         now = self.clock.now()
-        await self.hub.update({sid: self._view(sid, now) for sid in ids})
+        await self.hub.update({sid: self._view(sid, now) for sid in ids}, writes=writes)
 
     # --- facets and the projection ------------------------------------------------------
 

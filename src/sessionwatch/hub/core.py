@@ -6,7 +6,8 @@
 - Event ids come from the event log (``hub/log.py``),
   so they increase across restarts and across servers on one database. A
   batch is diffed, encoded once, appended to the log in one transaction
-  (``await``), then applied and fanned out in one synchronous step with the
+  together with the store writes of the change (``update(…, writes=…)``;
+  ``await``), then applied and fanned out in one synchronous step with the
   ids the log gave: subscribers never see a state without its id. One batch
   at a time (``_order``), so ids reach clients in increasing order. A hub
   without a log (unit tests, ``apply()``) numbers events itself from
@@ -40,7 +41,7 @@ from typing import Any
 
 import msgspec
 
-from sessionwatch.hub.log import START, EventLog, LoggedEvent, NewEvent
+from sessionwatch.store.base import START, EventLog, LoggedEvent, NewEvent, Write
 from sessionwatch.metrics import Metrics
 from sessionwatch.model import Session, encode
 
@@ -331,14 +332,17 @@ class Hub:
         self._inits.clear()
         self._count()
 
-    async def update(self, changes: dict[str, Session | None]) -> list[Event]:
+    async def update(self, changes: dict[str, Session | None], *, writes: Sequence[Write] = ()) -> list[Event]:
         """Publish the difference between ``changes`` and the current state.
 
         ``changes`` maps a session id to its new snapshot, or None if it is gone.
+        ``writes``: the store statements of the change; the log runs them and
+        appends the events in one transaction. If they fail, the error is
+        raised and nothing is applied or sent.
         """
         async with self._order:
             events = self._diff(changes)
-            await self._publish(events)
+            await self._publish(events, writes)
             return events
 
     async def replace(self, sessions: Iterable[Session]) -> Event:
@@ -387,14 +391,15 @@ class Hub:
             if sessions
         ]
 
-    async def _publish(self, events: list[Event]) -> None:
-        if not events:
+    async def _publish(self, events: list[Event], writes: Sequence[Write] = ()) -> None:
+        if not events and not writes:
             return
         if self.log is None:
+            assert not writes, "a hub without an event log cannot run store writes"
             ids: Sequence[int] = range(self.last_id + 1, self.last_id + 1 + len(events))
         else:
             # Encoded before the id is known: the id is a line of its own.
-            ids = await self.log.append([NewEvent(e.type, e.data(), e.timestamp) for e in events])
+            ids = await self.log.append([NewEvent(e.type, e.data(), e.timestamp) for e in events], writes=writes)
         self._commit(events, ids)
 
     def _commit(self, events: list[Event], ids: Sequence[int]) -> None:

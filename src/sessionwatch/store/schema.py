@@ -1,16 +1,22 @@
-"""The Panel tracker's rows as the store and the tracker both see them.
+"""The SQLite schema: the named migrations, the Panel tables, the tracker-id rule.
 
-The shape of a tracker session id and the Panel tables, in a module that
-imports neither aiosqlite nor the server: the server's store
-(``store/sqlite.py``) and the tracker's direct mode (``integrations/panel/tracker.py``) share them,
-so they cannot drift, and importing the tracker stays light.
+In a module that imports neither aiosqlite nor the server: the server's store
+(``store/sqlite.py``) runs :data:`MIGRATIONS`, and the tracker's direct mode
+creates the Panel tables (:data:`PANEL_DDL`) and checks ids with
+:func:`session_id_problem`, so they cannot drift, and importing the tracker
+stays light.
+
+Migrations are named and append-only: each runs once per file, in order,
+recorded in ``migrations`` in the same transaction as its change
+(``PRAGMA user_version`` holds how many have run). Never edit one that has
+shipped; add the next.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["PANEL_DDL", "RESERVED_IDS", "SESSION_ID_RE", "session_id_problem"]
+__all__ = ["MIGRATIONS", "PANEL_DDL", "RESERVED_IDS", "SESSION_ID_RE", "session_id_problem"]
 
 #: What a tracker session id may look like: it appears in URL paths
 #: (``/sessions/{id}``), so no ``/``, ``?``, ``#``, ``%`` or spaces, and it starts
@@ -53,3 +59,43 @@ CREATE TABLE IF NOT EXISTS panel_kills (
     session_id TEXT NOT NULL, requested_at REAL NOT NULL, requested_by TEXT
 );
 """
+
+
+#: (name, SQL) in the order they run; statements separated by ``;``.
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "0001_transcripts",
+        """
+        CREATE TABLE transcripts (
+            path TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            session_id TEXT,
+            dev INTEGER NOT NULL,
+            ino INTEGER NOT NULL,
+            size INTEGER NOT NULL,
+            mtime REAL NOT NULL,
+            offset INTEGER NOT NULL,
+            agg BLOB NOT NULL
+        );
+        """,
+    ),
+    ("0002_panel_sessions", PANEL_DDL),
+    (
+        "0003_panel_kills_index",
+        "CREATE INDEX IF NOT EXISTS panel_kills_session ON panel_kills(session_id);",
+    ),
+    (
+        # The event log (SqliteEventLog in store/sqlite.py): AUTOINCREMENT, so
+        # an id is never given twice, by any process on this file, even after a trim.
+        "0004_events",
+        """
+        CREATE TABLE IF NOT EXISTS events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            origin INTEGER NOT NULL,
+            type TEXT NOT NULL,
+            data BLOB NOT NULL,
+            at REAL NOT NULL
+        );
+        """,
+    ),
+]

@@ -1,105 +1,58 @@
-"""The SQLite store: transcript offsets and aggregates, Panel sessions, and the
-table of the event log (``hub/log.py`` reads and writes it).
+"""The SQLite store: all three store interfaces (``store/base.py``) on one file.
+
+- node-local: transcript offsets and aggregates (``transcripts``);
+- shared: Panel sessions and kills (``panel_sessions``, ``panel_kills``);
+  writes name their columns and come back as statements (:class:`Write`);
+- the event log (:class:`SqliteEventLog`, table ``events``).
 
 One connection writes (aiosqlite runs it on its own thread, so calls are
-serialised); each write is one ``BEGIN IMMEDIATE`` transaction. WAL mode lets
-trackers in direct mode write the same file from other processes, and
-``busy_timeout`` makes them wait for each other instead of failing.
+serialised); each write is one ``BEGIN IMMEDIATE`` transaction, and a change
+with its events is one trip to that thread (:meth:`Store._run`): the Panel
+write, the events' ``INSERT … RETURNING id`` and the ``COMMIT`` together.
+WAL mode lets trackers in direct mode write the same file from other
+processes, and ``busy_timeout`` makes them wait for each other instead of
+failing.
 
-Migrations are named and recorded in ``migrations`` in the same transaction
-as their change; ``PRAGMA user_version`` holds how many have run.
+The named migrations are in ``store/schema.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-
+import secrets
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from sessionwatch.errors import ConfigError, StoreClosedError
+from sessionwatch.store.base import (
+    KEEP_EVENTS,
+    KEEP_S,
+    START,
+    STORE_BYTES,
+    LoggedEvent,
+    NewEvent,
+    PanelRow,
+    RowGone,
+    TranscriptRow,
+    Write,
+)
 # Re-exported: the server's modules and tests import them from here.
+from sessionwatch.store.schema import MIGRATIONS as MIGRATIONS
 from sessionwatch.store.schema import PANEL_DDL as PANEL_DDL
 from sessionwatch.store.schema import RESERVED_IDS as RESERVED_IDS
 from sessionwatch.store.schema import SESSION_ID_RE as SESSION_ID_RE
 from sessionwatch.store.schema import session_id_problem as session_id_problem
 
+__all__ = ["MIGRATIONS", "PanelRow", "SqliteEventLog", "Store", "TranscriptRow", "session_id_problem"]
+
+T = TypeVar("T")
+
 BUSY_TIMEOUT_MS = 5000
-
-
-MIGRATIONS: list[tuple[str, str]] = [
-    (
-        "0001_transcripts",
-        """
-        CREATE TABLE transcripts (
-            path TEXT PRIMARY KEY,
-            kind TEXT NOT NULL,
-            session_id TEXT,
-            dev INTEGER NOT NULL,
-            ino INTEGER NOT NULL,
-            size INTEGER NOT NULL,
-            mtime REAL NOT NULL,
-            offset INTEGER NOT NULL,
-            agg BLOB NOT NULL
-        );
-        """,
-    ),
-    ("0002_panel_sessions", PANEL_DDL),
-    (
-        "0003_panel_kills_index",
-        "CREATE INDEX IF NOT EXISTS panel_kills_session ON panel_kills(session_id);",
-    ),
-    (
-        # The event log (eventlog.py): AUTOINCREMENT, so an id is never given
-        # twice, by any process on this file, even after a trim.
-        "0004_events",
-        """
-        CREATE TABLE IF NOT EXISTS events (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            origin INTEGER NOT NULL,
-            type TEXT NOT NULL,
-            data BLOB NOT NULL,
-            at REAL NOT NULL
-        );
-        """,
-    ),
-]
-
-
-@dataclass
-class TranscriptRow:
-    path: str
-    kind: str
-    session_id: str | None
-    dev: int
-    ino: int
-    size: int
-    mtime: float
-    offset: int
-    agg: bytes
-
-
-@dataclass
-class PanelRow:
-    id: str
-    app_name: str
-    user_id: str | None
-    host: str | None
-    pid: int | None
-    url: str | None
-    status: str
-    current_task: str | None
-    started_at: float
-    last_activity: float
-    last_heartbeat: float
-    kill_requested: bool
-
 
 _PANEL_COLUMNS = (
     "id, app_name, user_id, host, pid, url, status, current_task, "
@@ -114,14 +67,15 @@ def _panel_row(r: Sequence[Any]) -> PanelRow:
 
 
 class Store:
-    """Async access to the sessionwatch database. Open with :meth:`open`."""
+    """Async access to the sessionwatch database (:class:`~sessionwatch.store.base.Database`).
+    Open with :meth:`open`."""
 
     def __init__(self, path: Path, conn: aiosqlite.Connection) -> None:
         self.path = path
         self._conn: aiosqlite.Connection | None = conn
-        #: Held by every write on the shared connection. A transaction awaits
-        #: between its statements; without this, another coroutine's write
-        #: (an event's append) would run inside it and share its ROLLBACK.
+        #: Held by every write on the shared connection. A transaction of
+        #: several trips awaits between its statements; without this, another
+        #: coroutine's write would run inside it and share its ROLLBACK.
         self.write_lock = asyncio.Lock()
 
     @classmethod
@@ -154,6 +108,18 @@ class Store:
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
+
+    def event_log(self, origin: int | None = None) -> SqliteEventLog:
+        return SqliteEventLog(self, origin)
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(connection)`` on the connection's thread: one trip, whatever
+        ``fn`` runs. aiosqlite has no public call for this; ``_execute`` is
+        the one each of its own methods goes through (since 0.1; a test
+        holds it)."""
+        conn = self.conn
+        result: T = await conn._execute(lambda: fn(conn._conn))  # type: ignore[no-untyped-call]
+        return result
 
     async def _migrate(self) -> None:
         conn = self.conn
@@ -195,7 +161,7 @@ class Store:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
-    # --- transcripts ------------------------------------------------------------
+    # --- transcripts (node-local) -------------------------------------------------------
 
     async def load_transcripts(self) -> list[TranscriptRow]:
         async with self.conn.execute(
@@ -240,74 +206,70 @@ class Store:
             await conn.execute("ROLLBACK")
             raise
 
-    # --- panel sessions -----------------------------------------------------------
+    # --- panel sessions (shared) ------------------------------------------------------------
+    #
+    # Every write names the columns it changes: trackers in direct mode and
+    # other servers write the same rows, and a whole-row rewrite would undo
+    # their changes (a status update putting back kill_requested = 0 over a
+    # kill, a re-registration putting back a status from a stale copy). The
+    # writes come back as statements: the hub runs them with their events in
+    # one transaction (SqliteEventLog.append), or write() alone.
 
     async def load_panel(self) -> list[PanelRow]:
         async with self.conn.execute(f"SELECT {_PANEL_COLUMNS} FROM panel_sessions") as cur:
             return [_panel_row(r) for r in await cur.fetchall()]
 
-    # Every write names the columns it changes: trackers in direct mode and other
-    # servers write the same rows, and a whole-row rewrite would undo their
-    # changes (a status update putting back kill_requested = 0 over a kill).
-
-    async def register_panel(self, row: PanelRow) -> None:
+    def panel_register(self, row: PanelRow) -> list[Write]:
         """Insert a session, or refresh what registration says of an existing one
-        (app, user, host, pid, url, heartbeat); its status, task, start and
-        kill flag are left as they are."""
-        await self._execute(
-            "INSERT INTO panel_sessions (id, app_name, user_id, host, pid, url, status,"
-            " current_task, started_at, last_activity, last_heartbeat, kill_requested)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT(id) DO UPDATE SET app_name = excluded.app_name,"
-            " user_id = excluded.user_id, host = excluded.host, pid = excluded.pid,"
-            " url = excluded.url, last_heartbeat = excluded.last_heartbeat",
-            (
-                row.id, row.app_name, row.user_id, row.host, row.pid, row.url,
-                row.status, row.current_task, row.started_at, row.last_activity,
-                row.last_heartbeat, int(row.kill_requested),
-            ),
-        )  # fmt: skip
-
-    async def set_panel_status(
-        self, session_id: str, status: str, current_task: str | None, now: float
-    ) -> bool:
-        """Record a status change; False if the row is gone."""
-        changed = await self._execute(
-            "UPDATE panel_sessions SET status = ?, current_task = ?, last_activity = ?,"
-            " last_heartbeat = ? WHERE id = ?",
-            (status, current_task, now, now, session_id),
-        )
-        return changed > 0
-
-    async def delete_panel(self, ids: Iterable[str]) -> None:
-        ids = list(ids)
-        if ids:
-            await self._write(
-                [("DELETE FROM panel_sessions WHERE id = ?", (i,)) for i in ids]
-                + [("DELETE FROM panel_kills WHERE session_id = ?", (i,)) for i in ids]
+        (app, user, host, pid, url, heartbeat); its status, task, start, activity
+        and kill flag are left as the database has them."""
+        return [
+            Write(
+                "INSERT INTO panel_sessions (id, app_name, user_id, host, pid, url, status,"
+                " current_task, started_at, last_activity, last_heartbeat, kill_requested)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET app_name = excluded.app_name,"
+                " user_id = excluded.user_id, host = excluded.host, pid = excluded.pid,"
+                " url = excluded.url, last_heartbeat = excluded.last_heartbeat",
+                (
+                    row.id, row.app_name, row.user_id, row.host, row.pid, row.url,
+                    row.status, row.current_task, row.started_at, row.last_activity,
+                    row.last_heartbeat, int(row.kill_requested),
+                ),
             )
+        ]  # fmt: skip
+
+    def panel_status(self, session_id: str, status: str, current_task: str | None, now: float) -> list[Write]:
+        """A status change; :class:`RowGone` when run if the row is gone."""
+        return [
+            Write(
+                "UPDATE panel_sessions SET status = ?, current_task = ?, last_activity = ?,"
+                " last_heartbeat = ? WHERE id = ?",
+                (status, current_task, now, now, session_id),
+                must_change=True,
+            )
+        ]
+
+    def panel_kill(self, session_id: str, when: float, by: str | None) -> list[Write]:
+        return [
+            Write("UPDATE panel_sessions SET kill_requested = 1 WHERE id = ?", (session_id,)),
+            Write(
+                "INSERT INTO panel_kills (session_id, requested_at, requested_by) VALUES (?, ?, ?)",
+                (session_id, when, by),
+            ),
+        ]
+
+    def panel_delete(self, ids: Sequence[str]) -> list[Write]:
+        return [Write("DELETE FROM panel_sessions WHERE id = ?", (i,)) for i in ids] + [
+            Write("DELETE FROM panel_kills WHERE session_id = ?", (i,)) for i in ids
+        ]
 
     async def touch_heartbeats(self, beats: dict[str, float]) -> None:
         """Record many heartbeats in one transaction."""
         if beats:
-            await self._write(
-                [
-                    ("UPDATE panel_sessions SET last_heartbeat = ? WHERE id = ?", (t, i))
-                    for i, t in beats.items()
-                ]
+            await self.write(
+                [Write("UPDATE panel_sessions SET last_heartbeat = ? WHERE id = ?", (t, i)) for i, t in beats.items()]
             )
-
-    async def record_kill(self, session_id: str, when: float, by: str | None) -> None:
-        await self._write(
-            [
-                ("UPDATE panel_sessions SET kill_requested = 1 WHERE id = ?", (session_id,)),
-                (
-                    "INSERT INTO panel_kills (session_id, requested_at, requested_by) "
-                    "VALUES (?, ?, ?)",
-                    (session_id, when, by),
-                ),
-            ]
-        )
 
     async def kills(self, session_id: str) -> list[dict[str, Any]]:
         async with self.conn.execute(
@@ -316,24 +278,99 @@ class Store:
         ) as cur:
             return [{"requested_at": r[0], "requested_by": r[1]} for r in await cur.fetchall()]
 
-    async def _execute(self, sql: str, params: tuple[Any, ...]) -> int:
-        """One write statement on its own, atomic as SQLite's autocommit makes it;
-        returns the rows changed. One trip to the connection's thread instead
-        of three (BEGIN, the statement, COMMIT), which is what bounds tracker
-        writes per second. Outside an explicit transaction SQLite retries a
-        busy database (``busy_timeout``) even when another process committed
-        in between, so this is as safe as ``BEGIN IMMEDIATE`` here."""
-        async with self.write_lock, self.conn.execute(sql, params) as cur:
-            return cur.rowcount
+    async def write(self, writes: Sequence[Write]) -> None:
+        """Run ``writes`` in one transaction, one trip (no events)."""
+        if writes:
+            async with self.write_lock:
+                await self._run(lambda conn: _transaction(conn, writes, None, ()))
 
-    async def _write(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
-        conn = self.conn
-        async with self.write_lock:
-            await conn.execute("BEGIN IMMEDIATE")
-            try:
-                for sql, params in statements:
-                    await conn.execute(sql, params)
-                await conn.execute("COMMIT")
-            except BaseException:
-                await conn.execute("ROLLBACK")
-                raise
+
+def _transaction(
+    conn: sqlite3.Connection, writes: Sequence[Write], insert: str | None, params: Sequence[object]
+) -> list[int]:
+    """On the connection's thread: ``writes``, then ``insert`` (the events'
+    ``INSERT … RETURNING id``), in one ``BEGIN IMMEDIATE`` transaction; the
+    ids. Anything failing rolls back all of it."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for w in writes:
+            cur = conn.execute(w.sql, w.params)
+            if w.must_change and cur.rowcount == 0:
+                raise RowGone("the row this write changes is gone")
+        ids = [int(r[0]) for r in conn.execute(insert, params).fetchall()] if insert else []
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    # One statement's rows get increasing ids in VALUES order.
+    return sorted(ids)
+
+
+class SqliteEventLog:
+    """:class:`~sessionwatch.store.base.EventLog` on the store's connection
+    (one writer, WAL): the ``events`` table (migration ``0004_events``).
+
+    ``id INTEGER PRIMARY KEY AUTOINCREMENT``: ids increase across every
+    process using the file and across restarts, and never come back after a
+    trim. SQLite has one writer at a time, so commit order is id order.
+    A row holds the id, the ``origin`` (one random number per server run),
+    the event type, the encoded unfiltered ``data:`` of the message (the
+    ``id:`` line is made from the id) and the time.
+    """
+
+    def __init__(self, store: Store, origin: int | None = None) -> None:
+        self.store = store
+        self.origin = secrets.randbits(62) if origin is None else origin
+
+    async def start(self) -> int:
+        (first,) = await self.append([NewEvent(START, b"", time.time())])
+        return first
+
+    async def append(self, events: Sequence[NewEvent], *, writes: Sequence[Write] = ()) -> list[int]:
+        if not events and not writes:
+            return []
+        insert: str | None = None
+        params: list[object] = []
+        if events:
+            # One statement whatever the batch.
+            insert = (
+                "INSERT INTO events (origin, type, data, at) VALUES "
+                + ", ".join(["(?, ?, ?, ?)"] * len(events))
+                + " RETURNING id"
+            )
+            for e in events:
+                params += (self.origin, e.type, e.data, e.at)
+        # The change and its events: one transaction, one trip to the
+        # connection's thread (the hot path of every tracker write).
+        async with self.store.write_lock:
+            return await self.store._run(lambda conn: _transaction(conn, writes, insert, params))
+
+    async def since(self, last_id: int, limit: int) -> list[LoggedEvent]:
+        async with self.store.conn.execute(
+            "SELECT id, origin, type, data, at FROM events WHERE id > ? ORDER BY id LIMIT ?", (last_id, limit)
+        ) as cur:
+            return [LoggedEvent(int(r[0]), int(r[1]), r[2], bytes(r[3]), float(r[4])) for r in await cur.fetchall()]
+
+    async def latest_id(self) -> int:
+        # sqlite_sequence keeps the highest id ever given, trimmed rows included.
+        async with self.store.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def trim(
+        self, now: float, *, keep_events: int = KEEP_EVENTS, keep_s: float = KEEP_S, max_bytes: int = STORE_BYTES
+    ) -> int:
+        # One statement, one autocommit transaction; the store's write lock
+        # keeps it out of another coroutine's open transaction.
+        async with self.store.write_lock, self.store.conn.execute(
+            "DELETE FROM events WHERE"
+            # older than keep_s and not among the last keep_events...
+            " (at < ? AND id < (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?))"
+            # ...and, whatever the count and age, within max_bytes, newest first.
+            " OR id <= (SELECT id FROM (SELECT id, SUM(length(data)) OVER (ORDER BY id DESC) AS total"
+            " FROM events) WHERE total > ? ORDER BY id DESC LIMIT 1)",
+            (now - keep_s, max(keep_events, 1) - 1, max_bytes),
+        ) as cur:
+            deleted = max(cur.rowcount, 0)
+        return deleted

@@ -8,17 +8,25 @@ transaction a second and no events.
 
 Each write costs the same whatever the number of sessions: one statement
 naming the columns it changes, and one session's snapshot (:meth:`view`).
+A write's statements come from the store (``SharedStore.panel_*``) and are
+run by ``publish`` with the events of the change (the engine passes
+``hub.update(…, writes=…)``: one transaction, one trip); the new row is in
+:attr:`rows` while they run, so the snapshot shows it, and is taken back if
+they fail. Without ``publish`` the store runs them alone.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 from sessionwatch.model import NO_TOKENS, Session, iso
 from sessionwatch.redact import mask
-from sessionwatch.store.sqlite import PanelRow, Store
+from sessionwatch.store.base import PanelRow, RowGone, SharedStore, Write
+
+#: Runs a write's statements with the events of the change they make.
+Publish = Callable[[list[Write]], Awaitable[object]]
 
 
 class PanelRegistry:
@@ -27,7 +35,7 @@ class PanelRegistry:
 
     def __init__(
         self,
-        store: Store,
+        store: SharedStore,
         *,
         stale_after_s: float,
         cleanup_after_s: float,
@@ -61,6 +69,7 @@ class PanelRegistry:
         host: str | None,
         pid: int | None,
         url: str | None,
+        publish: Publish | None = None,
     ) -> bool:
         """Add (or revive) a session; True if it is new."""
         now = self.clock()
@@ -74,9 +83,7 @@ class PanelRegistry:
             now,
             old.kill_requested if old else False,
         )
-        await self.store.register_panel(row)
-        self.rows[session_id] = row
-        self.pending_beats.pop(session_id, None)
+        await self._change(row, self.store.panel_register(row), publish)
         return old is None
 
     def heartbeat(self, session_id: str) -> bool | None:
@@ -93,38 +100,76 @@ class PanelRegistry:
         beats, self.pending_beats = self.pending_beats, {}
         await self.store.touch_heartbeats(beats)
 
-    async def set_status(self, session_id: str, status: str, current_task: str | None) -> bool:
+    async def set_status(
+        self, session_id: str, status: str, current_task: str | None, *, publish: Publish | None = None
+    ) -> bool:
         row = self.rows.get(session_id)
         if row is None:
             return False
         now = self.clock()
-        if not await self.store.set_panel_status(session_id, status, current_task, now):
+        new = replace(row, status=status, current_task=current_task, last_activity=now, last_heartbeat=now)
+        try:
+            await self._change(new, self.store.panel_status(session_id, status, current_task, now), publish)
+        except RowGone:
             # deleted by another process since we last read: gone here too
-            self.rows.pop(session_id, None)
-            self.pending_beats.pop(session_id, None)
+            self.forget([session_id])
             return False
-        new = replace(
-            row, status=status, current_task=current_task, last_activity=now, last_heartbeat=now
-        )
-        self.rows[session_id] = new
-        self.pending_beats.pop(session_id, None)
         return True
 
-    async def kill(self, session_id: str, by: str | None) -> bool:
+    async def kill(self, session_id: str, by: str | None, *, publish: Publish | None = None) -> bool:
         row = self.rows.get(session_id)
         if row is None:
             return False
-        await self.store.record_kill(session_id, self.clock(), by)
-        row.kill_requested = True
+        await self._change(
+            replace(row, kill_requested=True), self.store.panel_kill(session_id, self.clock(), by), publish, beats=False
+        )
         return True
 
-    async def delete(self, ids: list[str]) -> list[str]:
+    async def delete(self, ids: Sequence[str], *, publish: Publish | None = None) -> list[str]:
+        """Delete the registered ones among ``ids``; returns them. Their rows
+        are gone from memory while ``publish`` runs the writes (with the
+        events of the change) and come back if the writes fail."""
         gone = [i for i in ids if i in self.rows]
-        await self.store.delete_panel(gone)
-        for i in gone:
+        if not gone:
+            return []
+        rows = {i: self.rows.pop(i) for i in gone}
+        beats = {i: self.pending_beats.pop(i) for i in gone if i in self.pending_beats}
+        try:
+            await (publish or self.store.write)(self.store.panel_delete(gone))
+        except BaseException:
+            for i, row in rows.items():
+                self.rows.setdefault(i, row)
+            for i, beat in beats.items():
+                self.pending_beats.setdefault(i, beat)
+            raise
+        return gone
+
+    def forget(self, ids: Sequence[str]) -> None:
+        for i in ids:
             self.rows.pop(i, None)
             self.pending_beats.pop(i, None)
-        return gone
+
+    async def _change(
+        self, row: PanelRow, writes: list[Write], publish: Publish | None, *, beats: bool = True
+    ) -> None:
+        """Run ``writes`` (through ``publish``) with ``row`` in place of the
+        session's row meanwhile; what was there comes back if they fail.
+        ``beats``: the writes set ``last_heartbeat`` (a pending one is moot)."""
+        sid = row.id
+        old = self.rows.get(sid)
+        beat = self.pending_beats.pop(sid, None) if beats else None
+        self.rows[sid] = row
+        try:
+            await (publish or self.store.write)(writes)
+        except BaseException:
+            if self.rows.get(sid) is row:
+                if old is None:
+                    self.rows.pop(sid, None)
+                else:
+                    self.rows[sid] = old
+            if beat is not None:
+                self.pending_beats.setdefault(sid, beat)
+            raise
 
     def stale_ids(self, older_than_s: float, now: float) -> list[str]:
         """Sessions whose last heartbeat is more than ``older_than_s`` ago."""

@@ -1,0 +1,224 @@
+"""What a store holds, as interfaces: the node-local part, the shared part and
+the event log. ``store/sqlite.py`` implements all three on one SQLite file;
+the PostgreSQL store (issue 13) will implement the same three.
+
+- :class:`NodeStore`: what only this machine can know and only it reads
+  (each transcript file's offset and aggregate). With PostgreSQL it can stay
+  in a local SQLite file: another machine's offsets mean nothing here.
+- :class:`SharedStore`: what every server on the database shares: the
+  sessions trackers report and their kills. Later the sessions of processes
+  sessionwatch runs, budgets, agents and tokens go here too (nothing of them
+  exists yet). Every write names the columns it changes (never a row
+  rewritten from a copy in memory: other servers and direct-mode trackers
+  write the same rows), and is returned as :class:`Write` statements rather
+  than run: the hub runs them with the change's events (below).
+- :class:`EventLog`: where event ids come from. ``append(events, writes=…)``
+  runs the writes of a change and inserts its events in one transaction and
+  returns their ids, so an id is taken in the transaction that makes the
+  change, and a failed write leaves neither the change nor its events. A
+  follower reads ``since(last)`` (``id > last``); with PostgreSQL every
+  replica follows the table this way (woken by ``NOTIFY``).
+
+The event log's interface lives here, not in ``hub/``, because one backend
+implements the three together and the writes ``append`` runs are made by
+the same backend's :class:`SharedStore`; the hub depends on this module
+only, never on a driver. ``hub/log.py`` keeps the hub's import names.
+
+Importable without aiosqlite or any driver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sessionwatch.errors import SessionwatchError
+
+__all__ = [
+    "KEEP_EVENTS",
+    "KEEP_S",
+    "START",
+    "STORE_BYTES",
+    "Database",
+    "EventLog",
+    "LoggedEvent",
+    "NewEvent",
+    "NodeStore",
+    "PanelRow",
+    "RowGone",
+    "SharedStore",
+    "TranscriptRow",
+    "Write",
+]
+
+#: The type of the row each server run logs when it starts; never sent to clients.
+START = "start"
+#: Retention of the event log (DESIGN.md, The stream): at least the last
+#: KEEP_EVENTS events and KEEP_S seconds, within STORE_BYTES of ``data`` (the
+#: byte bound wins).
+KEEP_EVENTS = 1000
+KEEP_S = 15 * 60.0
+STORE_BYTES = 128 * 1024 * 1024
+
+
+class RowGone(SessionwatchError):
+    """A write that must change a row found none (another process deleted
+    it): the transaction was rolled back, events included."""
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One statement of a change, in its store's own SQL (the store that made
+    it runs it): opaque to everyone else.
+
+    ``must_change``: the change did not happen unless this statement changed
+    a row; the whole transaction is rolled back and :class:`RowGone` raised.
+    """
+
+    sql: str
+    params: tuple[Any, ...] = ()
+    must_change: bool = False
+
+
+@dataclass
+class TranscriptRow:
+    path: str
+    kind: str
+    session_id: str | None
+    dev: int
+    ino: int
+    size: int
+    mtime: float
+    offset: int
+    agg: bytes
+
+
+@dataclass
+class PanelRow:
+    id: str
+    app_name: str
+    user_id: str | None
+    host: str | None
+    pid: int | None
+    url: str | None
+    status: str
+    current_task: str | None
+    started_at: float
+    last_activity: float
+    last_heartbeat: float
+    kill_requested: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to append: its type, its encoded unfiltered data, its time."""
+
+    type: str
+    data: bytes
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    id: int
+    origin: int
+    type: str
+    data: bytes
+    at: float
+
+
+class NodeStore(Protocol):
+    """This machine's transcript files: where each was read to, and its aggregate."""
+
+    async def load_transcripts(self) -> list[TranscriptRow]: ...
+
+    async def save_transcripts(self, rows: Iterable[TranscriptRow], deleted: Iterable[str] = ()) -> None:
+        """Upsert and delete transcript rows in one transaction."""
+        ...
+
+
+class SharedStore(Protocol):
+    """The rows every server on the database shares: Panel sessions and kills.
+
+    The ``panel_*`` methods return the statements of a write without running
+    them: pass them to :meth:`EventLog.append` with the change's events (one
+    transaction), or to :meth:`write` for a write without events.
+    """
+
+    async def load_panel(self) -> list[PanelRow]: ...
+
+    def panel_register(self, row: PanelRow) -> list[Write]:
+        """Insert ``row``, or refresh what registration says of an existing one
+        (app, user, host, pid, url, heartbeat); its status, task, start and
+        kill flag stay as the database has them."""
+        ...
+
+    def panel_status(self, session_id: str, status: str, current_task: str | None, now: float) -> list[Write]:
+        """Status, task, activity and heartbeat; :class:`RowGone` if the row is gone."""
+        ...
+
+    def panel_kill(self, session_id: str, when: float, by: str | None) -> list[Write]:
+        """Set the kill flag and record who asked."""
+        ...
+
+    def panel_delete(self, ids: Sequence[str]) -> list[Write]:
+        """The rows and their kills."""
+        ...
+
+    async def touch_heartbeats(self, beats: dict[str, float]) -> None:
+        """Move ``last_heartbeat`` of many rows, one transaction, no events."""
+        ...
+
+    async def write(self, writes: Sequence[Write]) -> None:
+        """Run ``writes`` in one transaction (no events)."""
+        ...
+
+    async def kills(self, session_id: str) -> list[dict[str, Any]]: ...
+
+    async def data_version(self) -> int:
+        """A number that changes when another writer commits (direct-mode
+        trackers, other servers); unchanged by this store's own writes."""
+        ...
+
+
+class EventLog(Protocol):
+    """Where a hub gets its event ids and finds the events it no longer holds."""
+
+    #: This server run's mark on the rows it appends.
+    origin: int
+
+    async def start(self) -> int:
+        """Log this run's ``start`` row; returns its id."""
+        ...
+
+    async def append(self, events: Sequence[NewEvent], *, writes: Sequence[Write] = ()) -> list[int]:
+        """Run ``writes``, then append ``events``, in one transaction; the
+        events' ids, in order. If a write fails nothing is kept and the error
+        is raised (:class:`RowGone` for a ``must_change`` write that changed
+        nothing)."""
+        ...
+
+    async def since(self, last_id: int, limit: int) -> list[LoggedEvent]:
+        """At most ``limit`` rows with an id above ``last_id``, oldest first."""
+        ...
+
+    async def latest_id(self) -> int:
+        """The highest id ever given (0 if none)."""
+        ...
+
+    async def trim(
+        self, now: float, *, keep_events: int = KEEP_EVENTS, keep_s: float = KEEP_S, max_bytes: int = STORE_BYTES
+    ) -> int:
+        """Delete what retention no longer asks for; returns how many rows."""
+        ...
+
+
+class Database(NodeStore, SharedStore, Protocol):
+    """One backend: the node-local part, the shared part, and its event log."""
+
+    def event_log(self, origin: int | None = None) -> EventLog:
+        """The event log on this database (``origin``: random per run if None)."""
+        ...
+
+    async def close(self) -> None: ...
