@@ -359,8 +359,9 @@ def parse_bytes(
             first == 0x7B  # {
             and data[end - 1] == 0x7D  # }
             and agg.first_raw is not None
-            # within the line: past its end are later lines, or stale buffer bytes
-            and find(_PROGRESS, start, min(start + _PROGRESS_WITHIN, end)) >= 0
+            # found past ``end`` is in a later line or past ``stop`` (the pattern
+            # has no newline, and the range ends at a line boundary)
+            and 0 <= find(_PROGRESS, start, start + _PROGRESS_WITHIN) < end
         ):
             last_progress = start, end
             continue
