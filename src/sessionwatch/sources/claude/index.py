@@ -70,6 +70,14 @@ PARALLEL_MIN_BYTES = 64 * 1024 * 1024
 #: The same for forked readers (a process with one thread, as `scan`): a fork
 #: costs a few milliseconds, so they pay off on much less.
 FORK_MIN_BYTES = 16 * 1024 * 1024
+#: Forked readers started, whatever the core count (``workers`` if more).
+#: Reading is CPU-bound and a busy machine shares its cores among runnable
+#: processes: as many readers as cores get a shrinking part of them while
+#: other work runs (ccusage, with its many threads, does not). On an idle
+#: machine the extra readers cost their fork, not CPU time: the same bytes
+#: are parsed, by more processes taking turns. Spawned readers (a process
+#: with threads: the server) stay at ``workers``: each imports the package.
+FORKED_READERS = 4
 #: A last line without its newline is complete once the file has been quiet
 #: this long and the line is a whole JSON object (hand-made files often lack
 #: the final newline; Claude Code itself always writes one).
@@ -350,7 +358,9 @@ class ClaudeIndex:
         return pending, current
 
     def _scan_parallel(self, pending: dict[str, int]) -> set[str]:
-        n = self.workers
+        # fork is cheapest, but only safe while this process has one thread
+        threaded = _threaded()
+        n = self.workers if threaded else max(self.workers, FORKED_READERS)
         groups: list[list[str]] = [[] for _ in range(n)]
         loads = [0] * n
         for key, size in sorted(pending.items(), key=lambda kv: -kv[1]):
@@ -360,8 +370,7 @@ class ClaudeIndex:
         work = [[(k, self.files.get(k)) for k in group] for group in groups if group]
         touched: set[str] = set()
         done = 0
-        # fork is cheapest, but only safe while this process has one thread
-        results = _spawned(str(self.root), work, self.settle_s) if _threaded() else _forked(
+        results = _spawned(str(self.root), work, self.settle_s) if threaded else _forked(
             str(self.root), work, self.settle_s
         )
         for result in results:
