@@ -17,6 +17,7 @@ guessed at: its file is read again from 0 (after an upgrade, once).
 from __future__ import annotations
 
 import _thread
+import gc
 import os
 import stat
 import sys
@@ -806,9 +807,16 @@ def _forked(root: str, work: list[Work], settle_s: float) -> Iterator[GroupResul
     """Read the first group here and each other in a forked child, which sends
     its result back through a pipe (msgpack: no pickle, no multiprocessing to
     import and start; what `scan` spends before reading counts)."""
+    # Every reader masks titles: the patterns are compiled once, here, and
+    # inherited, not once per reader (transcript.py imports redact on first use).
+    import sessionwatch.redact  # noqa: F401
+
     children: list[tuple[int, int]] = []
     sys.stdout.flush()
     sys.stderr.flush()
+    # Objects that exist now are the children's too: frozen, the children's
+    # collections never walk them (which would copy their pages, copy-on-write).
+    gc.freeze()
     try:
         for items in work[1:]:
             r, w = os.pipe()
@@ -827,6 +835,7 @@ def _forked(root: str, work: list[Work], settle_s: float) -> Iterator[GroupResul
                     os._exit(code)
             os.close(w)
             children.append((pid, r))
+        gc.unfreeze()
         yield _read_group(root, work[0], settle_s)
         while children:
             pid, r = children.pop(0)
@@ -837,6 +846,7 @@ def _forked(root: str, work: list[Work], settle_s: float) -> Iterator[GroupResul
                 raise RuntimeError(f"a transcript reader failed: {data[1:].decode(errors='replace') or 'no result'}")
             yield _result_decoder.decode(memoryview(data)[1:])
     finally:
+        gc.unfreeze()
         for pid, r in children:  # only when stopped early (an error, Ctrl-C)
             os.close(r)
             os.waitpid(pid, 0)
