@@ -246,8 +246,9 @@ def shown(text: str, limit: int = TITLE_MAX) -> str:
     comes before the cut so that a key the limit would cut in half is still
     recognised and masked whole.
     """
-    # Imported here: compiling its patterns is ~7 % of `scan`'s start-up, and
-    # done here it happens in each parallel reader, side by side, not before them.
+    # Imported here: compiling its patterns is ~7 % of `scan`'s start-up, for
+    # nothing when no title is shown (a scan with forked readers imports it
+    # once before forking: index._forked).
     from sessionwatch.redact import mask
 
     return one_line(mask(one_line(text[:_SHOWN_SOURCE], limit + 1024)), limit)
@@ -324,9 +325,9 @@ def parse_bytes(
     """Fold complete JSON lines from ``data[start:stop]`` into ``agg``.
 
     That range must end at a line boundary (``data`` may be a reused read
-    buffer holding more: nothing past ``stop`` is looked at). Lines that are not JSON objects of
-    the expected shape are counted in ``agg.bad_lines`` and skipped; the first
-    of each file is logged (``source`` names the file).
+    buffer holding more: nothing past ``stop`` is looked at). Lines that are
+    not JSON objects of the expected shape are counted in ``agg.bad_lines``
+    and skipped; the first of each file is logged (``source`` names the file).
 
     Lines are found with ``find`` and decoded from a memoryview of ``data``:
     no line is copied (``split`` copied every byte once more), and progress
