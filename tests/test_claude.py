@@ -265,3 +265,21 @@ def test_a_secret_cut_by_the_title_limit_is_still_masked() -> None:
     agg = FileAgg()
     parse_bytes(agg, user("x" * 110 + " AKIAIOSFODNN7EXAMPLE"), kind="main")
     assert "AKIAIOS" not in (agg.first_prompt or "")
+
+
+def test_parse_bytes_reads_only_its_range_of_a_buffer() -> None:
+    """The index parses ranges of a reused read buffer: bytes outside the
+    range (another file's, left from an earlier read) are never looked at."""
+    first = b'{"type":"user","sessionId":"s1","timestamp":"2026-01-01T00:00:00Z","message":{"role":"user","content":"hi"}}\n'
+    # compact, as Claude Code writes it: recognised as progress by its bytes
+    progress = b'{"type":"progress","sessionId":"s1","timestamp":"2026-01-02T00:00:00Z","data":{}}\n'
+    stale = b'{"type":"progress","sessionId":"s1","timestamp":"2026-09-09T00:00:00Z","data":{}}\n' + user("stale")
+    body = first + progress + first.replace(b'"hi"', b'"again"')
+    alone = FileAgg()
+    parse_bytes(alone, body, kind="main")
+    buffer = bytearray(b"x" * 7 + b"\n" + body + stale)
+    ranged = FileAgg()
+    result = parse_bytes(ranged, buffer, kind="main", start=8, stop=8 + len(body))
+    assert result.lines == 3 and result.bad == 0
+    assert ranged == alone
+    assert ranged.last_raw == "2026-01-02T00:00:00Z" and ranged.messages == 2

@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from sessionwatch.sources.claude.index import TAIL_HASH_BYTES, ClaudeIndex
+from sessionwatch.metrics import Tally
+from sessionwatch.sources.claude.index import AGG_FORMAT, TAIL_HASH_BYTES, ClaudeIndex
 from sessionwatch.prices import PriceTable
-from sessionwatch.store.sqlite import TranscriptRow
+from sessionwatch.store.sqlite import Store, TranscriptRow
 
 from .test_claude import assistant, line, user
 
@@ -377,15 +378,16 @@ def test_rows_stored_before_rewrites_were_noticed_are_read_again(tmp_path: Path)
     index = make_index(root)
     index.scan()
     (row,) = index.take_changes()[0]
-    agg = json.loads(row.agg)
-    agg.pop("tail_hash")
-    agg.pop("skipping")
+    # what versions before issue 8's rewrite check stored: the bare totals, no
+    # tail hash, and an "S" in front while skipping an over-long line
+    agg = json.loads(row.agg)["agg"]
     agg["buckets"] = {"claude-sonnet-4-5|0|0": [10, 999, 0, 0, 0]}  # the wrong figure
-    legacy = TranscriptRow(row.path, row.kind, row.session_id, row.dev, row.ino, row.size, row.mtime, row.offset, b"S" + json.dumps(agg).encode())
-    resumed = make_index(root)
-    resumed.load([legacy])
-    resumed.scan()
-    assert resumed.session("s1", time.time())["tokens"]["output"] == 100  # type: ignore[index]
+    for blob in (json.dumps(agg).encode(), b"S" + json.dumps(agg).encode()):
+        legacy = TranscriptRow(row.path, row.kind, row.session_id, row.dev, row.ino, row.size, row.mtime, row.offset, blob)
+        resumed = make_index(root)
+        resumed.load([legacy])
+        resumed.scan()
+        assert resumed.session("s1", time.time())["tokens"]["output"] == 100  # type: ignore[index]
     garbage = TranscriptRow(row.path, row.kind, row.session_id, row.dev, row.ino, row.size, row.mtime, row.offset, b"not json")
     again = make_index(root)
     again.load([garbage])
@@ -448,3 +450,127 @@ def test_a_secret_in_a_sessions_index_title_is_masked(tmp_path: Path) -> None:
     index = make_index(tmp_path / "p")
     index.scan()
     assert index.session("s1", time.time())["title"] == "deploy with ••••"  # type: ignore[index]
+
+
+# --- issue 9: the stored record, forced reads, readers' counts, the read buffer ------
+
+
+async def test_a_database_written_before_the_record_format_still_works(tmp_path: Path) -> None:
+    """Rows stored by the version before (the totals with the reading state
+    among them, no format) load: each file is read again from 0, and what is
+    stored then resumes without reading again."""
+    root = tmp_path / "p"
+    (root / "proj").mkdir(parents=True)
+    path = root / "proj" / "s1.jsonl"
+    path.write_bytes(user("a") + assistant("m1", "r1", 100) + assistant("m2", "r2", 7))
+    index = make_index(root)
+    index.scan()
+    (row,) = index.take_changes()[0]
+    record = json.loads(row.agg)
+    assert record["format"] == AGG_FORMAT
+    previous = {**record["agg"], "tail_hash": record["tail_hash"], "skipping": record["skipping"]}
+    previous["buckets"] = {"claude-sonnet-4-5|0|0": [10, 999, 0, 0, 0]}  # a figure only a re-read replaces
+    db = tmp_path / "sessionwatch.db"
+    store = await Store.open(db)
+    await store.save_transcripts([TranscriptRow(
+        row.path, row.kind, row.session_id, row.dev, row.ino, row.size, row.mtime, row.offset,
+        json.dumps(previous).encode(),
+    )])
+    await store.close()
+
+    store = await Store.open(db)
+    resumed = make_index(root)
+    resumed.load(await store.load_transcripts())
+    resumed.scan()
+    assert resumed.session("s1", time.time())["tokens"]["output"] == 107  # type: ignore[index]
+    assert bytes_read(resumed) == path.stat().st_size  # read again, from 0
+    rows, removed = resumed.take_changes()
+    await store.save_transcripts(rows, removed)
+    await store.close()
+
+    store = await Store.open(db)
+    again = make_index(root)
+    again.load(await store.load_transcripts())
+    await store.close()
+    again.scan()
+    assert bytes_read(again) == 0  # the record stored now is trusted: nothing read
+    assert again.session("s1", time.time())["tokens"]["output"] == 107  # type: ignore[index]
+
+
+def test_settling_a_file_that_cannot_be_read_leaves_its_state_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The re-read of a settled partial line is asked for, not forced by
+    writing a false mtime into the file's state (which a failed read left there)."""
+    root = tmp_path / "p"
+    (root / "proj").mkdir(parents=True)
+    path = root / "proj" / "s1.jsonl"
+    path.write_bytes(user("hello") + assistant("m1", "r1", 5).rstrip(b"\n"))
+    index = make_index(root)
+    index.scan()
+    assert str(path) in index.partial
+    state = index.files[str(path)]
+    before = (state.size, state.mtime, state.offset)
+    old = time.time() - 60
+    os.utime(path, (old, old))
+    real_open = open
+
+    def fake_open(file: Any, *args: Any, **kw: Any) -> Any:
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied")
+        return real_open(file, *args, **kw)
+
+    monkeypatch.setattr("builtins.open", fake_open)
+    index.settle(time.time())
+    assert (state.size, state.mtime, state.offset) == before
+    monkeypatch.setattr("builtins.open", real_open)
+    index.settle(time.time())  # readable again: the partial line counts now
+    assert index.session("s1", time.time())["tokens"]["output"] == 5  # type: ignore[index]
+    assert str(path) not in index.partial
+
+
+def test_parallel_readers_send_back_what_they_counted(projects: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sessionwatch.sources.claude.index.PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr("sessionwatch.sources.claude.index.FORK_MIN_BYTES", 0)
+    (projects / "-tmp" / "garbage.jsonl").write_bytes(b"not json\n" + user("after garbage"))
+    (projects / "-tmp" / "dir.jsonl").mkdir()
+    one = make_index(projects, workers=1, metrics=Tally())
+    one.scan()
+    many = make_index(projects, workers=2, metrics=Tally())
+    many.scan()
+    counts = one.metrics.counts()  # type: ignore[attr-defined]
+    assert counts.lines > 0 and counts.bad_lines >= 1 and counts.bad_files == {"not-a-file": 1}
+    assert many.metrics.counts() == counts  # type: ignore[attr-defined]
+
+
+def test_a_scan_reads_each_file_as_if_alone(tmp_path: Path) -> None:
+    """One read buffer serves every file of a scan: bytes left in it by a
+    longer file before are never read as part of a shorter one."""
+    root = tmp_path / "p"
+    (root / "proj").mkdir(parents=True)
+
+    def compact(**fields: Any) -> bytes:
+        base = {"sessionId": "s1", "timestamp": "2026-01-01T00:00:00Z", "cwd": "/work/app"}
+        return json.dumps({**base, **fields}, separators=(",", ":")).encode() + b"\n"
+
+    progress = compact(type="progress", timestamp="2026-01-09T00:00:00Z", data={"type": "x"})
+    files = {
+        "a-long.jsonl": compact(type="user", message={"role": "user", "content": "go"})
+        + progress * 50
+        + assistant("m1", "r1", 40),
+        "b-short.jsonl": compact(type="user", sessionId="s2", timestamp="2026-01-02T00:00:00Z", message={"role": "user", "content": "hi"})
+        + compact(type="user", sessionId="s2", timestamp="2026-01-03T00:00:00Z", message={"role": "user", "content": "there"}),
+        "c-partial.jsonl": compact(type="user", sessionId="s3", message={"role": "user", "content": "x"}) + b'{"type":"user"',
+    }
+    for name, data in files.items():
+        (root / "proj" / name).write_bytes(data)
+    together = make_index(root, workers=1)
+    longest_first = sorted((root / "proj").iterdir())
+    together.discover = lambda: longest_first  # type: ignore[method-assign]
+    together.scan()
+    for name in files:
+        key = str(root / "proj" / name)
+        alone = make_index(root, workers=1)
+        alone.update(Path(key))
+        assert together.files[key] == alone.files[key]
+        assert (key in together.partial) == (key in alone.partial)
+    assert together.files[str(root / "proj" / "b-short.jsonl")].agg.last_raw == "2026-01-03T00:00:00Z"
+

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import msgspec
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -132,6 +134,26 @@ class Seconds:
         self.sum += amount
 
 
+class IndexCounts(msgspec.Struct):
+    """What one reader counted, as a value: a parallel scan's readers send it
+    back (:meth:`Tally.counts`) and the scanning index adds it to its own
+    counters (:func:`add_counts`)."""
+
+    lines: float = 0.0
+    bad_lines: float = 0.0
+    bytes_read: float = 0.0
+    bad_files: dict[str, float] = msgspec.field(default_factory=dict)
+
+
+def add_counts(metrics: IndexMetrics, counts: IndexCounts) -> None:
+    """Add a reader's counts to ``metrics`` (a :class:`Metrics` or a :class:`Tally`)."""
+    metrics.lines.inc(counts.lines)
+    metrics.bad_lines.inc(counts.bad_lines)
+    metrics.bytes_read.inc(counts.bytes_read)
+    for reason, count in counts.bad_files.items():
+        metrics.bad_files.labels(reason).inc(count)
+
+
 class Tally:
     """The index's counters as plain numbers: for ``scan`` and the workers of a
     parallel read, which export nothing (see :class:`IndexMetrics`)."""
@@ -142,3 +164,11 @@ class Tally:
         self.bytes_read = Count()
         self.bad_files = LabelledCount()
         self.parse_seconds = Seconds()
+
+    def counts(self) -> IndexCounts:
+        """The counts so far (``parse_seconds`` stays: durations of reads in
+        another process are not this process's to observe)."""
+        return IndexCounts(
+            self.lines.value, self.bad_lines.value, self.bytes_read.value,
+            {reason: count.value for reason, count in self.bad_files.children.items()},
+        )

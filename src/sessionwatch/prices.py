@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -49,8 +48,7 @@ def _log() -> logging.Logger:
 _SUFFIX = re.compile(r"(?:-\d{8}|@\d{8}|-\d{4}-\d{2}-\d{2}|-v\d+(?::\d+)?|\[[^\]]*\]|-latest|-0)$")
 
 
-@dataclass(frozen=True)
-class Rate:
+class Rate(msgspec.Struct, frozen=True):
     """USD per million tokens of each kind."""
 
     input: float
@@ -66,8 +64,7 @@ class Rate:
         )
 
 
-@dataclass(frozen=True)
-class ModelPrice:
+class ModelPrice(msgspec.Struct, frozen=True):
     base: Rate
     #: when one request's input (cache included) is over 200k tokens
     above_200k: Rate | None = None

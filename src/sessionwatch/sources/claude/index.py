@@ -7,17 +7,22 @@ appending one line to a 500 MB transcript costs work proportional to the line.
 A file that shrank, changed identity or whose bytes before ``offset`` changed
 (rewritten in place: the hash of its last 4 KiB read differs) is read again
 from 0.
+
+What is stored per file (the store's ``transcripts`` rows) is its identity and
+offset as columns, and a :class:`StoredFile` record (``AGG_FORMAT``) holding
+the reading state and the file's totals. A record in any other format is not
+guessed at: its file is read again from 0 (after an upgrade, once).
 """
 
 from __future__ import annotations
 
+import _thread
+import gc
 import os
 import stat
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,19 +38,18 @@ from sessionwatch.sources.claude.transcript import (
     RUNNING_KINDS,
     FileAgg,
     Kind,
-    agg_decoder,
-    agg_encoder,
     classify,
     parse_bytes,
     recent_activity,
     shown,
 )
-from sessionwatch.metrics import IndexMetrics, Tally
+from sessionwatch.metrics import IndexCounts, IndexMetrics, Tally, add_counts
 from sessionwatch.model import Session, Status, Tokens, iso, to_dict
 from sessionwatch.prices import PriceTable
 
 if TYPE_CHECKING:
     import logging
+    from io import FileIO
 
     # Imported where rows are made (the server's path): `scan` never loads
     # the store, its SQLite and asyncio.
@@ -67,6 +71,14 @@ PARALLEL_MIN_BYTES = 64 * 1024 * 1024
 #: The same for forked readers (a process with one thread, as `scan`): a fork
 #: costs a few milliseconds, so they pay off on much less.
 FORK_MIN_BYTES = 16 * 1024 * 1024
+#: Forked readers started, whatever the core count (``workers`` if more).
+#: Reading is CPU-bound and a busy machine shares its cores among runnable
+#: processes: as many readers as cores get a shrinking part of them while
+#: other work runs (ccusage, with its many threads, does not). On an idle
+#: machine the extra readers cost their fork, not CPU time: the same bytes
+#: are parsed, by more processes taking turns. Spawned readers (a process
+#: with threads: the server) stay at ``workers``: each imports the package.
+FORKED_READERS = 4
 #: A last line without its newline is complete once the file has been quiet
 #: this long and the line is a whole JSON object (hand-made files often lack
 #: the final newline; Claude Code itself always writes one).
@@ -80,8 +92,75 @@ def _tail_hash(tail: bytes) -> str:
     return blake2b(tail, digest_size=8).hexdigest()
 
 
-@dataclass
-class FileState:
+def _advance(fs: FileState, tail: bytes, data: bytes | bytearray, lo: int, hi: int) -> bytes:
+    """Move the offset past ``data[lo:hi]``; returns the new last bytes read
+    (at most ``TAIL_HASH_BYTES``, copied: ``data`` may be a reused buffer)."""
+    fs.offset += hi - lo
+    if hi - lo >= TAIL_HASH_BYTES:
+        return bytes(data[hi - TAIL_HASH_BYTES : hi])
+    return (tail + data[lo:hi])[-TAIL_HASH_BYTES:]
+
+
+class ReadBuffer:
+    """Memory that reads of a scan reuse.
+
+    ``f.read`` of a whole file allocates new memory for it each time; when
+    the allocator maps fresh pages for it, every 4 KiB costs a page fault and
+    a zeroed page (reading 200 MB that way: ≈ 0.17 s of system time against
+    ≈ 0.06 s into one reused buffer). ``fill`` reads into one buffer, grown
+    (replaced, never resized: parsed lines may still hold views of it) only
+    when a read needs more. Its bytes are valid until the next ``fill``.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def fill(self, f: FileIO, carry: bytes, want: int) -> tuple[bytearray, int]:
+        """``carry`` then up to ``want`` bytes read from ``f``; returns the
+        buffer and how far it holds them."""
+        k = len(carry)
+        need = k + want
+        if len(self.data) < need:
+            self.data = bytearray(need)
+        data = self.data
+        if k:
+            data[:k] = carry
+        hi = k
+        with memoryview(data) as view:
+            while hi < need:
+                n = f.readinto(view[hi:need])
+                if not n:
+                    break
+                hi += n
+        return data, hi
+
+
+#: The format of the record stored with each file (:class:`StoredFile`).
+#: Earlier versions stored a bare ``FileAgg`` (format 1, with the reading
+#: state among the totals, or an ``S`` prefix for "skipping"); such a record
+#: is not read, and its file is read again from 0.
+AGG_FORMAT = 2
+
+
+class StoredFile(msgspec.Struct, forbid_unknown_fields=True):
+    """The stored record of one file: how its reading stands, and its totals."""
+
+    format: int
+    #: a hash of the last bytes before the offset, to notice a file rewritten
+    #: in place rather than appended to (issue 8, item 4); None at offset 0
+    tail_hash: str | None
+    #: reading stopped inside an over-long line: skip to the next newline
+    skipping: bool
+    agg: FileAgg
+
+
+_stored_encoder = msgspec.json.Encoder()
+_stored_decoder = msgspec.json.Decoder(StoredFile)
+
+
+class FileState(msgspec.Struct):
     path: str
     kind: Kind
     session_id: str | None
@@ -90,8 +169,11 @@ class FileState:
     size: int = 0
     mtime: float = 0.0
     offset: int = 0
-    #: the totals so far, and how the reading stands (``tail_hash``, ``skipping``)
-    agg: FileAgg = field(default_factory=FileAgg)
+    #: the totals so far
+    agg: FileAgg = msgspec.field(default_factory=FileAgg)
+    #: how the reading stands: see :class:`StoredFile`
+    tail_hash: str | None = None
+    skipping: bool = False
 
     def parent(self) -> str | None:
         return self.session_id if self.kind == "main" else (self.session_id or self.agg.session_id)
@@ -99,30 +181,33 @@ class FileState:
     def row(self) -> TranscriptRow:
         from sessionwatch.store.sqlite import TranscriptRow
 
+        record = StoredFile(AGG_FORMAT, self.tail_hash, self.skipping, self.agg)
         return TranscriptRow(
             self.path, self.kind, self.parent(), self.dev, self.ino, self.size, self.mtime,
-            self.offset, agg_encoder.encode(self.agg),
+            self.offset, _stored_encoder.encode(record),
         )
 
     @classmethod
     def from_row(cls, row: TranscriptRow) -> FileState:
         kind: Kind = "main" if row.kind == "main" else "subagent"
-        blob = bytes(row.agg)
-        if blob[:1] == b"S":
-            blob = blob[1:]  # an older version's "skipping" mark
         try:
-            agg = agg_decoder.decode(blob)
+            record: StoredFile | None = _stored_decoder.decode(row.agg)
         except (msgspec.DecodeError, msgspec.ValidationError):
-            agg = None
-        if agg is None or (row.offset > 0 and agg.tail_hash is None):
-            # Unreadable, or stored by a version that could not tell a rewrite
-            # from an append (and kept unmasked titles): read it again from 0.
+            record = None  # unreadable, or an earlier format
+        if (
+            record is None
+            or record.format != AGG_FORMAT
+            or (row.offset > 0 and record.tail_hash is None)
+        ):
+            # Nothing stored can be trusted to continue from: read it again from 0.
             return cls(row.path, kind, row.session_id, row.dev, row.ino)
-        return cls(row.path, kind, row.session_id, row.dev, row.ino, row.size, row.mtime, row.offset, agg)
+        return cls(
+            row.path, kind, row.session_id, row.dev, row.ino, row.size, row.mtime, row.offset,
+            record.agg, record.tail_hash, record.skipping,
+        )
 
 
-@dataclass
-class Hint:
+class Hint(msgspec.Struct):
     """What a ``sessions-index.json`` says of a session: used only as a fallback."""
 
     title: str | None = None
@@ -162,6 +247,8 @@ class ClaudeIndex:
         #: files whose last line still waits for its newline
         self.partial: set[str] = set()
         self.settle_s = SETTLE_S
+        #: reused by the reads of one scan (None: each read has its own)
+        self._buffer: ReadBuffer | None = None
 
     # --- loading and scanning -------------------------------------------------------
 
@@ -224,11 +311,15 @@ class ClaudeIndex:
             paths = [p for p in paths if str(p) not in current]
         total = len(paths)
         last_report = time.monotonic()
-        for n, path in enumerate(paths, 1):
-            touched |= self.update(path)
-            if self.progress is not None and time.monotonic() - last_report > 0.2:
-                self.progress(n, total)
-                last_report = time.monotonic()
+        self._buffer = ReadBuffer()
+        try:
+            for n, path in enumerate(paths, 1):
+                touched |= self.update(path)
+                if self.progress is not None and time.monotonic() - last_report > 0.2:
+                    self.progress(n, total)
+                    last_report = time.monotonic()
+        finally:
+            self._buffer = None  # a long-lived index keeps no scan-sized buffer
         if self.progress is not None:
             self.progress(total, total)
         return touched
@@ -262,7 +353,9 @@ class ClaudeIndex:
         return pending, current
 
     def _scan_parallel(self, pending: dict[str, int]) -> set[str]:
-        n = self.workers
+        # fork is cheapest, but only safe while this process has one thread
+        threaded = _threaded()
+        n = self.workers if threaded else max(self.workers, FORKED_READERS)
         groups: list[list[str]] = [[] for _ in range(n)]
         loads = [0] * n
         for key, size in sorted(pending.items(), key=lambda kv: -kv[1]):
@@ -272,8 +365,7 @@ class ClaudeIndex:
         work = [[(k, self.files.get(k)) for k in group] for group in groups if group]
         touched: set[str] = set()
         done = 0
-        # fork is cheapest, but only safe while this process has one thread
-        results = _spawned(str(self.root), work, self.settle_s) if _threaded() else _forked(
+        results = _spawned(str(self.root), work, self.settle_s) if threaded else _forked(
             str(self.root), work, self.settle_s
         )
         for result in results:
@@ -300,11 +392,7 @@ class ClaudeIndex:
         for path in result.removed:
             touched |= self.forget(path)
         self.partial |= set(result.partial)
-        self.metrics.lines.inc(result.lines)
-        self.metrics.bad_lines.inc(result.bad_lines)
-        self.metrics.bytes_read.inc(result.bytes_read)
-        for reason, count in result.bad_files.items():
-            self.metrics.bad_files.labels(reason).inc(count)
+        add_counts(self.metrics, result.counts)
         return touched
 
     def scan_dir(self, directory: Path) -> set[str]:
@@ -344,8 +432,12 @@ class ClaudeIndex:
 
     # --- one file -------------------------------------------------------------------
 
-    def update(self, path: Path) -> set[str]:
-        """Read what was appended to ``path``; returns the sessions it touched."""
+    def update(self, path: Path, *, force: bool = False) -> set[str]:
+        """Read what was appended to ``path``; returns the sessions it touched.
+
+        A file whose size and mtime are those last read is skipped unless
+        ``force`` (a partial last line that may now count as complete).
+        """
         key = str(path)
         if path.name == "sessions-index.json":
             self.read_hints(path)
@@ -371,7 +463,7 @@ class ClaudeIndex:
             self.files[key] = fs
         else:
             touched = set()
-        if st.st_size == fs.size and st.st_mtime == fs.mtime and fs.offset > 0:
+        if not force and st.st_size == fs.size and st.st_mtime == fs.mtime and fs.offset > 0:
             return touched
         before = fs.parent()
         settled = time.time() - st.st_mtime >= self.settle_s
@@ -407,70 +499,64 @@ class ClaudeIndex:
         started = time.perf_counter()
         lines = bad = 0
         agg = fs.agg
-        with open(fs.path, "rb") as f:
+        buffer = self._buffer if self._buffer is not None else ReadBuffer()
+        with open(fs.path, "rb", buffering=0) as f:
             tail = b""
             if fs.offset > 0:
                 f.seek(max(0, fs.offset - TAIL_HASH_BYTES))
-                tail = f.read(min(fs.offset, TAIL_HASH_BYTES))
+                tail = f.read(min(fs.offset, TAIL_HASH_BYTES)) or b""
                 self.metrics.bytes_read.inc(len(tail))
-                if agg.tail_hash is None or _tail_hash(tail) != agg.tail_hash:
+                if fs.tail_hash is None or _tail_hash(tail) != fs.tail_hash:
                     return False
             carry = b""
             while fs.offset + len(carry) < size:
-                chunk = f.read(min(CHUNK, size - fs.offset - len(carry)))
-                if not chunk:
+                # data[:hi] is the carried partial line, then what was just read
+                data, hi = buffer.fill(f, carry, min(CHUNK, size - fs.offset - len(carry)))
+                if hi == len(carry):
                     break
-                self.metrics.bytes_read.inc(len(chunk))
-                if agg.skipping:
-                    nl = chunk.find(b"\n")
+                self.metrics.bytes_read.inc(hi - len(carry))
+                lo = 0
+                if fs.skipping:  # nothing is carried while skipping
+                    nl = data.find(b"\n", 0, hi)
                     if nl < 0:
-                        tail = self._advance(fs, tail, chunk)
+                        tail = _advance(fs, tail, data, 0, hi)
                         continue
-                    tail = self._advance(fs, tail, chunk[: nl + 1])
-                    agg.skipping = False
-                    chunk = chunk[nl + 1 :]
-                data = carry + chunk
-                end = data.rfind(b"\n")
+                    tail = _advance(fs, tail, data, 0, nl + 1)
+                    fs.skipping = False
+                    lo = nl + 1
+                end = data.rfind(b"\n", lo, hi)
                 if end < 0:
-                    carry = data
+                    carry = bytes(data[lo:hi])
                     if len(carry) > MAX_LINE_BYTES:
                         # An endless line: skip it and count it once, not per read.
                         agg.bad_lines += 1
                         bad += 1
                         self._warn(fs.path, "huge", "line over the size limit skipped")
-                        tail = self._advance(fs, tail, carry)
-                        agg.skipping = True
+                        tail = _advance(fs, tail, carry, 0, len(carry))
+                        fs.skipping = True
                         carry = b""
                     continue
-                result = parse_bytes(agg, data[: end + 1], kind=fs.kind, source=fs.path)
+                result = parse_bytes(agg, data, kind=fs.kind, source=fs.path, start=lo, stop=end + 1)
                 lines += result.lines
                 bad += result.bad
-                tail = self._advance(fs, tail, data[: end + 1])
-                carry = data[end + 1 :]
+                tail = _advance(fs, tail, data, lo, end + 1)
+                carry = bytes(data[end + 1 : hi])
             # A partial last line stays unread until its newline arrives, or
             # until the file has settled with a whole JSON object there.
             self.partial.discard(fs.path)
-            if carry and not agg.skipping:
+            if carry and not fs.skipping:
                 if settled and carry.rstrip().endswith(b"}") and _is_object(carry):
                     result = parse_bytes(agg, carry, kind=fs.kind, source=fs.path)
                     lines += result.lines
-                    tail = self._advance(fs, tail, carry)
+                    tail = _advance(fs, tail, carry, 0, len(carry))
                 else:
                     self.partial.add(fs.path)
-        agg.tail_hash = _tail_hash(tail) if fs.offset > 0 else None
+        fs.tail_hash = _tail_hash(tail) if fs.offset > 0 else None
         self.metrics.lines.inc(lines)
         if bad:
             self.metrics.bad_lines.inc(bad)
         self.metrics.parse_seconds.observe(time.perf_counter() - started)
         return True
-
-    @staticmethod
-    def _advance(fs: FileState, tail: bytes, consumed: bytes) -> bytes:
-        """Move the offset past ``consumed``; returns the new last bytes read."""
-        fs.offset += len(consumed)
-        if len(consumed) >= TAIL_HASH_BYTES:
-            return consumed[-TAIL_HASH_BYTES:]
-        return (tail + consumed)[-TAIL_HASH_BYTES:]
 
     def settle(self, now: float) -> set[str]:
         """Re-read files whose unterminated last line has had time to settle."""
@@ -485,8 +571,7 @@ class ClaudeIndex:
             except OSError:
                 mtime = fs.mtime
             if now - mtime >= self.settle_s:
-                fs.mtime = -1.0  # force a read
-                touched |= self.update(Path(path))
+                touched |= self.update(Path(path), force=True)
         return touched
 
     def forget(self, key: str) -> set[str]:
@@ -686,17 +771,16 @@ class ClaudeIndex:
         return recent_activity(data, limit)
 
 
-@dataclass
-class GroupResult:
+class GroupResult(msgspec.Struct):
+    """What a reader of a parallel scan sends back."""
+
     #: the files read, as they now stand (sent back whole: no store rows, so
     #: the parent of a `scan` never loads the store)
     files: list[FileState]
     removed: list[str]
     partial: list[str]
-    lines: float
-    bad_lines: float
-    bytes_read: float
-    bad_files: dict[str, float]
+    #: what the reader counted, for the scanning index's metrics
+    counts: IndexCounts
 
 
 Work = list[tuple[str, "FileState | None"]]
@@ -711,28 +795,37 @@ def _read_group(root: str, items: Work, settle_s: float) -> GroupResult:
         if fs is not None:
             index.files[fs.path] = fs
             index._link(fs)
+    index._buffer = ReadBuffer()
     for key, _ in items:
         index.update(Path(key))
+    index._buffer = None
     files = [index.files[p] for p in index.dirty if p in index.files]
     removed = [p for p in index.removed if p not in index.files]
-    return GroupResult(
-        files, removed, sorted(index.partial),
-        tally.lines.value, tally.bad_lines.value, tally.bytes_read.value,
-        {reason: count.value for reason, count in tally.bad_files.children.items()},
-    )
+    return GroupResult(files, removed, sorted(index.partial), tally.counts())
 
 
 def _threaded() -> bool:
-    return threading.active_count() > 1 or not hasattr(os, "fork")
+    """Whether this process runs other threads (then it must not fork).
+
+    ``_thread._count()`` counts every thread started besides the main one,
+    with or without the threading module (not imported by `scan`)."""
+    return _thread._count() > 0 or not hasattr(os, "fork")
 
 
 def _forked(root: str, work: list[Work], settle_s: float) -> Iterator[GroupResult]:
     """Read the first group here and each other in a forked child, which sends
     its result back through a pipe (msgpack: no pickle, no multiprocessing to
     import and start; what `scan` spends before reading counts)."""
+    # Every reader masks titles: the patterns are compiled once, here, and
+    # inherited, not once per reader (transcript.py imports redact on first use).
+    import sessionwatch.redact  # noqa: F401
+
     children: list[tuple[int, int]] = []
     sys.stdout.flush()
     sys.stderr.flush()
+    # Objects that exist now are the children's too: frozen, the children's
+    # collections never walk them (which would copy their pages, copy-on-write).
+    gc.freeze()
     try:
         for items in work[1:]:
             r, w = os.pipe()
@@ -751,6 +844,7 @@ def _forked(root: str, work: list[Work], settle_s: float) -> Iterator[GroupResul
                     os._exit(code)
             os.close(w)
             children.append((pid, r))
+        gc.unfreeze()
         yield _read_group(root, work[0], settle_s)
         while children:
             pid, r = children.pop(0)
@@ -761,6 +855,7 @@ def _forked(root: str, work: list[Work], settle_s: float) -> Iterator[GroupResul
                 raise RuntimeError(f"a transcript reader failed: {data[1:].decode(errors='replace') or 'no result'}")
             yield _result_decoder.decode(memoryview(data)[1:])
     finally:
+        gc.unfreeze()
         for pid, r in children:  # only when stopped early (an error, Ctrl-C)
             os.close(r)
             os.waitpid(pid, 0)

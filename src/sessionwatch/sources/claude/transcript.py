@@ -15,14 +15,11 @@ offsets and persistence live in ``sources/claude/index.py``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
-
-from sessionwatch.redact import mask
 
 if TYPE_CHECKING:
     import logging
@@ -200,20 +197,9 @@ class FileAgg(msgspec.Struct):
     recent_tools: list[str] = msgspec.field(default_factory=list)
     lines: int = 0
     bad_lines: int = 0
-    #: How far reading got, kept here so it is stored with the totals it
-    #: produced (index.py): a hash of the last bytes before the offset, to
-    #: notice a file rewritten in place rather than appended to (issue 8,
-    #: item 4), and whether reading stopped inside an over-long line.
-    tail_hash: str | None = None
-    skipping: bool = False
 
 
-agg_encoder = msgspec.json.Encoder()
-agg_decoder = msgspec.json.Decoder(FileAgg)
-
-
-@dataclass
-class ParseResult:
+class ParseResult(msgspec.Struct):
     lines: int = 0
     bad: int = 0
 
@@ -260,6 +246,11 @@ def shown(text: str, limit: int = TITLE_MAX) -> str:
     comes before the cut so that a key the limit would cut in half is still
     recognised and masked whole.
     """
+    # Imported here: compiling its patterns is ~7 % of `scan`'s start-up, for
+    # nothing when no title is shown (a scan with forked readers imports it
+    # once before forking: index._forked).
+    from sessionwatch.redact import mask
+
     return one_line(mask(one_line(text[:_SHOWN_SOURCE], limit + 1024)), limit)
 
 
@@ -322,12 +313,21 @@ def _command(content: str | list[Block] | None) -> str | None:
     return shown(f"{found.group(1)} {found.group(2) or ''}")
 
 
-def parse_bytes(agg: FileAgg, data: bytes, *, kind: Kind, source: str = "") -> ParseResult:
-    """Fold complete JSON lines from ``data`` into ``agg``.
+def parse_bytes(
+    agg: FileAgg,
+    data: bytes | bytearray,
+    *,
+    kind: Kind,
+    source: str = "",
+    start: int = 0,
+    stop: int | None = None,
+) -> ParseResult:
+    """Fold complete JSON lines from ``data[start:stop]`` into ``agg``.
 
-    ``data`` must end at a line boundary. Lines that are not JSON objects of
-    the expected shape are counted in ``agg.bad_lines`` and skipped; the first
-    of each file is logged (``source`` names the file).
+    That range must end at a line boundary (``data`` may be a reused read
+    buffer holding more: nothing past ``stop`` is looked at). Lines that are
+    not JSON objects of the expected shape are counted in ``agg.bad_lines``
+    and skipped; the first of each file is logged (``source`` names the file).
 
     Lines are found with ``find`` and decoded from a memoryview of ``data``:
     no line is copied (``split`` copied every byte once more), and progress
@@ -338,11 +338,14 @@ def parse_bytes(agg: FileAgg, data: bytes, *, kind: Kind, source: str = "") -> P
     lines = 0
     view = memoryview(data)
     find = data.find
-    size = len(data)
-    pos = 0
+    decode = _decode_line_strict
+    apply = _apply
+    main = kind == "main"
+    size = len(data) if stop is None else stop
+    pos = start
     while pos < size:
         start = pos
-        end = find(b"\n", start)
+        end = find(b"\n", start, size)
         if end < 0:
             end = size
         pos = end + 1
@@ -359,17 +362,24 @@ def parse_bytes(agg: FileAgg, data: bytes, *, kind: Kind, source: str = "") -> P
             first == 0x7B  # {
             and data[end - 1] == 0x7D  # }
             and agg.first_raw is not None
-            # found past ``end`` is in a later line (the pattern has no newline)
+            # found past ``end`` is in a later line or past ``stop`` (the pattern
+            # has no newline, and the range ends at a line boundary)
             and 0 <= find(_PROGRESS, start, start + _PROGRESS_WITHIN) < end
         ):
             last_progress = start, end
             continue
-        try:
-            line = _decode_line(view[start:end])
+        try:  # _decode_line, inline
+            line = decode(view[start:end])
+        except UnicodeDecodeError:
+            try:
+                line = decode(_replace_bad_utf8(view[start:end]))
+            except BAD_LINE as exc:
+                _bad(agg, result, source, str(exc))
+                continue
         except BAD_LINE as exc:
             _bad(agg, result, source, str(exc))
             continue
-        apply_line(agg, line, kind=kind)
+        apply(agg, line, main)
     if last_progress[0] >= 0:
         try:
             stamp = _decode_stamp(view[last_progress[0] : last_progress[1]])
@@ -414,10 +424,16 @@ def _bad(agg: FileAgg, result: ParseResult, source: str, why: str) -> None:
 
 
 def apply_line(agg: FileAgg, line: Line, *, kind: Kind) -> None:
-    """Fold one decoded line into ``agg``.
+    """Fold one decoded line into ``agg``."""
+    _apply(agg, line, kind == "main")
+
+
+def _apply(agg: FileAgg, line: Line, main: bool) -> None:
+    """:func:`apply_line` for a file whose kind is known (``main``).
 
     Runs once per user and assistant line of every transcript, so the common
-    path calls no helpers (each call costs as much as a field's handling).
+    path calls no helpers (each call costs as much as a field's handling) and
+    makes no generators or temporary lists.
     """
     t = line.type
     if t != "assistant" and t != "user":
@@ -446,14 +462,17 @@ def apply_line(agg: FileAgg, line: Line, *, kind: Kind) -> None:
         last = agg.last_raw
         if last is None or ts > last:
             agg.last_raw = ts
-    if line.cwd:
-        agg.cwd = line.cwd
-    if line.gitBranch:
-        agg.git_branch = line.gitBranch
-    if line.version:
-        agg.version = line.version
+    value = line.cwd
+    if value:
+        agg.cwd = value
+    value = line.gitBranch
+    if value:
+        agg.git_branch = value
+    value = line.version
+    if value:
+        agg.version = value
 
-    main_turn = kind == "main" and not line.isSidechain
+    main_turn = main and not line.isSidechain
     msg = line.message
     if msg is None or isinstance(msg, str):
         if t == "system" and main_turn and line.subtype in ("turn_duration", "stop_hook_summary"):
@@ -465,11 +484,13 @@ def apply_line(agg: FileAgg, line: Line, *, kind: Kind) -> None:
         if line.isMeta or line.isCompactSummary:
             return
         content = msg.content
-        if isinstance(content, list) and any(b.type == "tool_result" for b in content):
-            if main_turn:
-                agg.last_kind = "tool_result"
-                agg.messages += 1
-            return
+        if isinstance(content, list):
+            for block in content:
+                if block.type == "tool_result":
+                    if main_turn:
+                        agg.last_kind = "tool_result"
+                        agg.messages += 1
+                    return
         text = _prompt_text(content)
         if main_turn and text is None and agg.first_command is None:
             agg.first_command = _command(content)
@@ -505,7 +526,6 @@ def _assistant(agg: FileAgg, line: Line, msg: Message, main_turn: bool) -> None:
         # Lines sharing ``message.id`` + ``requestId`` are one response: its
         # usage is counted once, keeping the largest seen for the group
         # (streamed lines grow ``output_tokens``).
-        key = f"{mid}:{line.requestId}" if mid else None
         inp = usage.input_tokens or 0
         out = usage.output_tokens or 0
         cr = usage.cache_read_input_tokens or 0
@@ -525,23 +545,38 @@ def _assistant(agg: FileAgg, line: Line, msg: Message, main_turn: bool) -> None:
         bucket = buckets.get(bucket_key)
         if bucket is None:
             bucket = buckets[bucket_key] = [0, 0, 0, 0, 0]
-        old = agg.recent.get(key) if key is not None else None
+        recent = agg.recent
+        key: str | None = f"{mid}:{line.requestId}" if mid else None
+        old = recent.get(key) if key is not None else None
         if old is None:
             bucket[0] += inp
             bucket[1] += out
             bucket[2] += w5
             bucket[3] += w1
             bucket[4] += cr
-            if key is not None:
-                _remember(agg, key, [inp, out, w5, w1, cr, long, fast])
+            if key is not None:  # _remember, inline
+                recent[key] = [inp, out, w5, w1, cr, long, fast]
+                if len(recent) > DEDUPE_WINDOW:
+                    del recent[next(iter(recent))]
         else:
             new_response = False
             # Same response in another bucket never happens in practice: keep the first.
-            if old[5:] == [long, fast]:
-                for i, value in enumerate((inp, out, w5, w1, cr)):
-                    if value > old[i]:
-                        bucket[i] += value - old[i]
-                        old[i] = value
+            if len(old) == 7 and old[5] == long and old[6] == fast:
+                if inp > old[0]:
+                    bucket[0] += inp - old[0]
+                    old[0] = inp
+                if out > old[1]:
+                    bucket[1] += out - old[1]
+                    old[1] = out
+                if w5 > old[2]:
+                    bucket[2] += w5 - old[2]
+                    old[2] = w5
+                if w1 > old[3]:
+                    bucket[3] += w1 - old[3]
+                    old[3] = w1
+                if cr > old[4]:
+                    bucket[4] += cr - old[4]
+                    old[4] = cr
     elif mid:
         key = f"{mid}:{line.requestId}"
         new_response = key not in agg.recent
@@ -556,12 +591,16 @@ def _assistant(agg: FileAgg, line: Line, msg: Message, main_turn: bool) -> None:
         for block in content:
             if block.type == "tool_use":
                 has_tool_use = True
-                if block.id is None or block.id not in agg.recent_tools:
+                bid = block.id
+                if bid is None:
                     agg.tool_calls += 1
-                    if block.id is not None:
-                        agg.recent_tools.append(block.id)
-                        if len(agg.recent_tools) > DEDUPE_WINDOW:
-                            del agg.recent_tools[0]
+                else:
+                    tools = agg.recent_tools
+                    if bid not in tools:
+                        agg.tool_calls += 1
+                        tools.append(bid)
+                        if len(tools) > DEDUPE_WINDOW:
+                            del tools[0]
     if main_turn:
         if has_tool_use or msg.stop_reason == "tool_use":
             agg.last_kind = "tool_use"
@@ -578,8 +617,7 @@ def _remember(agg: FileAgg, key: str, value: list[int]) -> None:
 # --- locating transcripts ------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TranscriptPath:
+class TranscriptPath(msgspec.Struct, frozen=True):
     path: Path
     kind: Kind
     #: the session id for main transcripts, the parent for nested subagents,
