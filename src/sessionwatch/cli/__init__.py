@@ -13,37 +13,55 @@ Starlette, prometheus_client, aiosqlite) load inside `serve`'s
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
 
 from sessionwatch import __version__
-from sessionwatch.cli import dashboard, scan, serve
 from sessionwatch.cli.common import Parser
 from sessionwatch.errors import SessionwatchError
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: The subcommands, each a module of this package with ``add_parser(sub)``.
+COMMANDS = ("serve", "scan", "dashboard")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with ``only``, the top level and that one
+    subcommand (what parsing a command line that names it needs)."""
     parser = Parser(
         prog="sessionwatch",
         description="See every live Claude Code and Panel session as it happens.",
     )
     parser.add_argument("--version", action="version", version=f"sessionwatch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for command in (serve, scan, dashboard):
-        command.add_parser(sub)
+    for name in COMMANDS:
+        if only is None or name == only:
+            importlib.import_module(f"sessionwatch.cli.{name}").add_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_list = sys.argv[1:] if argv is None else list(argv)
+    # Building every subcommand's parser costs more than `scan` on a small
+    # corpus takes to read it: build only the one the line names.
+    named = args_list[0] if args_list and args_list[0] in COMMANDS else None
+    parser = build_parser(only=named)
+    args = parser.parse_args(args_list)
     run: Callable[[argparse.Namespace], int] | None = getattr(args, "run", None)
     if run is None:
         parser.print_help()
         return 2
     try:
-        return run(args)
+        code = run(args)
+        if argv is None and getattr(args, "exit_at_once", False):
+            # A one-shot command run from the command line whose output is
+            # flushed: skip the interpreter's teardown (freeing every object
+            # one by one), as `scan` is timed with its exit included.
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     except SessionwatchError as exc:
         print(f"sessionwatch: error: {exc}", file=sys.stderr)
         return 2

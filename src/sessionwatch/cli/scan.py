@@ -25,7 +25,7 @@ def add_parser(sub: Any) -> None:
         help="print Claude Code sessions once, without a server",
         description="Read every transcript once and print its sessions (no server, no database).",
     )
-    scan.set_defaults(run=run)
+    scan.set_defaults(run=run, exit_at_once=True)
     common.add_claude_options(scan)
     scan.add_argument("--json", action="store_true", help="print JSON ({\"sessions\": [...], \"totals\": {...}})")
 
