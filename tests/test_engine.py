@@ -15,7 +15,8 @@ import pytest
 from sessionwatch.config import Settings
 from sessionwatch.hub.core import Hub, Subscriber
 from sessionwatch.sources.claude.index import ClaudeIndex
-from sessionwatch.engine import Engine, IdTaken
+from sessionwatch.engine import Engine
+from sessionwatch.errors import IdTaken
 from sessionwatch.sources.panel.registry import PanelRegistry
 
 from .clock import FakeClock

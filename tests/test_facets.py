@@ -12,7 +12,8 @@ import msgspec
 import pytest
 
 from sessionwatch.config import Settings
-from sessionwatch.engine import Engine, IdTaken
+from sessionwatch.engine import Engine
+from sessionwatch.errors import IdTaken
 from sessionwatch.facets import RULES, Facet, Rules
 from sessionwatch.model import Session
 

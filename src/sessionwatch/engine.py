@@ -61,6 +61,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from prometheus_client import Counter
 
 from sessionwatch.config import Settings
+from sessionwatch.errors import IdTaken
 from sessionwatch.facets import RULES, Facet, FacetSource, Rules
 from sessionwatch.hub.core import Hub
 from sessionwatch.metrics import Metrics
@@ -87,10 +88,6 @@ ChangeSource = Callable[[anyio.Event], AsyncIterable[set[Path]]]
 RESTART_S = 1.0
 
 T = TypeVar("T")
-
-
-class IdTaken(Exception):
-    """A tracker tried to register an id that belongs to a Claude session."""
 
 
 class Clock(Protocol):

@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from sessionwatch import errors
 from sessionwatch.errors import SessionwatchError
 
 __all__ = [
@@ -67,13 +68,9 @@ class ServerUnreachable(ClientError):
         super().__init__(f"the server at {url} is unreachable ({reason})")
 
 
-class ApiError(ClientError):
-    """Any other 4xx; the message is the API's own `error` sentence."""
-
-    def __init__(self, status: int, sentence: str) -> None:
-        self.status = status
-        self.sentence = sentence
-        super().__init__(sentence)
+class ApiError(ClientError, errors.ApiError):
+    """Any other 4xx: the server's :class:`sessionwatch.errors.ApiError`,
+    with its status and its own `error` sentence."""
 
 
 def auth_headers(token: str | None) -> dict[str, str]:

@@ -17,11 +17,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sessionwatch.engine import Engine, IdTaken
+from sessionwatch.engine import Engine
+from sessionwatch.errors import ApiError, BadRequest
 from sessionwatch.model import PANEL_SETTABLE, encode, to_dict
 from sessionwatch.redact import mask
 from sessionwatch.store.sqlite import session_id_problem
-from sessionwatch.server.stream import BadRequest, parse_filter
+from sessionwatch.server.stream import parse_filter
 
 MAX_BODY = 1024 * 1024
 MAX_ID = 200
@@ -30,13 +31,6 @@ MAX_BATCH = 10_000
 SETTABLE = " or ".join(f'"{s}"' for s in PANEL_SETTABLE)
 #: Process ids are positive and fit a C int everywhere.
 MAX_PID = 2**31 - 1
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -132,10 +126,7 @@ def _panel_session(engine: Engine, sid: str) -> None:
 
 async def all_sessions(request: Request) -> Response:
     hub = engine_of(request).hub
-    try:
-        flt = parse_filter(request)
-    except BadRequest as exc:
-        raise ApiError(400, str(exc)) from None
+    flt = parse_filter(request)  # BadRequest: 400
     return SessionsResponse(
         {"sessions": hub.snapshot(flt), "last_event_id": hub.last_id, "timestamp": time.time()}
     )
@@ -193,17 +184,14 @@ async def register(request: Request) -> Response:
     if problem is not None:
         raise ApiError(400, problem)
     pid = _int(data, "pid", low=1, high=MAX_PID)
-    try:
-        new = await engine_of(request).register(
-            app_name,
-            session_id=sid,
-            user_id=_str(data, "user_id", limit=MAX_ID),
-            host=_str(data, "host", limit=MAX_ID),
-            pid=pid,
-            url=_str(data, "url", limit=2000),
-        )
-    except IdTaken:
-        raise ApiError(409, "that id belongs to a Claude session") from None
+    new = await engine_of(request).register(  # IdTaken: 409
+        app_name,
+        session_id=sid,
+        user_id=_str(data, "user_id", limit=MAX_ID),
+        host=_str(data, "host", limit=MAX_ID),
+        pid=pid,
+        url=_str(data, "url", limit=2000),
+    )
     return JSONResponse({"session_id": sid}, status_code=201 if new else 200)
 
 

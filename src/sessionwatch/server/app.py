@@ -27,10 +27,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sessionwatch.server import api, auth
 from sessionwatch.config import Settings
-from sessionwatch.errors import SessionwatchError
+from sessionwatch.errors import ApiError, SessionwatchError
 from sessionwatch.engine import ChangeSource, Engine
 from sessionwatch.server.security import RequestGuard
-from sessionwatch.server.stream import BadRequest, stream_response
+from sessionwatch.server.stream import stream_response
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +85,9 @@ async def index(request: Request) -> Response:
 
 
 async def api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, api.ApiError)
+    assert isinstance(exc, ApiError)
     request.app.state.engine.metrics.http_errors.labels(str(exc.status)).inc()
-    return JSONResponse({"error": exc.message}, status_code=exc.status)
+    return JSONResponse({"error": exc.sentence}, status_code=exc.status)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -179,8 +179,8 @@ class App:
                 response = stream_response(
                     request, self.engine.hub, self.engine.settings.stream_backend
                 )
-            except BadRequest as exc:
-                response = JSONResponse({"error": str(exc)}, status_code=400)
+            except ApiError as exc:
+                response = JSONResponse({"error": exc.sentence}, status_code=exc.status)
         del request
         await response(scope, receive, send)
 
@@ -252,7 +252,7 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
         routes=routes,
         lifespan=lifespan,
         exception_handlers={
-            api.ApiError: api_error,
+            ApiError: api_error,
             HTTPException: http_error,
             Exception: server_error,
         },

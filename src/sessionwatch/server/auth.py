@@ -23,7 +23,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sessionwatch.server.api import ApiError, _str, engine_of, read_json
+from sessionwatch.errors import ApiError
+from sessionwatch.server.api import _str, engine_of, read_json
 
 #: The sign-in cookie: the token, HttpOnly, SameSite=Strict.
 COOKIE = "sessionwatch_token"

@@ -25,17 +25,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from sessionwatch.errors import SessionwatchError
+from sessionwatch.errors import BadRequest
 from sessionwatch.hub.core import Filter, Hub
 
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 #: A client that cannot take one chunk in this long is dropped.
 SEND_TIMEOUT_S = 30.0
 BACKENDS = ("lean", "sse-starlette")
-
-
-class BadRequest(SessionwatchError):
-    """A client sent something we cannot use; answered with 400."""
 
 
 def parse_filter(request: Request) -> Filter:
