@@ -28,8 +28,7 @@ from typing import Any
 import pytest
 
 from sessionwatch.cli import build_parser
-from sessionwatch.cli import dashboard as dashboard_cli
-from sessionwatch.cli import serve as serve_cli
+from sessionwatch import config
 from sessionwatch.config import Settings
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -37,8 +36,8 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 #: Defaults that live in a subcommand's code, not in the parser or Settings
 #: (the parser's default stays None so that a SESSIONWATCH_* variable can win).
 CODE_DEFAULTS: dict[tuple[str, str], Any] = {
-    ("serve", "--log-level"): serve_cli.DEFAULT_LOG_LEVEL,
-    ("dashboard", "--server-url"): dashboard_cli.DEFAULT_SERVER_URL,
+    ("serve", "--log-level"): config.DEFAULT_LOG_LEVEL,
+    ("dashboard", "--server-url"): config.DEFAULT_SERVER_URL,
 }
 
 
@@ -222,5 +221,5 @@ def test_every_serve_flag_reads_its_variable(clean_env: None, monkeypatch: pytes
         monkeypatch.delenv(name)
     # --log-level is read by `serve` itself, not by Settings.
     monkeypatch.setenv("SESSIONWATCH_LOG_LEVEL", "debug")
-    assert serve_cli.log_level_setting(None) == "debug"
-    assert serve_cli.log_level_setting("error") == "error"
+    assert config.log_level(None) == "debug"
+    assert config.log_level("error") == "error"

@@ -273,3 +273,30 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+#: Where clients look for the server when nothing says otherwise.
+DEFAULT_SERVER_URL = "http://127.0.0.1:8765"
+DEFAULT_LOG_LEVEL = "info"
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """What a client of the server needs (the tracker, the Panel dashboard):
+    argument > ``SESSIONWATCH_URL`` / ``SESSIONWATCH_TOKEN`` > default."""
+
+    url: str = DEFAULT_SERVER_URL
+    token: str | None = None
+
+    @classmethod
+    def resolve(cls, *, url: str | None = None, token: str | None = None) -> ClientSettings:
+        return cls(
+            url=(url or _env("URL") or DEFAULT_SERVER_URL).rstrip("/"),
+            token=token if token is not None else _env("TOKEN"),
+        )
+
+
+def log_level(flag: str | None) -> str:
+    """``--log-level`` > ``SESSIONWATCH_LOG_LEVEL`` > info (not a Settings
+    field: only ``serve`` logs)."""
+    return flag or _env("LOG_LEVEL") or DEFAULT_LOG_LEVEL

@@ -6,13 +6,12 @@ Panel loads inside :func:`run`; without it the command says how to install it.
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
+from sessionwatch.config import ClientSettings
 from sessionwatch.cli import common
 from sessionwatch.errors import ConfigError
 
-DEFAULT_SERVER_URL = "http://127.0.0.1:8765"
 
 
 def add_parser(sub: Any) -> None:
@@ -32,9 +31,8 @@ def run(args: argparse.Namespace) -> int:
         from sessionwatch.integrations.panel import dashboard as dash
     except ImportError as exc:
         raise ConfigError(f"the Panel dashboard needs Panel: pip install 'sessionwatch[panel]' ({exc})") from None
-    url = args.server_url or os.environ.get("SESSIONWATCH_URL") or DEFAULT_SERVER_URL
-    token = args.token or os.environ.get("SESSIONWATCH_TOKEN")
-    dash.main(url, args.port, token)
+    client = ClientSettings.resolve(url=args.server_url or None, token=args.token or None)
+    dash.main(client.url, args.port, client.token)
     return 0
 
 

@@ -7,16 +7,15 @@ building the parser (which every command does) stays cheap.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from sessionwatch.config import DEFAULT_LOG_LEVEL, log_level
 from sessionwatch.cli import common
 from sessionwatch.errors import ConfigError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-DEFAULT_LOG_LEVEL = "info"
 
 
 def add_parser(sub: Any) -> None:
@@ -56,11 +55,6 @@ def add_parser(sub: Any) -> None:
         help="debug, info, warning or error for sessionwatch's own logs (others stay at "
         "info unless named: debug,aiosqlite=debug,uvicorn=debug) (default info)",
     )
-
-
-def log_level_setting(flag: str | None) -> str:
-    """``--log-level`` > ``SESSIONWATCH_LOG_LEVEL`` > info (not a Settings field: only ``serve`` logs)."""
-    return flag or os.environ.get("SESSIONWATCH_LOG_LEVEL") or DEFAULT_LOG_LEVEL
 
 
 def parse_log_levels(text: str) -> tuple[str, dict[str, str]]:
@@ -113,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from sessionwatch.prices import PriceTable
 
     settings = common.settings(args)
-    level, named = parse_log_levels(log_level_setting(args.log_level))
+    level, named = parse_log_levels(log_level(args.log_level))
     if settings.prices:
         PriceTable.from_file(settings.prices)  # fail now, in one line, not in the lifespan
     _check_port(settings.host, settings.port)

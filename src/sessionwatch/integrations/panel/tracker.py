@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 # session. Importing it here, on the importing thread, settles sys.modules first.
 import httpcore  # noqa: F401
 
+from sessionwatch.config import DEFAULT_SERVER_URL, ClientSettings
 from sessionwatch.clients.follow import AUTH_RETRY_S
 from sessionwatch.integrations.panel import bokeh_compat
 from sessionwatch.integrations.panel.backends import DbBackend, HttpBackend
@@ -55,7 +56,6 @@ __all__ = [
     "SessionTracker",
 ]
 
-DEFAULT_SERVER_URL = "http://127.0.0.1:8765"
 #: 1001 "going away": the browser shows the app's `disconnect_notification`.
 KILL_CLOSE_CODE = 1001
 KILL_CLOSE_REASON = "Session ended from the sessionwatch dashboard"
@@ -118,11 +118,10 @@ class SessionTracker:
         self.app_name = app_name
         self._panel = _panel
         self.session_id = _tracker_id(_panel)
-        self.server_url = (
-            server_url or os.environ.get("SESSIONWATCH_URL") or DEFAULT_SERVER_URL
-        ).rstrip("/")
+        client = ClientSettings.resolve(url=server_url, token=token)
+        self.server_url = client.url
         self.db_path = Path(db_path).expanduser().resolve() if db_path is not None else None
-        token = token if token is not None else os.environ.get("SESSIONWATCH_TOKEN") or None
+        token = client.token
         self._active: dict[int, str] = {}  # task number -> name, in start order
         self._numbers = itertools.count()
         self._record = Record(
