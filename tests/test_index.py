@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from sessionwatch.metrics import Tally
-from sessionwatch.sources.claude.index import AGG_FORMAT, TAIL_HASH_BYTES, ClaudeIndex
+from sessionwatch.sources.claude.files import AGG_FORMAT, TAIL_HASH_BYTES
+from sessionwatch.sources.claude.index import ClaudeIndex
 from sessionwatch.prices import PriceTable
 from sessionwatch.store.sqlite import Store, TranscriptRow
 

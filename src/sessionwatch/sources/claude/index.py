@@ -9,47 +9,40 @@ A file that shrank, changed identity or whose bytes before ``offset`` changed
 from 0.
 
 What is stored per file (the store's ``transcripts`` rows) is its identity and
-offset as columns, and a :class:`StoredFile` record (``AGG_FORMAT``) holding
-the reading state and the file's totals. A record in any other format is not
-guessed at: its file is read again from 0 (after an upgrade, once).
+offset as columns, and a record holding the reading state and the file's
+totals (files.py). A cold scan of many bytes is read by several processes
+(parallel.py). The index is also the Claude source of the engine: each
+session's facet (:meth:`ClaudeIndex.facet`) and its status from the
+transcript alone.
 """
 
 from __future__ import annotations
 
-import _thread
-import gc
 import os
 import stat
-import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-try:  # the one hash used; hashlib would load OpenSSL first (17 ms of a scan's start)
-    from _blake2 import blake2b
-except ImportError:  # pragma: no cover - CPython always has it
-    from hashlib import blake2b
-
+from sessionwatch.sources.claude import parallel
+from sessionwatch.sources.claude.files import TAIL_HASH_BYTES, FileState, ReadBuffer, advance, tail_hash
 from sessionwatch.sources.claude.transcript import (
     MAX_LINE_BYTES,
     RUNNING_KINDS,
-    FileAgg,
-    Kind,
     classify,
     parse_bytes,
     recent_activity,
     shown,
 )
-from sessionwatch.metrics import IndexCounts, IndexMetrics, Tally, add_counts
+from sessionwatch.metrics import IndexMetrics, add_counts
 from sessionwatch.model import Session, Status, Tokens, iso, to_dict
 from sessionwatch.prices import PriceTable
 
 if TYPE_CHECKING:
     import logging
-    from io import FileIO
 
     # Imported where rows are made (the server's path): `scan` never loads
     # the store, its SQLite and asyncio.
@@ -84,129 +77,6 @@ FORKED_READERS = 4
 #: the final newline; Claude Code itself always writes one).
 SETTLE_S = 3.0
 RECENT_TAIL_BYTES = 256 * 1024
-#: How many bytes before the offset are hashed to tell an append from a rewrite.
-TAIL_HASH_BYTES = 4096
-
-
-def _tail_hash(tail: bytes) -> str:
-    return blake2b(tail, digest_size=8).hexdigest()
-
-
-def _advance(fs: FileState, tail: bytes, data: bytes | bytearray, lo: int, hi: int) -> bytes:
-    """Move the offset past ``data[lo:hi]``; returns the new last bytes read
-    (at most ``TAIL_HASH_BYTES``, copied: ``data`` may be a reused buffer)."""
-    fs.offset += hi - lo
-    if hi - lo >= TAIL_HASH_BYTES:
-        return bytes(data[hi - TAIL_HASH_BYTES : hi])
-    return (tail + data[lo:hi])[-TAIL_HASH_BYTES:]
-
-
-class ReadBuffer:
-    """Memory that reads of a scan reuse.
-
-    ``f.read`` of a whole file allocates new memory for it each time; when
-    the allocator maps fresh pages for it, every 4 KiB costs a page fault and
-    a zeroed page (reading 200 MB that way: ≈ 0.17 s of system time against
-    ≈ 0.06 s into one reused buffer). ``fill`` reads into one buffer, grown
-    (replaced, never resized: parsed lines may still hold views of it) only
-    when a read needs more. Its bytes are valid until the next ``fill``.
-    """
-
-    __slots__ = ("data",)
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    def fill(self, f: FileIO, carry: bytes, want: int) -> tuple[bytearray, int]:
-        """``carry`` then up to ``want`` bytes read from ``f``; returns the
-        buffer and how far it holds them."""
-        k = len(carry)
-        need = k + want
-        if len(self.data) < need:
-            self.data = bytearray(need)
-        data = self.data
-        if k:
-            data[:k] = carry
-        hi = k
-        with memoryview(data) as view:
-            while hi < need:
-                n = f.readinto(view[hi:need])
-                if not n:
-                    break
-                hi += n
-        return data, hi
-
-
-#: The format of the record stored with each file (:class:`StoredFile`).
-#: Earlier versions stored a bare ``FileAgg`` (format 1, with the reading
-#: state among the totals, or an ``S`` prefix for "skipping"); such a record
-#: is not read, and its file is read again from 0.
-AGG_FORMAT = 2
-
-
-class StoredFile(msgspec.Struct, forbid_unknown_fields=True):
-    """The stored record of one file: how its reading stands, and its totals."""
-
-    format: int
-    #: a hash of the last bytes before the offset, to notice a file rewritten
-    #: in place rather than appended to (issue 8, item 4); None at offset 0
-    tail_hash: str | None
-    #: reading stopped inside an over-long line: skip to the next newline
-    skipping: bool
-    agg: FileAgg
-
-
-_stored_encoder = msgspec.json.Encoder()
-_stored_decoder = msgspec.json.Decoder(StoredFile)
-
-
-class FileState(msgspec.Struct):
-    path: str
-    kind: Kind
-    session_id: str | None
-    dev: int = 0
-    ino: int = 0
-    size: int = 0
-    mtime: float = 0.0
-    offset: int = 0
-    #: the totals so far
-    agg: FileAgg = msgspec.field(default_factory=FileAgg)
-    #: how the reading stands: see :class:`StoredFile`
-    tail_hash: str | None = None
-    skipping: bool = False
-
-    def parent(self) -> str | None:
-        return self.session_id if self.kind == "main" else (self.session_id or self.agg.session_id)
-
-    def row(self) -> TranscriptRow:
-        from sessionwatch.store.sqlite import TranscriptRow
-
-        record = StoredFile(AGG_FORMAT, self.tail_hash, self.skipping, self.agg)
-        return TranscriptRow(
-            self.path, self.kind, self.parent(), self.dev, self.ino, self.size, self.mtime,
-            self.offset, _stored_encoder.encode(record),
-        )
-
-    @classmethod
-    def from_row(cls, row: TranscriptRow) -> FileState:
-        kind: Kind = "main" if row.kind == "main" else "subagent"
-        try:
-            record: StoredFile | None = _stored_decoder.decode(row.agg)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            record = None  # unreadable, or an earlier format
-        if (
-            record is None
-            or record.format != AGG_FORMAT
-            or (row.offset > 0 and record.tail_hash is None)
-        ):
-            # Nothing stored can be trusted to continue from: read it again from 0.
-            return cls(row.path, kind, row.session_id, row.dev, row.ino)
-        return cls(
-            row.path, kind, row.session_id, row.dev, row.ino, row.size, row.mtime, row.offset,
-            record.agg, record.tail_hash, record.skipping,
-        )
-
-
 class Hint(msgspec.Struct):
     """What a ``sessions-index.json`` says of a session: used only as a fallback."""
 
@@ -303,7 +173,7 @@ class ClaudeIndex:
             touched |= self.forget(gone)
         if self.workers > 1:
             pending, current = self._pending(paths)
-            least = PARALLEL_MIN_BYTES if _threaded() else min(PARALLEL_MIN_BYTES, FORK_MIN_BYTES)
+            least = PARALLEL_MIN_BYTES if parallel.threaded() else min(PARALLEL_MIN_BYTES, FORK_MIN_BYTES)
             if sum(pending.values()) >= least:
                 touched |= self._scan_parallel(pending)
                 current |= set(pending)
@@ -354,7 +224,7 @@ class ClaudeIndex:
 
     def _scan_parallel(self, pending: dict[str, int]) -> set[str]:
         # fork is cheapest, but only safe while this process has one thread
-        threaded = _threaded()
+        threaded = parallel.threaded()
         n = self.workers if threaded else max(self.workers, FORKED_READERS)
         groups: list[list[str]] = [[] for _ in range(n)]
         loads = [0] * n
@@ -365,7 +235,7 @@ class ClaudeIndex:
         work = [[(k, self.files.get(k)) for k in group] for group in groups if group]
         touched: set[str] = set()
         done = 0
-        results = _spawned(str(self.root), work, self.settle_s) if threaded else _forked(
+        results = parallel.spawned(str(self.root), work, self.settle_s) if threaded else parallel.forked(
             str(self.root), work, self.settle_s
         )
         for result in results:
@@ -375,7 +245,7 @@ class ClaudeIndex:
                 self.progress(done, len(pending))
         return touched
 
-    def _merge(self, result: GroupResult) -> set[str]:
+    def _merge(self, result: parallel.GroupResult) -> set[str]:
         touched: set[str] = set()
         for fs in result.files:
             old = self.files.get(fs.path)
@@ -506,7 +376,7 @@ class ClaudeIndex:
                 f.seek(max(0, fs.offset - TAIL_HASH_BYTES))
                 tail = f.read(min(fs.offset, TAIL_HASH_BYTES)) or b""
                 self.metrics.bytes_read.inc(len(tail))
-                if fs.tail_hash is None or _tail_hash(tail) != fs.tail_hash:
+                if fs.tail_hash is None or tail_hash(tail) != fs.tail_hash:
                     return False
             carry = b""
             while fs.offset + len(carry) < size:
@@ -519,9 +389,9 @@ class ClaudeIndex:
                 if fs.skipping:  # nothing is carried while skipping
                     nl = data.find(b"\n", 0, hi)
                     if nl < 0:
-                        tail = _advance(fs, tail, data, 0, hi)
+                        tail = advance(fs, tail, data, 0, hi)
                         continue
-                    tail = _advance(fs, tail, data, 0, nl + 1)
+                    tail = advance(fs, tail, data, 0, nl + 1)
                     fs.skipping = False
                     lo = nl + 1
                 end = data.rfind(b"\n", lo, hi)
@@ -532,14 +402,14 @@ class ClaudeIndex:
                         agg.bad_lines += 1
                         bad += 1
                         self._warn(fs.path, "huge", "line over the size limit skipped")
-                        tail = _advance(fs, tail, carry, 0, len(carry))
+                        tail = advance(fs, tail, carry, 0, len(carry))
                         fs.skipping = True
                         carry = b""
                     continue
                 result = parse_bytes(agg, data, kind=fs.kind, source=fs.path, start=lo, stop=end + 1)
                 lines += result.lines
                 bad += result.bad
-                tail = _advance(fs, tail, data, lo, end + 1)
+                tail = advance(fs, tail, data, lo, end + 1)
                 carry = bytes(data[end + 1 : hi])
             # A partial last line stays unread until its newline arrives, or
             # until the file has settled with a whole JSON object there.
@@ -548,10 +418,10 @@ class ClaudeIndex:
                 if settled and carry.rstrip().endswith(b"}") and _is_object(carry):
                     result = parse_bytes(agg, carry, kind=fs.kind, source=fs.path)
                     lines += result.lines
-                    tail = _advance(fs, tail, carry, 0, len(carry))
+                    tail = advance(fs, tail, carry, 0, len(carry))
                 else:
                     self.partial.add(fs.path)
-        fs.tail_hash = _tail_hash(tail) if fs.offset > 0 else None
+        fs.tail_hash = tail_hash(tail) if fs.offset > 0 else None
         self.metrics.lines.inc(lines)
         if bad:
             self.metrics.bad_lines.inc(bad)
@@ -769,111 +639,6 @@ class ClaudeIndex:
         if start > 0:
             data = data[data.find(b"\n") + 1 :]
         return recent_activity(data, limit)
-
-
-class GroupResult(msgspec.Struct):
-    """What a reader of a parallel scan sends back."""
-
-    #: the files read, as they now stand (sent back whole: no store rows, so
-    #: the parent of a `scan` never loads the store)
-    files: list[FileState]
-    removed: list[str]
-    partial: list[str]
-    #: what the reader counted, for the scanning index's metrics
-    counts: IndexCounts
-
-
-Work = list[tuple[str, "FileState | None"]]
-
-
-def _read_group(root: str, items: Work, settle_s: float) -> GroupResult:
-    """Bring some files up to date in a fresh index; return them."""
-    tally = Tally()
-    index = ClaudeIndex(Path(root), PriceTable({"models": {}}), workers=1, metrics=tally)
-    index.settle_s = settle_s
-    for _, fs in items:
-        if fs is not None:
-            index.files[fs.path] = fs
-            index._link(fs)
-    index._buffer = ReadBuffer()
-    for key, _ in items:
-        index.update(Path(key))
-    index._buffer = None
-    files = [index.files[p] for p in index.dirty if p in index.files]
-    removed = [p for p in index.removed if p not in index.files]
-    return GroupResult(files, removed, sorted(index.partial), tally.counts())
-
-
-def _threaded() -> bool:
-    """Whether this process runs other threads (then it must not fork).
-
-    ``_thread._count()`` counts every thread started besides the main one,
-    with or without the threading module (not imported by `scan`)."""
-    return _thread._count() > 0 or not hasattr(os, "fork")
-
-
-def _forked(root: str, work: list[Work], settle_s: float) -> Iterator[GroupResult]:
-    """Read the first group here and each other in a forked child, which sends
-    its result back through a pipe (msgpack: no pickle, no multiprocessing to
-    import and start; what `scan` spends before reading counts)."""
-    # Every reader masks titles: the patterns are compiled once, here, and
-    # inherited, not once per reader (transcript.py imports redact on first use).
-    import sessionwatch.redact  # noqa: F401
-
-    children: list[tuple[int, int]] = []
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # Objects that exist now are the children's too: frozen, the children's
-    # collections never walk them (which would copy their pages, copy-on-write).
-    gc.freeze()
-    try:
-        for items in work[1:]:
-            r, w = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # the child: never returns
-                os.close(r)
-                code = 0
-                try:
-                    payload = b"R" + _result_encoder.encode(_read_group(root, items, settle_s))
-                except BaseException as exc:  # reported by the parent
-                    payload, code = b"E" + repr(exc).encode(), 1
-                try:
-                    with open(w, "wb") as out:
-                        out.write(payload)
-                finally:
-                    os._exit(code)
-            os.close(w)
-            children.append((pid, r))
-        gc.unfreeze()
-        yield _read_group(root, work[0], settle_s)
-        while children:
-            pid, r = children.pop(0)
-            with open(r, "rb") as f:
-                data = f.read()
-            os.waitpid(pid, 0)
-            if data[:1] != b"R":
-                raise RuntimeError(f"a transcript reader failed: {data[1:].decode(errors='replace') or 'no result'}")
-            yield _result_decoder.decode(memoryview(data)[1:])
-    finally:
-        gc.unfreeze()
-        for pid, r in children:  # only when stopped early (an error, Ctrl-C)
-            os.close(r)
-            os.waitpid(pid, 0)
-
-
-def _spawned(root: str, work: list[Work], settle_s: float) -> Iterator[GroupResult]:
-    """Each group in a spawned process (safe beside threads)."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    with ProcessPoolExecutor(max_workers=len(work), mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(_read_group, root, items, settle_s) for items in work]
-        for future in as_completed(futures):
-            yield future.result()
-
-
-_result_encoder = msgspec.msgpack.Encoder()
-_result_decoder = msgspec.msgpack.Decoder(GroupResult)
 
 
 def _is_object(data: bytes) -> bool:

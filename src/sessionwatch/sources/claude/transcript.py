@@ -248,7 +248,7 @@ def shown(text: str, limit: int = TITLE_MAX) -> str:
     """
     # Imported here: compiling its patterns is ~7 % of `scan`'s start-up, for
     # nothing when no title is shown (a scan with forked readers imports it
-    # once before forking: index._forked).
+    # once before forking: parallel.forked).
     from sessionwatch.redact import mask
 
     return one_line(mask(one_line(text[:_SHOWN_SOURCE], limit + 1024)), limit)
