@@ -19,7 +19,8 @@ import pytest
 
 from sessionwatch.config import Settings
 from sessionwatch.hub.log import START, NewEvent, SqliteEventLog
-from sessionwatch.hub.core import Filter, Hub
+from sessionwatch.hub.core import Hub
+from sessionwatch.hub.events import Filter
 from sessionwatch.engine import Engine
 from sessionwatch.model import Session
 from sessionwatch.store.base import Write

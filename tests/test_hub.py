@@ -6,7 +6,8 @@ import gc
 import tracemalloc
 from typing import Any
 
-from sessionwatch.hub.core import Filter, Hub
+from sessionwatch.hub.core import Hub
+from sessionwatch.hub.events import Filter
 from sessionwatch.model import Session
 
 from .sessions import session

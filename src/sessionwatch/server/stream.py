@@ -26,7 +26,8 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from sessionwatch.errors import BadRequest
-from sessionwatch.hub.core import Filter, Hub
+from sessionwatch.hub.core import Hub
+from sessionwatch.hub.events import Filter
 
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 #: A client that cannot take one chunk in this long is dropped.

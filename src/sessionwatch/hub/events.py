@@ -1,0 +1,194 @@
+"""Events and their encoding: a subscriber's :class:`Filter`, an
+:class:`Event` encoded once per distinct filter into its SSE message, and
+:class:`Kept`, what the replay window holds of a published event (its
+messages, not its sessions), also rebuilt from the event log's rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from sessionwatch.model import Session, encode
+from sessionwatch.store.base import LoggedEvent
+
+RETRY_MS = 2000
+#: What a kept event holds besides its messages, counted with them: the
+#: record, per session the (source, project) pair a filtered replay selects
+#: by, per cached filter its key.
+RECORD_COST = 200
+SESSION_COST = 80
+FILTER_COST = 120
+DELTAS = ("session-created", "session-updated", "session-deleted")
+
+
+class _Key(msgspec.Struct):
+    """What a replay filters a logged session by."""
+
+    source: Any = None
+    project: Any = None
+
+
+class _Logged(msgspec.Struct):
+    """An event's ``data:`` as read back: each session's bytes kept as they are."""
+
+    sessions: list[msgspec.Raw]
+
+
+class _LoggedKeys(msgspec.Struct):
+    sessions: list[_Key]
+
+
+_keys_of = msgspec.json.Decoder(_LoggedKeys)
+_raw_of = msgspec.json.Decoder(_Logged)
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A subscriber's ``?source=`` and ``?project=`` choice."""
+
+    source: str | None = None
+    project: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.source is not None or self.project is not None
+
+    def match(self, session: Session) -> bool:
+        return self.match_key(session.source, session.project or "")
+
+    def match_key(self, source: Any, project: str) -> bool:
+        if self.source is not None and source != self.source:
+            return False
+        if self.project is not None:
+            return self.project.lower() in project.lower()
+        return True
+
+
+NO_FILTER = Filter()
+
+
+@dataclass
+class Event:
+    type: str
+    sessions: list[Session]
+    timestamp: float
+    id: int | None = None
+    _encoded: dict[Filter, bytes | None] = field(default_factory=dict, repr=False)
+    _data: bytes | None = field(default=None, repr=False)
+
+    def data(self) -> bytes:
+        """The unfiltered ``data:`` JSON (what the event log stores), made once."""
+        if self._data is None:
+            self._data = _data(self.type, self.sessions, self.timestamp)
+        return self._data
+
+    def encode(self, flt: Filter = NO_FILTER, *, retry: bool = False) -> bytes | None:
+        """The SSE message for subscribers with ``flt``; None if nothing matches."""
+        if not retry and flt in self._encoded:
+            return self._encoded[flt]
+        if not flt:
+            message = _message(self.type, self.id, self.data(), retry=retry)
+        else:
+            sessions = [s for s in self.sessions if flt.match(s)]
+            if not sessions and self.type in DELTAS:
+                self._encoded[flt] = None
+                return None
+            message = _message(self.type, self.id, _data(self.type, sessions, self.timestamp), retry=retry)
+        if not retry:
+            self._encoded[flt] = message
+        return message
+
+
+def _data(kind: str, sessions: Sequence[Session | msgspec.Raw], timestamp: float) -> bytes:
+    """An event's JSON; sessions read back from the log (``Raw``) go as they are."""
+    shown: Sequence[object] = sessions
+    if kind == "session-deleted":
+        shown = [{"id": s.id} if isinstance(s, Session) else s for s in sessions]
+    return encode({"type": kind, "sessions": shown, "timestamp": timestamp})
+
+
+def _message(kind: str, event_id: int | None, data: bytes, *, retry: bool = False) -> bytes:
+    head = b""
+    if retry:
+        head += b"retry: %d\n" % RETRY_MS
+    if event_id is not None:
+        head += b"id: %d\n" % event_id
+    return head + b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
+
+
+def _cost(flt: Filter, message: bytes | None) -> int:
+    return FILTER_COST + len(flt.project or "") + (len(message) if message is not None else 0)
+
+
+class Kept:
+    """A published event as the replay window keeps it: its messages, not its
+    sessions.
+
+    It starts with the messages made while it was published (the unfiltered
+    one always). A subscriber resuming with another filter gets a message cut
+    from the unfiltered one, decoded again; it is kept for the next such
+    subscriber and counted like the others. ``size`` is what the record holds.
+    """
+
+    __slots__ = ("id", "type", "timestamp", "keys", "messages", "size")
+
+    def __init__(
+        self,
+        event_id: int,
+        kind: str,
+        timestamp: float,
+        keys: list[tuple[Any, str]] | None,
+        messages: dict[Filter, bytes | None],
+    ) -> None:
+        self.id = event_id
+        self.type = kind
+        self.timestamp = timestamp
+        #: (source, project) per session; None when unknown (a deletion read
+        #: back from the log names ids only): every filter then gets it whole.
+        self.keys = keys
+        self.messages = messages
+        self.size = RECORD_COST + sum(SESSION_COST + len(p) for _, p in keys or ())
+        self.size += sum(_cost(f, m) for f, m in messages.items())
+
+    @classmethod
+    def published(cls, event: Event) -> Kept:
+        """An event this hub just published."""
+        assert event.id is not None
+        assert event.encode() is not None  # the unfiltered message, always
+        keys = [(s.source, s.project or "") for s in event.sessions]
+        return cls(event.id, event.type, event.timestamp, keys, dict(event._encoded))
+
+    @classmethod
+    def from_log(cls, row: LoggedEvent) -> Kept:
+        """An event read back from the log (a resume older than the window)."""
+        event = Event(row.type, [], row.at, row.id, _data=row.data)
+        keys: list[tuple[Any, str]] | None = None
+        if row.type != "session-deleted":  # deleting an id a client does not show is a no-op
+            keys = [(k.source, str(k.project or "")) for k in _keys_of.decode(row.data).sessions]
+        return cls(row.id, row.type, row.at, keys, {NO_FILTER: event.encode()})
+
+    def encode(self, flt: Filter) -> tuple[bytes | None, int]:
+        """The message for ``flt`` and the bytes this added to the record."""
+        if flt in self.messages:
+            return self.messages[flt], 0
+        full = self.messages[NO_FILTER]
+        assert full is not None
+        if self.keys is None:
+            return full, 0
+        picked = [i for i, (source, project) in enumerate(self.keys) if flt.match_key(source, project)]
+        message: bytes | None
+        if len(picked) == len(self.keys):
+            message = full  # the same sessions: the same bytes
+        elif not picked and self.type in DELTAS:
+            message = None
+        else:
+            sessions = _raw_of.decode(full[full.index(b"\ndata: ") + 7 : -2]).sessions
+            data = _data(self.type, [sessions[i] for i in picked], self.timestamp)
+            message = _message(self.type, self.id, data)
+        self.messages[flt] = message
+        cost = _cost(flt, None if message is full else message)
+        self.size += cost
+        return message, cost
