@@ -41,6 +41,7 @@ def test_all_and_sessions_share_a_body(srv: Server) -> None:
         "id", "source", "project", "title", "status", "current_task", "user", "host", "git_branch",
         "model", "version", "started_at", "last_activity", "duration_seconds", "message_count",
         "tool_calls", "tokens", "cost_usd", "kill_requested", "is_stale",
+        "status_reason", "pending", "controls", "managed", "max_cost_usd",
     }
 
 
