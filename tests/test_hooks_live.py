@@ -5,11 +5,14 @@ statuses read from ``/stream``."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +24,7 @@ import pytest
 from sessionwatch.integrations.claude_settings import HookPlan, install
 from sessionwatch.sources.claude.live import read_live
 
-from .claude_cli import ClaudeHome, run_claude, tokens_from_model_usage
+from .claude_cli import ClaudeHome, ClaudeProcess, run_claude, tokens_from_model_usage
 from .claude_fixtures import claude_home, fake_api  # noqa: F401 - fixtures
 from .conftest import Server, free_port, require_tool
 from .fakeapi import ApiError, FakeAPI, Turn, Usage
@@ -86,17 +89,17 @@ class Watch:
                 pass
 
 
-@pytest.fixture
-def served(claude_home: ClaudeHome, tmp_path: Path) -> Iterator[tuple[Server, Watch]]:
-    """A server over the temporary HOME's ~/.claude, its hooks installed there, and a /stream watch."""
+@contextmanager
+def serving(claude_home: ClaudeHome, tmp_path: Path, *, hooks: bool) -> Iterator[tuple[Server, Watch]]:
     claude_home.projects_dir.mkdir(parents=True, exist_ok=True)
     srv = Server(
         claude_home.projects_dir, tmp_path / "sw.db", free_port(),
         ["--claude-dir", str(claude_home.claude_dir), "--idle-after-s", "600"], tmp_path / "server.log",
     ).start()
-    # SessionStart fires only as a command hook: the relay, run by this interpreter.
-    plan = HookPlan(url=srv.url, hook_command=(sys.executable, "-m", "sessionwatch.integrations.hook_command"))
-    install(claude_home.claude_dir / "settings.json", plan)
+    if hooks:
+        # SessionStart fires only as a command hook: the relay, run by this interpreter.
+        plan = HookPlan(url=srv.url, hook_command=(sys.executable, "-m", "sessionwatch.integrations.hook_command"))
+        install(claude_home.claude_dir / "settings.json", plan)
     client = SSEClient(srv.url + "/stream").start()
     watch = Watch(client)
     try:
@@ -105,6 +108,20 @@ def served(claude_home: ClaudeHome, tmp_path: Path) -> Iterator[tuple[Server, Wa
     finally:
         client.stop()
         srv.stop()
+
+
+@pytest.fixture
+def served(claude_home: ClaudeHome, tmp_path: Path) -> Iterator[tuple[Server, Watch]]:
+    """A server over the temporary HOME's ~/.claude, its hooks installed there, and a /stream watch."""
+    with serving(claude_home, tmp_path, hooks=True) as both:
+        yield both
+
+
+@pytest.fixture
+def served_without_hooks(claude_home: ClaudeHome, tmp_path: Path) -> Iterator[tuple[Server, Watch]]:
+    """The same server, no hooks installed: only the transcripts and the live registry."""
+    with serving(claude_home, tmp_path, hooks=False) as both:
+        yield both
 
 
 def iso_ts(text: str) -> float:
@@ -198,3 +215,19 @@ def test_interactive_session_listed_then_needs_approval_then_running_then_ended(
         term.close()
     statuses = watch.statuses(sid)
     assert statuses.index("needs_approval") < statuses.index("running", statuses.index("needs_approval")) < statuses.index("ended")
+
+
+def test_without_hooks_the_live_registry_lists_a_process_at_start_and_ends_it_when_killed(
+    fake_api: FakeAPI, claude_home: ClaudeHome, served_without_hooks: tuple[Server, Watch]
+) -> None:
+    _, watch = served_without_hooks
+    sid = str(uuid.uuid4())
+    with ClaudeProcess(claude_home, fake_api.url, "--session-id", sid) as cli:
+        listed = watch.wait(sid, lambda s: s.status == "waiting", 30, "the session listed from the registry")
+        assert (listed.session["project"], listed.session["version"], listed.reason) == (str(claude_home.cwd), "2.1.330", "idle")
+        assert not claude_home.transcripts()  # before any prompt, so before any transcript
+        os.kill(cli.pid, signal.SIGKILL)  # no SessionEnd, and its registry file stays behind
+        cli.proc.wait(10)
+    assert any((claude_home.claude_dir / "sessions").glob("*.json"))
+    ended = watch.wait(sid, lambda s: s.status == "ended", 10, "ended once the process is gone")
+    assert ended.reason == "process exited"
