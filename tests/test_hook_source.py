@@ -252,3 +252,14 @@ async def test_a_panel_tracker_cannot_take_a_hooks_or_live_session_id(tmp_path: 
             assert engine.hub.sessions[sid].source == "claude"
     finally:
         await engine.close()
+
+
+async def test_a_held_prompt_is_no_longer_approvable_once_its_hook_returned(tmp_path: Path, registry: Registry) -> None:
+    engine = await engine_with(tmp_path, FakeClock(T0), registry)
+    try:
+        await engine.hook(event("PermissionRequest", tool_name="Bash", tool_input={"command": "make"}), hold=True)
+        await engine.unhold(SID)
+        s = engine.hub.sessions[SID]
+        assert s.status == "needs_approval" and s.pending is not None and not s.pending.answerable and s.controls == ()
+    finally:
+        await engine.close()

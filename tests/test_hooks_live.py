@@ -231,3 +231,29 @@ def test_without_hooks_the_live_registry_lists_a_process_at_start_and_ends_it_wh
     assert any((claude_home.claude_dir / "sessions").glob("*.json"))
     ended = watch.wait(sid, lambda s: s.status == "ended", 10, "ended once the process is gone")
     assert ended.reason == "process exited"
+
+
+def test_prompt_dismissed_with_escape_is_cleared_by_the_registry(
+    fake_api: FakeAPI, claude_home: ClaudeHome, served: tuple[Server, Watch]
+) -> None:
+    """Escape sends no hook event at all; the registry's idle clears the prompt (not ~60 s later)."""
+    require_tool("tmux")
+    _, watch = served
+    seed_interactive(claude_home)
+    fake_api.reset([Turn.tool_use("Write", {"file_path": str(claude_home.cwd / "no.txt"), "content": "no\n"})])
+    sid = str(uuid.uuid4())
+    term = Tmux(claude_home, fake_api.url, "--permission-mode", "default", "--session-id", sid)
+    try:
+        watch.wait(sid, lambda s: True, 30, "the session listed")
+        term.wait_screen("? for shortcuts", 30)
+        term.type_line("write something")
+        asked = watch.wait(sid, lambda s: s.status == "needs_approval" and s.pending is not None, 30, "needs_approval")
+        term.wait_screen("Do you want", 30)
+        term.keys("Escape")
+        cleared = watch.wait(sid, lambda s: s.at > asked.at and s.status != "needs_approval", 15, "the prompt cleared")
+        assert (cleared.status, cleared.reason, cleared.pending) == ("waiting", "prompt dismissed", None)
+        assert not (claude_home.cwd / "no.txt").exists()
+        term.type_line("/exit")
+        watch.wait(sid, lambda s: s.status == "ended", 30, "ended")
+    finally:
+        term.close()

@@ -427,6 +427,16 @@ class Engine:
         self.hook_events.labels(event.hook_event_name).inc()
         await self._call("hook", apply)
 
+    async def unhold(self, sid: str) -> None:
+        """A held hook request (``hook(..., hold=True)``) returned: its prompt,
+        if still pending, is no longer answerable from a dashboard."""
+
+        async def apply() -> None:
+            if self.hooks.unhold(sid):
+                await self._publish([sid])
+
+        await self._call("unhold", apply)
+
     # --- more sources ---------------------------------------------------------------
 
     def add_source(self, source: FacetSource) -> None:

@@ -203,7 +203,12 @@ async def hooks(request: Request) -> Response:
         raise ApiError(400, str(exc)) from None
     hold = engine.answerer.holds(event)
     await engine.hook(event, hold=hold)
-    answer = await engine.answerer.answer(event, engine.hub.sessions.get(event.session_id))
+    try:
+        answer = await engine.answerer.answer(event, engine.hub.sessions.get(event.session_id))
+    finally:
+        if hold:  # answered, timed out or the hook went away: nothing left to approve from here
+            with anyio.CancelScope(shield=True):
+                await engine.unhold(event.session_id)
     return OrjsonResponse(answer)
 
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+import msgspec
+
 from sessionwatch.model import NO_TOKENS, Control, Pending, Session, Status, iso
 from sessionwatch.sources.hooks.events import HookEvent, HookState, fold, registry_idle
 
@@ -76,6 +78,17 @@ class HookSource:
         if after is state:
             return False
         self.states[sid] = after
+        return True
+
+    def unhold(self, sid: str) -> bool:
+        """The hook request that held the session's prompt has been answered
+        (or gave up): the prompt, if still pending, is no longer ``answerable``
+        from here. True if that changed the state."""
+        state = self.states.get(sid)
+        if state is None or state.pending is None or not state.pending.answerable:
+            return False
+        pending = msgspec.structs.replace(state.pending, answerable=False)
+        self.states[sid] = msgspec.structs.replace(state, pending=pending)
         return True
 
     # --- the facet -----------------------------------------------------------------
