@@ -128,6 +128,20 @@ def iso_ts(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
+def approve_in_terminal(term: Tmux, watch: Watch, sid: str, asked: Seen, timeout: float = 30) -> Seen:
+    """Press ``1`` in the dialog, again while it stays on screen (a key can land
+    before the dialog takes input on a loaded machine); the first ``running`` after."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if "Do you want" in term.screen():
+            term.keys("1")
+        try:
+            return watch.wait(sid, lambda s: s.status == "running" and s.at > asked.at, 2, "running after approval")
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not approved within {timeout} s:\n{term.screen()}") from None
+
+
 def test_print_run_is_running_then_waiting_then_ended_with_exact_tokens_and_cost(
     fake_api: FakeAPI, claude_home: ClaudeHome, served: tuple[Server, Watch]
 ) -> None:
@@ -204,8 +218,8 @@ def test_interactive_session_listed_then_needs_approval_then_running_then_ended(
             assert time.monotonic() < deadline, f"no permission dialog:\n{term.screen()}"
             time.sleep(0.1)
         term.wait_screen("Do you want", 30)  # drawn a moment after the registry says so
-        term.keys("1")
-        watch.wait(sid, lambda s: s.status == "running" and s.at > asked.at, 30, "running after approval")
+        approved = approve_in_terminal(term, watch, sid, asked)
+        assert approved.reason == "tool done: Write"
         watch.wait(sid, lambda s: s.status == "waiting" and s.reason == "turn ended", 30, "the turn's end")
         assert target.read_text() == "hello\n"
         term.type_line("/exit")
@@ -249,8 +263,15 @@ def test_prompt_dismissed_with_escape_is_cleared_by_the_registry(
         term.type_line("write something")
         asked = watch.wait(sid, lambda s: s.status == "needs_approval" and s.pending is not None, 30, "needs_approval")
         term.wait_screen("Do you want", 30)
-        term.keys("Escape")
-        cleared = watch.wait(sid, lambda s: s.at > asked.at and s.status != "needs_approval", 15, "the prompt cleared")
+        deadline = time.monotonic() + 30
+        while True:  # again while the dialog stays on screen (a key can land before it takes input)
+            if "Do you want" in term.screen():
+                term.keys("Escape")
+            try:
+                cleared = watch.wait(sid, lambda s: s.at > asked.at and s.status != "needs_approval", 3, "the prompt cleared")
+                break
+            except AssertionError:
+                assert time.monotonic() < deadline, f"the prompt was not cleared:\n{term.screen()}"
         assert (cleared.status, cleared.reason, cleared.pending) == ("waiting", "prompt dismissed", None)
         assert not (claude_home.cwd / "no.txt").exists()
         term.type_line("/exit")
