@@ -162,8 +162,9 @@ def test_print_run_is_running_then_waiting_then_ended_with_exact_tokens_and_cost
     assert "tool: Bash" in [s.reason for s in watch.history(sid)]
     # The transcript's numbers arrive through the watcher; the status stays the hooks'.
     want = tokens_from_model_usage(run.result["modelUsage"]).as_dict()
-    done = watch.wait(sid, lambda s: s.session["tokens"] == want, 15, "the CLI's exact tokens")
-    assert done.status == "ended"
+    # (the transcript's last lines may land before or after SessionEnd: the last state has both)
+    done = watch.wait(sid, lambda s: s.session["tokens"] == want and s.status == "ended", 15, "ended with the CLI's exact tokens")
+    assert done.reason == "SessionEnd: other"
     cost, cli = done.session["cost_usd"], run.result["total_cost_usd"]
     assert cost is not None and abs(cost - cli) <= 0.01 * cli, (cost, cli)
 
