@@ -12,9 +12,9 @@ import pytest
 
 from sessionwatch.config import Settings
 from sessionwatch.engine import Engine, IdTaken
-from sessionwatch.model import Pending, iso
+from sessionwatch.model import Pending, Session, iso
 from sessionwatch.sources.claude.live import LiveProcess, LiveScan
-from sessionwatch.sources.hooks.events import decode_hook
+from sessionwatch.sources.hooks.events import HookEvent, decode_hook
 
 from .clock import FakeClock
 from .test_claude import assistant, user
@@ -261,5 +261,53 @@ async def test_a_held_prompt_is_no_longer_approvable_once_its_hook_returned(tmp_
         await engine.unhold(SID)
         s = engine.hub.sessions[SID]
         assert s.status == "needs_approval" and s.pending is not None and not s.pending.answerable and s.controls == ()
+    finally:
+        await engine.close()
+
+
+# --- the /hooks route and the Answerer seam (in process) ----------------------------------------
+
+
+class HoldingAnswerer:
+    """Holds every PermissionRequest; records what the session showed while it waited."""
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    def holds(self, event: HookEvent) -> bool:
+        return event.hook_event_name == "PermissionRequest"
+
+    async def answer(self, event: HookEvent, session: Session | None) -> dict[str, Any]:
+        self.seen.append(session)
+        if not self.holds(event):
+            return {}
+        return {"hookSpecificOutput": {"hookEventName": "PermissionRequest", "decision": {"behavior": "allow"}}}
+
+
+async def test_hooks_route_publishes_before_it_asks_the_answerer_then_releases_the_hold(tmp_path: Path, registry: Registry) -> None:
+    import httpx
+    from starlette.applications import Starlette
+
+    from sessionwatch.server import api
+
+    engine = await engine_with(tmp_path, FakeClock(T0), registry)
+    answerer = HoldingAnswerer()
+    engine.answerer = answerer
+    app = Starlette(routes=api.routes, exception_handlers={api.ApiError: lambda r, e: api.error(e.status, e.message)})  # type: ignore[arg-type,dict-item]
+    app.state.engine = engine
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            body = {"hook_event_name": "PermissionRequest", "session_id": SID, "cwd": CWD, "tool_name": "Bash", "tool_input": {"command": "make"}}
+            r = await http.post("/hooks", json=body)
+            assert r.json()["hookSpecificOutput"]["decision"] == {"behavior": "allow"}
+            [during] = answerer.seen
+            assert during is not None and during.status == "needs_approval" and during.controls == ("approve",)
+            assert during.pending is not None and during.pending.answerable
+            after = engine.hub.sessions[SID]
+            assert after.pending is not None and not after.pending.answerable and after.controls == ()
+            assert (await http.post("/hooks", json={"hook_event_name": "Stop", "session_id": SID})).json() == {}
+            assert engine.hub.sessions[SID].status == "waiting"
+            r = await http.post("/hooks", content=b"{", headers={"Content-Type": "application/json"})
+            assert r.status_code == 400 and list(r.json()) == ["error"]
     finally:
         await engine.close()
