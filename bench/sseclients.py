@@ -3,7 +3,7 @@
 Each client is one raw HTTP/1.0 connection to ``/stream`` (no chunked framing, so
 the body is the event stream itself). Prints ``READY <n>`` once every client got
 its ``init`` event, then counts events and records, for every marker title
-``bm:<seq>:<write time ns>``, when it arrived. On a line ``stop`` on stdin it
+``bm:<seq>:<write time ns>`` (or status reason ``tool: bm:...``), when it arrived. On a line ``stop`` on stdin it
 prints one JSON line of results and exits.
 """
 
@@ -17,7 +17,8 @@ import resource
 import sys
 import time
 
-MARK = re.compile(rb'"title":"bm:(\d+):(\d+)"')
+#: a transcript's marker title, or a hook event's (bench/hooks.py: PreToolUse of a tool named so)
+MARK = re.compile(rb'"(?:title|status_reason)":"(?:tool: )?bm:(\d+):(\d+)"')
 
 
 class Client:

@@ -154,7 +154,9 @@ class HookRecorder:
     def hits(self) -> list[Hit]:
         found: list[Hit] = []
         if self.command_log.exists():
-            for line in self.command_log.read_text().splitlines():
+            text = self.command_log.read_text()
+            # a hook script may be writing its line right now: only whole lines count
+            for line in text[: text.rfind("\n") + 1].splitlines():
                 rec = json.loads(line)
                 try:
                     payload = json.loads(rec["raw"])

@@ -41,6 +41,7 @@ def test_all_and_sessions_share_a_body(srv: Server) -> None:
         "id", "source", "project", "title", "status", "current_task", "user", "host", "git_branch",
         "model", "version", "started_at", "last_activity", "duration_seconds", "message_count",
         "tool_calls", "tokens", "cost_usd", "kill_requested", "is_stale",
+        "status_reason", "pending", "controls", "managed", "max_cost_usd",
     }
 
 
@@ -140,6 +141,14 @@ def test_heartbeats_alone_emit_no_event(srv: Server) -> None:
         ("GET", "/nowhere", b"", 404),
         ("PATCH", "/all", b"", 405),
         ("POST", "/sessions", b"HUGE", 413),
+        ("POST", "/hooks", b"{", 400),
+        ("POST", "/hooks", b"[1]", 400),
+        ("POST", "/hooks", b"\xff\xfe", 400),
+        ("POST", "/hooks", b'{"hook_event_name": "Stop"}', 400),
+        ("POST", "/hooks", b'{"hook_event_name": "Stop", "session_id": ""}', 400),
+        ("POST", "/hooks", b'{"hook_event_name": "Stop", "session_id": 5}', 400),
+        ("POST", "/hooks", b'{"hook_event_name": "PreToolUse", "session_id": "s", "tool_input": "x"}', 400),
+        ("POST", "/hooks", b"HUGE", 413),
     ],
     ids=lambda v: v.decode(errors="replace")[:30] if isinstance(v, bytes) else str(v),
 )
@@ -151,6 +160,19 @@ def test_bad_input_is_a_4xx_with_one_json_error(shared: Server, method: str, pat
     assert r.status_code == status
     data = r.json()
     assert list(data) == ["error"] and isinstance(data["error"], str) and data["error"]
+
+
+def test_hook_event_shows_at_once_and_unknown_events_are_no_error(srv: Server) -> None:
+    sid = "hook-only-" + SID[:8]
+    r = httpx.post(srv.url + "/hooks", json={"hook_event_name": "SomethingNew", "session_id": sid})
+    assert (r.status_code, r.json()) == (200, {})
+    assert httpx.get(srv.url + f"/sessions/{sid}").status_code == 404
+    start = {"hook_event_name": "SessionStart", "session_id": sid, "cwd": "/work/app", "source": "startup"}
+    r = httpx.post(srv.url + "/hooks", json=start)
+    assert (r.status_code, r.json()) == (200, {})  # no decision: Claude Code carries on
+    # applied before the answer: the session is there when the hook returns
+    shown = httpx.get(srv.url + f"/sessions/{sid}").json()
+    assert (shown["source"], shown["project"], shown["status"], shown["status_reason"]) == ("claude", "/work/app", "waiting", "session started")
 
 
 def test_healthz_and_metrics(srv: Server) -> None:

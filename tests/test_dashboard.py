@@ -97,6 +97,13 @@ def event(kind: str, sessions: list[dict[str, Any]]) -> str:
 # --------------------------------------------------------------------------
 
 
+def test_a_pending_prompt_shows_its_summary_as_the_task() -> None:
+    pending = {"id": "t1", "kind": "permission", "tool": "Write", "summary": "Write: note.txt", "since": "2026-01-01T10:00:00Z", "answerable": False}
+    row = session_row(claude_session("c1", status_reason="permission: Write", pending=pending))
+    assert row["task"] == "waiting for you: Write: note.txt"
+    assert session_row(claude_session("c2", pending=None))["task"] == "Fix the parser"
+
+
 def test_rows_show_kill_only_for_panel_sessions() -> None:
     panel_row = session_row(panel_session("p1", current_task="Generating report"))
     assert panel_row["kill"] == KILL_BUTTON

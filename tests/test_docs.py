@@ -195,6 +195,7 @@ ENV_VALUES = {
     "--host": "127.0.0.2",
     "--port": "9999",
     "--projects-dir": "{tmp}/projects",
+    "--claude-dir": "{tmp}/claude",
     "--db": "{tmp}/x.db",
     "--token": "t0ken",
     "--allowed-hosts": "watch.example.com",

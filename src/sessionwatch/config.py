@@ -48,6 +48,11 @@ def _default_projects_dir() -> Path:
     return Path(raw).expanduser() if raw else Path.home() / ".claude" / "projects"
 
 
+def _default_claude_dir(projects_dir: Path) -> Path:
+    raw = _env("CLAUDE_DIR")
+    return Path(raw).expanduser() if raw else projects_dir.parent
+
+
 def _default_db() -> Path:
     raw = _env("DB")
     if raw:
@@ -144,6 +149,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8765
     projects_dir: Path = Path.home() / ".claude" / "projects"
+    #: where Claude Code's live registry ``sessions/<pid>.json`` is; None: the parent of ``projects_dir``
+    claude_dir: Path | None = None
     db: Path = Path("sessionwatch.db")
     token: str | None = None
     #: Host header values accepted (DNS-rebinding guard); ``{"*"}`` accepts any.
@@ -166,6 +173,11 @@ class Settings:
     #: "lean" or "sse-starlette": see server/stream.py
     stream_backend: str = "lean"
 
+    @property
+    def live_dir(self) -> Path:
+        """Claude Code's live registry: ``<claude dir>/sessions``."""
+        return (self.claude_dir if self.claude_dir is not None else self.projects_dir.parent) / "sessions"
+
     @classmethod
     def resolve(
         cls,
@@ -173,6 +185,7 @@ class Settings:
         host: str | None = None,
         port: int | None = None,
         projects_dir: Path | None = None,
+        claude_dir: Path | None = None,
         db: Path | None = None,
         token: str | None = None,
         allowed_hosts: list[str] | None = None,
@@ -221,9 +234,11 @@ class Settings:
             subscriber_queue=int(_env_float("SUBSCRIBER_QUEUE", 1024, minimum=1)),
             stream_backend=_env("STREAM_BACKEND") or "lean",
         )
+        projects = settings.projects_dir.expanduser().resolve()
         settings = replace(
             settings,
-            projects_dir=settings.projects_dir.expanduser().resolve(),
+            projects_dir=projects,
+            claude_dir=(claude_dir if claude_dir is not None else _default_claude_dir(projects)).expanduser().resolve(),
             db=settings.db.expanduser().resolve(),
         )
         settings.validate()
@@ -259,6 +274,8 @@ class Settings:
             )
         if self.projects_dir.exists() and not self.projects_dir.is_dir():
             raise ConfigError(f"--projects-dir {self.projects_dir} is not a directory")
+        if self.claude_dir is not None and self.claude_dir.exists() and not self.claude_dir.is_dir():
+            raise ConfigError(f"--claude-dir {self.claude_dir} is not a directory")
         if self.db.exists() and self.db.is_dir():
             raise ConfigError(f"--db {self.db} is a directory, not a file")
 

@@ -68,6 +68,10 @@ from sessionwatch.metrics import Metrics
 from sessionwatch.model import Session
 from sessionwatch.prices import PriceTable
 from sessionwatch.sources.claude.index import ClaudeIndex
+from sessionwatch.sources.claude.live import LiveSource
+from sessionwatch.sources.hooks.answer import AnswerAtOnce, Answerer
+from sessionwatch.sources.hooks.events import HookEvent
+from sessionwatch.sources.hooks.source import HookSource
 from sessionwatch.sources.panel.registry import PanelRegistry
 from sessionwatch.store.base import Database, EventLog, Write
 from sessionwatch.sources.watcher import watching
@@ -169,13 +173,26 @@ class Engine:
             ["where"],
             registry=self.metrics.registry,
         )
+        self.hook_events = Counter(
+            "sessionwatch_hook_events",
+            "Claude Code hook events received, by event name",
+            ["event"],
+            registry=self.metrics.registry,
+        )
         self._failed_paths: set[str] = set()
         self._store: Database | None = None
         self._log: EventLog | None = None
         self._trimmed = 0.0
         self._panel: PanelRegistry | None = None
+        #: Claude Code's hook events (``POST /hooks``) and live registry (polled every tick).
+        self.hooks = HookSource(self.index, idle_after_s=settings.idle_after_s)
+        self.live = LiveSource(
+            settings.live_dir, self.hooks, self.index, idle_after_s=settings.idle_after_s
+        )
+        #: What ``POST /hooks`` answers (sources/hooks/answer.py); the approvals replace it.
+        self.answerer: Answerer = AnswerAtOnce()
         #: Every source of facets, in no particular order (``rules`` ranks them).
-        self.sources: list[FacetSource] = [self.index]
+        self.sources: list[FacetSource] = [self.index, self.hooks, self.live]
         self._data_version = 0
         self._commands: MemoryObjectSendStream[Command] | None = None
         self._applier: asyncio.Task[None] | None = None
@@ -221,6 +238,7 @@ class Engine:
             await self.hub.attach(self._log)
             await anyio.to_thread.run_sync(self._scan)
             await self._persist()
+            self.live.apply(await anyio.to_thread.run_sync(self.live.scan))
             self.hub.load(self._all_sessions(self.clock.now()).values())
         except BaseException:
             await self._store.close()  # no worker thread left to hold the process
@@ -393,6 +411,29 @@ class Engine:
 
         return await self._call("delete-stale", apply)
 
+    async def hook(self, event: HookEvent, *, hold: bool = False) -> None:
+        """A Claude Code hook event: fold it into its session's state and
+        publish the session (as a command, so in order with every other change).
+        ``hold``: the answerer keeps this PermissionRequest open (its prompt is
+        ``answerable``)."""
+
+        async def apply() -> None:
+            sid = self.hooks.fold(event, self.clock.now(), hold=hold)
+            await self._publish([sid])
+
+        self.hook_events.labels(event.hook_event_name).inc()
+        await self._call("hook", apply)
+
+    async def unhold(self, sid: str) -> None:
+        """A held hook request (``hook(..., hold=True)``) returned: its prompt,
+        if still pending, is no longer answerable from a dashboard."""
+
+        async def apply() -> None:
+            if self.hooks.unhold(sid):
+                await self._publish([sid])
+
+        await self._call("unhold", apply)
+
     # --- more sources ---------------------------------------------------------------
 
     def add_source(self, source: FacetSource) -> None:
@@ -459,9 +500,16 @@ class Engine:
             for sid in await anyio.to_thread.run_sync(self.index.settle, now):
                 changes[sid] = self._view(sid, now)
             await self._persist()
+        for sid in self.live.apply(await anyio.to_thread.run_sync(self.live.scan)):
+            changes[sid] = self._view(sid, now)
         for sid, s in self.hub.sessions.items():
             if s.source == "claude" and sid not in changes:
-                if self.index.status(sid, now) != s.status:
+                if self.hooks.claims(sid) or self.live.claims(sid):
+                    # the hooks' and the registry's idle rule: project again, the hub diffs
+                    view = self._view(sid, now)
+                    if view != s:
+                        changes[sid] = view
+                elif self.index.status(sid, now) != s.status:
                     changes[sid] = self._view(sid, now)
         panel = self.panel
         for sid, row in panel.rows.items():

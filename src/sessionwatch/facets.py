@@ -109,6 +109,19 @@ class Rules:
         return msgspec.structs.replace(base, **changes) if changes else base
 
 
-#: Today's table: a Claude transcript before a Panel tracker; each owns every
-#: field of its rows.
-RULES = Rules()
+#: The table. Owners: a Claude transcript, then the hooks (a session that sent
+#: SessionStart before its transcript exists), then the live registry (a CLI
+#: process with neither yet), then a Panel tracker. Fields: a gone process
+#: ("live": ``ended``, "process exited") beats what the hooks last said, which
+#: beats the transcript's guess; the live registry's own status speaks only
+#: where the hooks said nothing (sources/claude/live.py).
+RULES = Rules(
+    owners=("claude", "hooks", "live", "panel"),
+    fields={
+        "status": ("live", "hooks"),
+        "status_reason": ("live", "hooks"),
+        "pending": ("live", "hooks"),
+        "controls": ("live", "hooks"),
+        "last_activity": ("hooks",),
+    },
+)

@@ -45,6 +45,27 @@ class Tokens(msgspec.Struct, frozen=True):
 NO_TOKENS: Final = Tokens()
 
 
+#: What can be done to a session now (DESIGN.md, Session ``controls``).
+Control = Literal["approve", "send", "interrupt", "stop", "resume", "kill", "delete"]
+PendingKind = Literal["permission", "question"]
+#: A Panel session's controls (the tracker API's kill and delete).
+PANEL_CONTROLS: Final[tuple[Control, ...]] = ("kill", "delete")
+
+
+class Pending(msgspec.Struct, frozen=True):
+    """What a session waits for a person to answer (DESIGN.md, Session ``pending``)."""
+
+    id: str
+    kind: PendingKind
+    tool: str | None
+    #: one line: what the tool call wants to do, secrets masked
+    summary: str
+    #: when it was asked, ISO 8601 UTC like every session time
+    since: str | None
+    #: sessionwatch holds the hook open and can answer it now (away mode)
+    answerable: bool
+
+
 class Session(msgspec.Struct, frozen=True):
     """One row: a session as clients see it. Frozen: a snapshot, compared
     field by field (``==``) by the hub to tell a change from none."""
@@ -69,6 +90,15 @@ class Session(msgspec.Struct, frozen=True):
     cost_usd: float | None
     kill_requested: bool
     is_stale: bool
+    # Issue 10's fields, after the ones above (clients read them by name).
+    #: why the session has its status, in a few words ("permission: Bash", "turn ended", ...)
+    status_reason: str | None = None
+    pending: Pending | None = None
+    controls: tuple[Control, ...] = ()
+    #: a session started by sessionwatch (issue 11); always null until then
+    managed: None = None
+    #: the spend cap in force
+    max_cost_usd: float | None = None
 
 
 #: The field names in the contract's order.
@@ -85,6 +115,7 @@ def encode(obj: Any) -> bytes:
 def to_dict(session: Session) -> dict[str, Any]:
     """The session as plain data (``scan --json``, detail responses)."""
     data: dict[str, Any] = msgspec.to_builtins(session)
+    data["controls"] = list(session.controls)  # a JSON array, as encode() writes it
     return data
 
 

@@ -16,9 +16,11 @@ import {
 } from '../../src/sessionwatch/frontend/format.js';
 import { notificationFor } from '../../src/sessionwatch/frontend/notify.js';
 import {
+  COLUMNS,
   DEFAULT_VIEW,
   matches,
   parseView,
+  statusNote,
   totals,
   viewQuery,
   visibleSessions,
@@ -138,4 +140,13 @@ test('search follows the shared vectors', () => {
   for (const { q, match } of SEARCH.cases) {
     assert.equal(matches(SEARCH.session, { ...DEFAULT_VIEW, q }), match, JSON.stringify(q));
   }
+});
+
+test('the status note: a pending prompt says what it asks, else the status reason', () => {
+  const pending = { id: 'p1', kind: 'permission', tool: 'Write', summary: 'Write: note.txt', since: '2026-01-01T00:00:00Z', answerable: false };
+  assert.equal(statusNote(session('a', { status: 'needs_approval', status_reason: 'permission: Write', pending })), 'Write: note.txt');
+  assert.equal(statusNote(session('a', { status: 'needs_approval', pending: { ...pending, summary: '' } })), 'Write');
+  assert.equal(statusNote(session('a', { status: 'ended', status_reason: 'process exited' })), 'process exited');
+  assert.equal(statusNote(session('a', { status: 'waiting' })), '');
+  assert.equal(COLUMNS.find((c) => c.key === 'status').note, statusNote);
 });

@@ -66,6 +66,7 @@ def settings(args: argparse.Namespace, *, db: Path | None = None) -> Settings:
         host=getattr(args, "host", None),
         port=getattr(args, "port", None),
         projects_dir=args.projects_dir.expanduser() if args.projects_dir else None,
+        claude_dir=args.claude_dir.expanduser() if getattr(args, "claude_dir", None) else None,
         db=db,
         token=getattr(args, "token", None),
         allowed_hosts=getattr(args, "allowed_hosts", None),

@@ -28,6 +28,7 @@ def add_parser(sub: Any) -> None:
     serve.add_argument("--host", help="bind address; non-loopback needs --token (default 127.0.0.1)")
     serve.add_argument("--port", type=common.port, help="port (default 8765)")
     common.add_claude_options(serve)
+    serve.add_argument("--claude-dir", type=Path, help="where Claude Code keeps sessions/<pid>.json, its live processes (default: the parent of --projects-dir)")
     serve.add_argument("--db", type=Path, help="SQLite file (default <user data dir>/sessionwatch/sessionwatch.db)")
     serve.add_argument("--token", help="require this token on every endpoint but /healthz (never empty)")
     serve.add_argument(

@@ -85,6 +85,8 @@ function renderDetail(s) {
   const t = s.tokens ?? {};
   const fields = [
     ['Status', h('span', { class: `status status-${s.status}` }, STATUS_LABELS[s.status] ?? String(s.status))],
+    ['Why', s.status_reason],
+    ['Waiting for', s.pending ? `${s.pending.kind === 'question' ? 'an answer' : 'permission'}: ${s.pending.summary || s.pending.tool || ''}${s.pending.since ? ` (since ${s.pending.since})` : ''}` : null],
     ['Source', s.source],
     ['Project', s.project],
     ['Session id', h('code', {}, s.id)],

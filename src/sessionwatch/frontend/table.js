@@ -8,7 +8,7 @@ import { $, h, showMessage } from './dom.js';
 import { compactNumber, cost } from './format.js';
 import { SOURCE_LABELS, STATUSES, STATUS_LABELS } from './model.js';
 import { state } from './state.js';
-import { COLUMNS, totals, viewQuery, visibleSessions } from './view.js';
+import { COLUMNS, statusNote, totals, viewQuery, visibleSessions } from './view.js';
 
 // A kill reaches a tracker at once through its /stream; the answer to its
 // next heartbeat is only the fallback (a tracker that cannot follow the stream).
@@ -95,19 +95,22 @@ function createRow(session) {
 function fillRow(row, session, flash) {
   const now = Date.now();
   for (const col of COLUMNS) {
+    const note = col.note ? col.note(session) : '';
     const text = col.text(session, now);
     const td = row.cells[col.key];
-    if (row.texts[col.key] === text) continue;
-    row.texts[col.key] = text;
+    if (row.texts[col.key] === text + note) continue;
+    row.texts[col.key] = text + note;
     if (col.key === 'status') {
-      td.replaceChildren(h('span', { class: `status status-${session.status}` }, text));
+      const badge = h('span', { class: `status status-${session.status}` }, text);
+      td.replaceChildren(...(note ? [badge, ' ', h('small', { class: 'status-note' }, note)] : [badge]));
     } else {
       td.textContent = text;
     }
     if (flash) flashCell(td);
   }
   // Hover text for what a cell shortens.
-  row.cells.status.title = STATUS_LABELS[session.status] ?? '';
+  const note = statusNote(session);
+  row.cells.status.title = (STATUS_LABELS[session.status] ?? '') + (note ? ` (${note})` : '');
   row.cells.project.title = session.project ?? '';
   row.cells.title.title = session.title ?? session.current_task ?? '';
   row.cells.model.title = session.model ?? '';

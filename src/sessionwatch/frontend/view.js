@@ -20,6 +20,17 @@ const STATUS_RANK = Object.fromEntries(STATUSES.map((s, i) => [s, i]));
  * The table's columns. `sort` gives the value compared when sorting, `text`
  * what the cell shows; `ticks` marks cells that change with the clock alone.
  */
+/**
+ * Why a session has its status, in a few words: what a pending prompt asks
+ * (its one-line summary, which names the tool) or the server's
+ * `status_reason`; '' when neither is known.
+ */
+export function statusNote(s) {
+  const p = s.pending;
+  if (p) return p.summary || p.tool || (p.kind === 'question' ? 'a question' : 'permission');
+  return s.status_reason ?? '';
+}
+
 export const COLUMNS = Object.freeze([
   {
     key: 'status',
@@ -27,6 +38,8 @@ export const COLUMNS = Object.freeze([
     sort: (s) => STATUS_RANK[s.status] ?? STATUSES.length,
     // The short word; the long label is the cell's hover text and the legend.
     text: (s) => String(s.status ?? '—'),
+    // Why, shown small beside it (the pending prompt's tool and summary, or status_reason).
+    note: statusNote,
   },
   { key: 'source', label: 'Source', sort: (s) => s.source ?? '', text: (s) => s.source ?? '—' },
   {

@@ -21,6 +21,7 @@ from sessionwatch.engine import Engine
 from sessionwatch.errors import ApiError, BadRequest
 from sessionwatch.model import PANEL_SETTABLE, encode, to_dict
 from sessionwatch.redact import mask
+from sessionwatch.sources.hooks.events import HookInputError, UnknownHookEvent, decode_hook
 from sessionwatch.store.sqlite import session_id_problem
 from sessionwatch.server.stream import parse_filter
 
@@ -58,8 +59,8 @@ def engine_of(request: Request) -> Engine:
     return e
 
 
-async def read_json(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object, or an ApiError saying what is wrong."""
+async def read_body(request: Request) -> bytes:
+    """The request body, or an ApiError (413) past 1 MiB."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > MAX_BODY:
         raise ApiError(413, "request body is larger than 1 MiB")
@@ -68,10 +69,16 @@ async def read_json(request: Request) -> dict[str, Any]:
         body += chunk
         if len(body) > MAX_BODY:
             raise ApiError(413, "request body is larger than 1 MiB")
+    return bytes(body)
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, or an ApiError saying what is wrong."""
+    body = await read_body(request)
     if not body.strip():
         return {}
     try:
-        data = orjson.loads(bytes(body))
+        data = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise ApiError(400, "request body is not valid JSON") from None
     if not isinstance(data, dict):
@@ -168,6 +175,32 @@ async def metrics(request: Request) -> Response:
     return Response(
         generate_latest(engine_of(request).metrics.registry), media_type=CONTENT_TYPE_LATEST
     )
+
+
+# --- Claude Code's hooks ------------------------------------------------------------------
+
+
+async def hooks(request: Request) -> Response:
+    """One hook event as Claude Code sends it; the answer is the hook's output
+    (sources/hooks/answer.py). The state is published before the answer is
+    asked for: a held PermissionRequest shows while it waits."""
+    engine = engine_of(request)
+    body = await read_body(request)
+    try:
+        event = decode_hook(body)
+    except UnknownHookEvent:
+        return OrjsonResponse({})  # a newer Claude Code's event: nothing to do, no error for it to show
+    except HookInputError as exc:
+        raise ApiError(400, str(exc)) from None
+    hold = engine.answerer.holds(event)
+    await engine.hook(event, hold=hold)
+    try:
+        answer = await engine.answerer.answer(event, engine.hub.sessions.get(event.session_id))
+    finally:
+        if hold:  # answered, timed out or the hook went away: nothing left to approve from here
+            with anyio.CancelScope(shield=True):
+                await engine.unhold(event.session_id)
+    return OrjsonResponse(answer)
 
 
 # --- the tracker API ------------------------------------------------------------------
@@ -272,6 +305,7 @@ routes = [
     Route("/sessions", register, methods=["POST"]),
     Route("/sessions/stale", delete_stale, methods=["DELETE"]),
     Route("/heartbeats", heartbeats, methods=["POST"]),
+    Route("/hooks", hooks, methods=["POST"]),
     Route("/sessions/{session_id}", session_detail, methods=["GET"]),
     Route("/sessions/{session_id}", delete_session, methods=["DELETE"]),
     Route("/sessions/{session_id}/heartbeat", heartbeat, methods=["POST"]),

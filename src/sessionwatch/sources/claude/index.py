@@ -560,6 +560,17 @@ class ClaudeIndex:
             return "idle"
         return "running" if main.agg.last_kind in RUNNING_KINDS else "waiting"
 
+    def shows(self, sid: str) -> bool:
+        """Whether :meth:`facet` has a Session for ``sid`` (a transcript with a timestamped line)."""
+        return self._files_of(sid) is not None
+
+    def last_ts(self, sid: str) -> float | None:
+        """The newest entry's timestamp over the session's files (its activity), or None."""
+        found = self._files_of(sid)
+        if found is None:
+            return None
+        return max((f.agg.last_ts for f in found[1] if f.agg.last_ts is not None), default=None)
+
     def session(self, sid: str, now: float) -> dict[str, Any] | None:
         """:meth:`facet` as plain data (``scan --json``), or None."""
         s = self.facet(sid, now)

@@ -40,11 +40,14 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, Protocol
 
 import msgspec
+
+from sessionwatch.model import NO_TOKENS, Session, iso
 
 #: ``<pid>.json`` only; ``<pid>.<hash>.key`` and anything else is not ours to read.
 _ENTRY: Final = re.compile(r"^(\d{1,10})\.json$")
@@ -235,3 +238,153 @@ def read_live(sessions_dir: Path, *, proc: Path = Path("/proc"), domain: str | N
         if current is None or (entry.started_at or 0) > (current.started_at or 0):
             scan.live[entry.session_id] = entry
     return scan
+
+
+# --- the live source: the registry as facets (facets.py, source "live") ------------------
+
+#: ``status_reason`` of a session whose process is gone without a SessionEnd the hooks saw
+EXITED_REASON: Final = "process exited"
+
+
+class _Transcripts(Protocol):
+    def shows(self, sid: str) -> bool: ...
+
+    def last_ts(self, sid: str) -> float | None: ...
+
+
+class _Hooks(Protocol):
+    def claims(self, sid: str) -> bool: ...
+
+    def status(self, sid: str) -> str | None: ...
+
+    def registry_idle(self, sid: str, idle_since: float) -> bool: ...
+
+
+class LiveSource:
+    """Which sessions have a live Claude Code process, polled on the engine's clock.
+
+    Owner after ``claude`` and ``hooks`` (facets.RULES): a process that has
+    not written a transcript yet and sends no hooks (none installed) is still
+    listed, as a Claude row with ``project`` = its ``cwd``. Its facet says:
+
+    - ``ended`` ("process exited", no ``pending``, no controls) once the
+      process is gone: its file removed, or left behind by a dead or reused
+      pid; unless the hooks already said ``ended`` or ``failed`` (their
+      reason is the better one). This wins over the hooks' status: a killed
+      CLI sends no SessionEnd;
+    - while the process lives, its registry status (busy → running, a dialog
+      → needs_approval, idle → waiting; the idle rule on top) only when the
+      hooks have said nothing: hooks are exact, the registry is the fallback.
+
+    A registry ``idle`` newer than a pending prompt clears it in the hooks'
+    state (a prompt dismissed with Escape sends no hook event).
+    """
+
+    name = "live"
+
+    def __init__(
+        self,
+        sessions_dir: Path,
+        hooks: _Hooks,
+        transcripts: _Transcripts,
+        *,
+        idle_after_s: float,
+        read: Callable[[Path], LiveScan] = read_live,
+    ) -> None:
+        self.sessions_dir = sessions_dir
+        self.hooks = hooks
+        self.transcripts = transcripts
+        self.idle_after_s = idle_after_s
+        self.read = read
+        #: session id → its live process
+        self.procs: dict[str, LiveProcess] = {}
+        #: session id → the process it had when it was found gone
+        self.exited: dict[str, LiveProcess] = {}
+
+    def scan(self) -> LiveScan:
+        """Read the registry (blocking: call it on a worker thread)."""
+        return self.read(self.sessions_dir)
+
+    def apply(self, scan: LiveScan) -> set[str]:
+        """Take one scan in (the engine's applying task); returns the ids whose facet changed."""
+        touched: set[str] = set()
+        unreadable = set(scan.unreadable)
+        for sid, proc in scan.live.items():
+            before = self.procs.get(sid)
+            if before is None or _shown(before) != _shown(proc) or sid in self.exited:
+                touched.add(sid)
+            self.procs[sid] = proc
+            self.exited.pop(sid, None)
+            if proc.status == "idle" and proc.status_updated_at is not None:
+                if self.hooks.registry_idle(sid, proc.status_updated_at):
+                    touched.add(sid)
+        for sid, proc in list(self.procs.items()):
+            if sid not in scan.live and proc.pid not in unreadable:
+                del self.procs[sid]
+                self.exited[sid] = proc
+                touched.add(sid)
+        for proc in scan.gone:
+            if proc.session_id not in scan.live and proc.session_id not in self.exited:
+                self.exited[proc.session_id] = proc
+                touched.add(proc.session_id)
+        return touched
+
+    # --- the facet ----------------------------------------------------------------
+
+    def ids(self) -> list[str]:
+        return [*self.procs, *(sid for sid in self.exited if sid not in self.procs)]
+
+    def claims(self, sid: str) -> bool:
+        return sid in self.procs or sid in self.exited
+
+    def facet(self, sid: str, now: float) -> Session | Mapping[str, Any] | None:
+        proc = self.procs.get(sid)
+        fields: dict[str, Any] = {}
+        if proc is None:
+            proc = self.exited.get(sid)
+            if proc is None:
+                return None
+            if self.hooks.status(sid) not in ("ended", "failed"):
+                fields = {"status": "ended", "status_reason": EXITED_REASON, "pending": None, "controls": ()}
+        elif not self.hooks.claims(sid) or self.hooks.status(sid) is None:
+            said = registry_status(proc)
+            if said is not None:
+                activity = max(
+                    (t for t in (proc.status_updated_at, proc.updated_at, proc.started_at, self.transcripts.last_ts(sid)) if t is not None),
+                    default=None,
+                )
+                status, reason = said
+                if status in ("running", "waiting") and (activity is None or now - activity >= self.idle_after_s):
+                    status, reason = "idle", "no activity"
+                fields = {"status": status, "status_reason": reason}
+        if self.transcripts.shows(sid) or self.hooks.claims(sid):
+            return fields
+        last = proc.status_updated_at or proc.updated_at or proc.started_at
+        return Session(
+            id=sid,
+            source="claude",
+            project=proc.cwd or "",
+            title=None,
+            status=fields.get("status", "waiting"),
+            current_task=None,
+            user=None,
+            host=None,
+            git_branch=None,
+            model=None,
+            version=proc.version,
+            started_at=iso(proc.started_at),
+            last_activity=iso(last),
+            duration_seconds=round(max(0.0, (last or 0) - (proc.started_at or last or 0)), 3),
+            message_count=0,
+            tool_calls=0,
+            tokens=NO_TOKENS,
+            cost_usd=None,
+            kill_requested=False,
+            is_stale=False,
+            status_reason=fields.get("status_reason"),
+        )
+
+
+def _shown(proc: LiveProcess) -> tuple[object, ...]:
+    """What of an entry changes the facet (not ``updatedAt``, rewritten often)."""
+    return (proc.pid, proc.status, proc.waiting_for, proc.status_updated_at, proc.cwd, proc.version)

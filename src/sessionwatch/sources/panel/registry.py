@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
-from sessionwatch.model import NO_TOKENS, Session, iso
+from sessionwatch.model import NO_TOKENS, PANEL_CONTROLS, Session, iso
 from sessionwatch.redact import mask
 from sessionwatch.store.base import PanelRow, RowGone, SharedStore, Write
 
@@ -204,6 +204,8 @@ class PanelRegistry:
             cost_usd=None,
             kill_requested=row.kill_requested,
             is_stale=stale,
+            status_reason="heartbeat missed" if stale else None,
+            controls=PANEL_CONTROLS,
         )
 
     def sessions(self, now: float) -> dict[str, Session]:

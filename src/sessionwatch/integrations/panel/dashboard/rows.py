@@ -109,7 +109,8 @@ def session_row(session: Session) -> dict[str, Any]:
         "source": text(session.get("source")),
         "project": text(session.get("project")),
         "status": text(session.get("status")),
-        "task": text(session.get("current_task") or session.get("title")),
+        # a pending prompt says what the session waits for (tool + summary) instead
+        "task": text(_pending_note(session) or session.get("current_task") or session.get("title")),
         "user": text(session.get("user")),
         "host": text(session.get("host")),
         "last_activity": _clock(session.get("last_activity")),
@@ -120,6 +121,14 @@ def session_row(session: Session) -> dict[str, Any]:
         "cost": "" if cost is None else f"${float(cost):.2f}",
         "kill": kill,
     }
+
+
+def _pending_note(session: Session) -> str | None:
+    pending = session.get("pending")
+    if not isinstance(pending, dict):
+        return None
+    summary = pending.get("summary") or pending.get("tool")
+    return f"waiting for you: {summary}" if summary else "waiting for you"
 
 
 @dataclass(frozen=True)
