@@ -109,6 +109,12 @@ class Rules:
         return msgspec.structs.replace(base, **changes) if changes else base
 
 
+#: The control source (sessionwatch/control): the spend cap that applies to a
+#: session, and "budget reached" over every other reason once it is past it
+#: (the control facet has no ``status_reason`` otherwise, so the next source's wins).
+CONTROL_FIELDS: dict[str, tuple[str, ...]] = {"max_cost_usd": ("control",), "status_reason": ("control",)}
+
 #: Today's table: a Claude transcript before a Panel tracker; each owns every
-#: field of its rows.
-RULES = Rules()
+#: field of its rows but those above. (Session gains ``max_cost_usd`` and
+#: ``status_reason`` with the hooks source; until then their entries wait.)
+RULES = Rules(fields={f: s for f, s in CONTROL_FIELDS.items() if f in Session.__struct_fields__})

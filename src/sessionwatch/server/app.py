@@ -25,6 +25,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sessionwatch.control import Control
+from sessionwatch.control import api as control_api
 from sessionwatch.server import api, auth
 from sessionwatch.config import Settings
 from sessionwatch.errors import SessionwatchError
@@ -199,6 +201,11 @@ class App:
 def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> App:
     """Build the app. ``changes`` replaces the filesystem watcher (tests)."""
     engine = Engine(settings, changes=changes)
+    control = Control(engine)
+    engine.add_source(control)
+    # The Answerer seam (sources/hooks/answer.py, hookswire branch): POST /hooks asks
+    # engine.answerer; a plain assignment once Engine declares the attribute.
+    setattr(engine, "answerer", control)  # noqa: B010
     entry: App | None = None
 
     @asynccontextmanager
@@ -230,8 +237,10 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
         gc.collect()
         gc.freeze()
         try:
+            await control.load()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(engine.run)
+                tg.start_soon(control.run)
                 try:
                     yield
                 finally:
@@ -243,8 +252,10 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
     routes: list[BaseRoute] = [
         Route("/", index, methods=["GET"]),
         *api.routes,
+        *control_api.routes,
         *auth.routes,
     ]
+    routes += control_api.temporary_hooks_routes  # TEMPORARY until hookswire's POST /hooks
     if FRONTEND.is_dir():
         static = NoCache(StaticFiles(directory=FRONTEND))
         routes.append(Mount("/static", static, name="static"))
@@ -259,6 +270,7 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
     )
     slash_redirects(app.router)
     app.state.engine = engine
+    app.state.control = control
     app.state.throttle = throttle = auth.Throttle()
     app.add_middleware(TokenMiddleware, token=settings.token, throttle=throttle)
     entry = App(app, engine)
