@@ -46,6 +46,7 @@ from sessionwatch.control.budgets import (
     block_prompt,
     daily_reason,
     deny_tool,
+    local_midnight,
     over,
     session_reason,
 )
@@ -146,6 +147,9 @@ class Control:
         self.budgets: dict[str, float] = {}
         self.daily = DailySpend()
         self.daily_reached = False
+        #: today's spend as of (the hub's last event id, the day): recomputed when either moves
+        self._daily_key: tuple[int, float] = (-1, 0.0)
+        self._daily_spent = 0.0
         self._states: OrderedDict[str, HookState] = OrderedDict()
         self._held: dict[tuple[str, str], Held] = {}
         self._gone: OrderedDict[tuple[str, str], str] = OrderedDict()
@@ -190,8 +194,12 @@ class Control:
         cap = self.max_daily_cost_usd
         if cap is None:
             return False
-        spent = self.daily.total(self.engine.hub.sessions.values(), self.engine.clock.now())
-        return over(spent, cap)
+        hub, now = self.engine.hub, self.engine.clock.now()
+        key = (hub.last_id, local_midnight(now))
+        if key != self._daily_key:  # sessions changed (an event), or a new day
+            self._daily_key = key
+            self._daily_spent = self.daily.total(hub.sessions.values(), now)
+        return over(self._daily_spent, cap)
 
     # --- the Answerer seam ---------------------------------------------------------------
 
