@@ -40,8 +40,8 @@ def permission(sid: str = SMALL, tool: str = "Write", tool_input: dict[str, Any]
 
 
 @asynccontextmanager
-async def running(tmp_path: Path, projects: Path, **settings: Any) -> AsyncIterator[tuple[Engine, Control]]:
-    engine = Engine(Settings(projects_dir=projects, db=tmp_path / "sw.db", **settings))
+async def running(tmp_path: Path, projects: Path, clock: Any = None, **settings: Any) -> AsyncIterator[tuple[Engine, Control]]:
+    engine = Engine(Settings(projects_dir=projects, db=tmp_path / "sw.db", **settings), clock=clock)
     control = Control(engine)
     engine.add_source(control)
     await engine.open()
@@ -210,6 +210,23 @@ async def test_daily_cap_denies_every_session(tmp_path: Path, projects: Path) ->
         got = await control.answer(hook("PreToolUse", SMALL, tool_name="Bash"), engine.hub.sessions[SMALL])
         assert got["hookSpecificOutput"]["permissionDecisionReason"] == reason
         assert await control.check_daily() is True and control.daily_reached
+
+
+async def test_daily_cap_marks_todays_sessions_and_lifts_the_mark(tmp_path: Path, projects: Path) -> None:
+    from .clock import FakeClock
+
+    # the local day of BIG's activity ($12.23, started and last active that day)
+    big_last = 1770846385.0  # 2026-02-11T21:46:25Z
+    clock = FakeClock(big_last + 60)
+    async with running(tmp_path, projects, clock=clock, max_daily_cost_usd=10.0) as (engine, control):
+        if not control.daily.total([engine.hub.sessions[BIG]], clock.now()) >= 10:
+            pytest.skip("BIG did not start on the local day of its last activity in this time zone")
+        assert await control.check_daily() is True
+        assert control.facet(BIG, clock.now()) == {"status_reason": "budget reached"}
+        assert control.facet(SMALL, clock.now()) is None or "status_reason" not in (control.facet(SMALL, clock.now()) or {})
+        control.max_daily_cost_usd = 20.0
+        assert await control.check_daily() is False
+        assert control.facet(BIG, clock.now()) is None and control._daily_marked == set()
 
 
 def session(sid: str, cost: float, started: float, last: float) -> Session:

@@ -150,6 +150,8 @@ class Control:
         #: today's spend as of (the hub's last event id, the day): recomputed when either moves
         self._daily_key: tuple[int, float] = (-1, 0.0)
         self._daily_spent = 0.0
+        #: sessions the facet showed "budget reached" for the daily cap (published again when it lifts)
+        self._daily_marked: set[str] = set()
         self._states: OrderedDict[str, HookState] = OrderedDict()
         self._held: dict[tuple[str, str], Held] = {}
         self._gone: OrderedDict[tuple[str, str], str] = OrderedDict()
@@ -184,8 +186,12 @@ class Control:
             self.daily_reached = reached
             hub = self.engine.hub
 
-            def touched() -> list[str]:
-                return [sid for sid, s in hub.sessions.items() if s.source == "claude" and self.daily.active_today(s)]
+            def touched() -> set[str]:
+                # on: today's sessions; off: every session shown "budget reached" for it
+                ids = {sid for sid, s in hub.sessions.items() if s.source == "claude" and self.daily.active_today(s)}
+                ids |= self._daily_marked
+                self._daily_marked = set()
+                return ids
 
             await self.engine.changed("control", touched)
         return reached
@@ -303,7 +309,7 @@ class Control:
         if held is None or held.claimed or held.answer.done():
             if not self.known(sid):
                 raise UnknownSession(f"no session with id {sid!r}")
-            why = self._gone.get(key)
+            why = "being answered" if held is not None else self._gone.get(key)
             raise NotPending(f"that prompt is no longer pending ({why})" if why else "no prompt with that id is pending in this session")
         held.claimed = True
         approval = Approval(sid, pending_id, decision, message, held.tool, held.summary, self.engine.clock.now(), by)
@@ -380,8 +386,11 @@ class Control:
         f: dict[str, Any] = {}
         if cap is not None:
             f["max_cost_usd"] = cap
-        if (s.cost_usd is not None and over(s.cost_usd, cap)) or (self.daily_reached and self.daily.active_today(s)):
+        if s.cost_usd is not None and over(s.cost_usd, cap):
             f["status_reason"] = BUDGET_REACHED
+        elif self.daily_reached and self.daily.active_today(s):
+            f["status_reason"] = BUDGET_REACHED
+            self._daily_marked.add(sid)
         return f
 
     def ids(self) -> list[str]:
