@@ -120,3 +120,51 @@ def test_past_the_budget_the_next_tool_call_is_denied_and_the_next_prompt_blocke
             again = run_claude(where, api.url, "go on", "--resume", sid, timeout=120)
             assert api.agent_requests() == []
         assert reason in again.stdout + again.stderr, again.describe()
+
+
+def test_interactive_first_answer_wins_terminal_then_dashboard(tmp_path: Path, sw_server: Callable[..., Server]) -> None:
+    """Interactive (tmux): the terminal's dialog shows while the hook waits. Answered in the
+    terminal, the prompt is no longer pending (409); answered from POST /approve, the
+    CLI takes that answer and the file is written."""
+    from .conftest import require_tool
+    from .hookcapture import Tmux, seed_interactive
+
+    require_tool("tmux")
+    with setup(tmp_path, sw_server) as (where, srv):
+        seed_interactive(where)
+        httpx.put(srv.url + "/away", json={"on": True}).raise_for_status()
+        first, second = where.cwd / "first.txt", where.cwd / "second.txt"
+        sid = str(uuid.uuid4())
+        turns = [
+            Turn.tool_use("Write", {"file_path": str(first), "content": "1\n"}), Turn.text("one"),
+            Turn.tool_use("Write", {"file_path": str(second), "content": "2\n"}), Turn.text("two"),
+        ]  # fmt: skip
+        with FakeAPI(turns) as api:
+            term = Tmux(where, api.url, "--permission-mode", "default", "--session-id", sid)
+            try:
+                term.wait_screen("? for shortcuts", 30)
+                term.type_line("write the first file")
+
+                def waiting() -> str | None:
+                    return next((str(w["pending_id"]) for w in httpx.get(srv.url + "/away").json()["waiting"] if w["session_id"] == sid), None)
+
+                pid = wait_for(waiting, 60, "the first prompt to wait")
+                term.wait_screen("Do you want", 30)
+                term.keys("1")  # yes, in the terminal
+                wait_for(first.exists, 30, "the first file")
+
+                # the tool's PostToolUse ends the wait
+                wait_for(lambda: waiting() is None, 30, "the terminal's answer to end the wait")
+                r = httpx.post(srv.url + f"/sessions/{sid}/approve", json={"pending_id": pid, "decision": "deny"})
+                assert (r.status_code, r.json()) == (409, {"error": "that prompt is no longer pending (answered in the terminal)"})
+                term.wait_screen("one", 30)
+                term.type_line("write the second file")
+                pid2 = wait_for(lambda: (p := waiting()) != pid and p, 60, "the second prompt to wait")
+                r = httpx.post(srv.url + f"/sessions/{sid}/approve", json={"pending_id": pid2, "decision": "allow"})
+                assert r.status_code == 200, r.text
+                wait_for(second.exists, 30, "the second file, allowed from the dashboard")
+                term.type_line("/exit")
+            finally:
+                term.close()
+        detail = wait_for(lambda: (r := httpx.get(srv.url + f"/sessions/{sid}")).status_code == 200 and r.json(), 30, "the session")
+        assert [a["decision"] for a in detail["approvals"]] == ["allow"]  # type: ignore[index]
