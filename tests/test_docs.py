@@ -206,6 +206,9 @@ ENV_VALUES = {
     "--cleanup-after-s": "7",
     "--idle-after-s": "7",
     "--prices": "{tmp}/prices.json",
+    "--approval-wait-s": "7",
+    "--max-cost-usd": "7",
+    "--max-daily-cost-usd": "7",
 }
 
 

@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
+from sessionwatch.errors import ApiError
 from sessionwatch.config import Settings
-from sessionwatch.engine import Engine, IdTaken
+from sessionwatch.engine import Engine
+from sessionwatch.errors import IdTaken
 from sessionwatch.model import Pending, Session, iso
 from sessionwatch.sources.claude.live import LiveProcess, LiveScan
 from sessionwatch.sources.hooks.events import HookEvent, decode_hook
@@ -293,7 +295,7 @@ async def test_hooks_route_publishes_before_it_asks_the_answerer_then_releases_t
     engine = await engine_with(tmp_path, FakeClock(T0), registry)
     answerer = HoldingAnswerer()
     engine.answerer = answerer
-    app = Starlette(routes=api.routes, exception_handlers={api.ApiError: lambda r, e: api.error(e.status, e.message)})  # type: ignore[arg-type,dict-item]
+    app = Starlette(routes=api.routes, exception_handlers={ApiError: lambda r, e: api.error(e.status, e.sentence)})  # type: ignore[arg-type,dict-item]
     app.state.engine = engine
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:

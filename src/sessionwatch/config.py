@@ -137,6 +137,11 @@ def resolve_trusted_proxies(values: list[str]) -> tuple[str, ...]:
     return tuple(proxies)
 
 
+def _env_cap(name: str) -> float | None:
+    """A spend cap in USD from the environment, or None (no cap)."""
+    return _env_float(name, -1.0) if _env(name) is not None else None
+
+
 def _default_prices() -> Path | None:
     raw = _env("PRICES")
     return Path(raw).expanduser() if raw else None
@@ -172,6 +177,11 @@ class Settings:
     subscriber_queue: int = 1024
     #: "lean" or "sse-starlette": see server/stream.py
     stream_backend: str = "lean"
+    #: In away mode, how long a PermissionRequest hook waits for an answer (sessionwatch/control).
+    approval_wait_s: float = 600.0
+    #: Spend caps in USD: per Claude session (unless PUT /sessions/{id}/budget), and per local day.
+    max_cost_usd: float | None = None
+    max_daily_cost_usd: float | None = None
 
     @property
     def live_dir(self) -> Path:
@@ -196,6 +206,9 @@ class Settings:
         cleanup_after_s: float | None = None,
         idle_after_s: float | None = None,
         prices: Path | None = None,
+        approval_wait_s: float | None = None,
+        max_cost_usd: float | None = None,
+        max_daily_cost_usd: float | None = None,
     ) -> Settings:
         """Build settings: each explicit argument wins over its environment variable."""
         host = host if host is not None else _default_host()
@@ -233,6 +246,13 @@ class Settings:
             prices=prices if prices is not None else _default_prices(),
             subscriber_queue=int(_env_float("SUBSCRIBER_QUEUE", 1024, minimum=1)),
             stream_backend=_env("STREAM_BACKEND") or "lean",
+            approval_wait_s=(
+                approval_wait_s if approval_wait_s is not None else _env_float("APPROVAL_WAIT_S", 600.0)
+            ),
+            max_cost_usd=max_cost_usd if max_cost_usd is not None else _env_cap("MAX_COST_USD"),
+            max_daily_cost_usd=(
+                max_daily_cost_usd if max_daily_cost_usd is not None else _env_cap("MAX_DAILY_COST_USD")
+            ),
         )
         projects = settings.projects_dir.expanduser().resolve()
         settings = replace(
@@ -256,6 +276,12 @@ class Settings:
             )
         if self.keepalive_s <= 0:
             raise ConfigError("--keepalive-s must be positive")
+        if not 0 < self.approval_wait_s <= 86400:
+            raise ConfigError("--approval-wait-s must be more than 0 and at most 86400")
+        for name in ("max_cost_usd", "max_daily_cost_usd"):
+            cap = getattr(self, name)
+            if cap is not None and not (cap >= 0 and cap < float("inf")):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a number of dollars, 0 or more")
         for name in ("stale_after_s", "cleanup_after_s", "idle_after_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must not be negative")

@@ -114,14 +114,18 @@ class Rules:
 #: process with neither yet), then a Panel tracker. Fields: a gone process
 #: ("live": ``ended``, "process exited") beats what the hooks last said, which
 #: beats the transcript's guess; the live registry's own status speaks only
-#: where the hooks said nothing (sources/claude/live.py).
+#: where the hooks said nothing (sources/claude/live.py). The control source
+#: (sessionwatch/control) gives the spend cap in force and, past it, "budget
+#: reached" as the reason (its facet has no ``status_reason`` otherwise, so the
+#: next source's wins); a gone process's "process exited" stays first.
 RULES = Rules(
     owners=("claude", "hooks", "live", "panel"),
     fields={
         "status": ("live", "hooks"),
-        "status_reason": ("live", "hooks"),
+        "status_reason": ("live", "control", "hooks"),
         "pending": ("live", "hooks"),
         "controls": ("live", "hooks"),
         "last_activity": ("hooks",),
+        "max_cost_usd": ("control",),
     },
 )

@@ -77,4 +77,7 @@ def settings(args: argparse.Namespace, *, db: Path | None = None) -> Settings:
         cleanup_after_s=getattr(args, "cleanup_after_s", None),
         idle_after_s=args.idle_after_s,
         prices=args.prices.expanduser() if args.prices else None,
+        approval_wait_s=getattr(args, "approval_wait_s", None),
+        max_cost_usd=getattr(args, "max_cost_usd", None),
+        max_daily_cost_usd=getattr(args, "max_daily_cost_usd", None),
     )

@@ -51,6 +51,15 @@ def add_parser(sub: Any) -> None:
     serve.add_argument("--stale-after-s", type=common.positive_float, help="Panel session stale after this long without heartbeat (default 120)")
     serve.add_argument("--cleanup-after-s", type=common.positive_float, help="stale Panel session deleted after this long (default 600)")
     serve.add_argument(
+        "--approval-wait-s",
+        type=common.positive_float,
+        help="in away mode, how long a permission request's hook waits for an answer from a dashboard (default 600)",
+    )
+    serve.add_argument("--max-cost-usd", type=common.positive_float, help="spend cap per Claude session in USD (default none)")
+    serve.add_argument(
+        "--max-daily-cost-usd", type=common.positive_float, help="spend cap across all Claude sessions per local day in USD (default none)"
+    )
+    serve.add_argument(
         "--log-level",
         metavar="LEVELS",
         help="debug, info, warning or error for sessionwatch's own logs (others stay at "

@@ -93,7 +93,7 @@ class HookPlan:
     #: the ``sessionwatch`` executable as a command line (``("sessionwatch",)`` on PATH)
     hook_command: Sequence[str] = ("sessionwatch",)
     #: the server's ``--approval-wait-s``: PermissionRequest's hook waits that long plus a margin
-    approval_wait_s: float = 60.0
+    approval_wait_s: float = 600.0
     events: Mapping[str, Form] = field(default_factory=lambda: dict(EVENT_FORMS))
 
     def __post_init__(self) -> None:

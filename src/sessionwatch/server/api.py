@@ -154,6 +154,7 @@ async def session_detail(request: Request) -> Response:
         detail["pid"] = row.pid if row else None
         detail["url"] = mask(row.url) if row and row.url else None
         detail["kills"] = await engine.store.kills(sid)
+    detail.update(await request.app.state.control.detail(sid))  # approvals, budget (control/)
     return OrjsonResponse(detail)
 
 

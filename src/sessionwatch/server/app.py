@@ -25,6 +25,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sessionwatch.control import Control
+from sessionwatch.control import api as control_api
 from sessionwatch.server import api, auth
 from sessionwatch.config import Settings
 from sessionwatch.errors import ApiError, SessionwatchError
@@ -199,6 +201,9 @@ class App:
 def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> App:
     """Build the app. ``changes`` replaces the filesystem watcher (tests)."""
     engine = Engine(settings, changes=changes)
+    control = Control(engine)
+    engine.add_source(control)
+    engine.answerer = control  # what POST /hooks answers with (sources/hooks/answer.py)
     entry: App | None = None
 
     @asynccontextmanager
@@ -230,8 +235,10 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
         gc.collect()
         gc.freeze()
         try:
+            await control.load()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(engine.run)
+                tg.start_soon(control.run)
                 try:
                     yield
                 finally:
@@ -243,6 +250,7 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
     routes: list[BaseRoute] = [
         Route("/", index, methods=["GET"]),
         *api.routes,
+        *control_api.routes,
         *auth.routes,
     ]
     if FRONTEND.is_dir():
@@ -259,6 +267,7 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
     )
     slash_redirects(app.router)
     app.state.engine = engine
+    app.state.control = control
     app.state.throttle = throttle = auth.Throttle()
     app.add_middleware(TokenMiddleware, token=settings.token, throttle=throttle)
     entry = App(app, engine)

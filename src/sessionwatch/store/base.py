@@ -6,9 +6,9 @@ the PostgreSQL store (issue 13) will implement the same three.
   (each transcript file's offset and aggregate). With PostgreSQL it can stay
   in a local SQLite file: another machine's offsets mean nothing here.
 - :class:`SharedStore`: what every server on the database shares: the
-  sessions trackers report and their kills. Later the sessions of processes
-  sessionwatch runs, budgets, agents and tokens go here too (nothing of them
-  exists yet). Every write names the columns it changes (never a row
+  sessions trackers report and their kills; the away switch, approvals and
+  budget changes (sessionwatch/control). Later the sessions of processes
+  sessionwatch runs, agents and tokens go here too. Every write names the columns it changes (never a row
   rewritten from a copy in memory: other servers and direct-mode trackers
   write the same rows), and is returned as :class:`Write` statements rather
   than run: the hub runs them with the change's events (below).
@@ -39,6 +39,8 @@ __all__ = [
     "KEEP_EVENTS",
     "KEEP_S",
     "START",
+    "Actor",
+    "Approval",
     "STORE_BYTES",
     "Database",
     "EventLog",
@@ -111,6 +113,35 @@ class PanelRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Actor:
+    """Who did something to a session, and from where (DESIGN.md, Security):
+    the token's name ("admin" for ``--token``, "local" with no token), the
+    client address, and the request's ``Origin`` / ``User-Agent`` if sent."""
+
+    who: str
+    address: str | None = None
+    origin: str | None = None
+    user_agent: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"who": self.who, "address": self.address, "origin": self.origin, "user_agent": self.user_agent}
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """One answer given to a permission prompt from a dashboard."""
+
+    session_id: str
+    pending_id: str
+    decision: str
+    message: str | None
+    tool: str | None
+    summary: str | None
+    decided_at: float
+    by: Actor
+
+
+@dataclass(frozen=True, slots=True)
 class NewEvent:
     """An event to append: its type, its encoded unfiltered data, its time."""
 
@@ -179,6 +210,36 @@ class SharedStore(Protocol):
     async def data_version(self) -> int:
         """A number that changes when another writer commits (direct-mode
         trackers, other servers); unchanged by this store's own writes."""
+        ...
+
+    # --- control (sessionwatch/control): the away switch, approvals, budgets ---------
+
+    def set_flag(self, name: str, value: str, when: float, by: Actor) -> list[Write]:
+        """Set a shared switch (``away``: "on"/"off") and who set it."""
+        ...
+
+    async def flags(self) -> dict[str, dict[str, Any]]:
+        """Every switch: name → {"value", "changed_at", "by": Actor.to_json()}."""
+        ...
+
+    def record_approval(self, approval: Approval) -> list[Write]: ...
+
+    async def approvals(self, session_id: str) -> list[dict[str, Any]]:
+        """A session's answered prompts, oldest first: {"pending_id", "decision",
+        "message", "tool", "summary", "decided_at", "by": Actor.to_json()}."""
+        ...
+
+    def set_budget(self, session_id: str, max_cost_usd: float | None, when: float, by: Actor) -> list[Write]:
+        """Record a budget change (None: the session's own cap is lifted and
+        the server's default applies again)."""
+        ...
+
+    async def budgets(self) -> dict[str, float]:
+        """Every session's own cap now (the latest change per session, when not None)."""
+        ...
+
+    async def budget_changes(self, session_id: str) -> list[dict[str, Any]]:
+        """A session's budget changes, oldest first: {"max_cost_usd", "changed_at", "by"}."""
         ...
 
 

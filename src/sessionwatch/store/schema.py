@@ -98,4 +98,37 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        # sessionwatch/control: the away switch, every approval, every budget change,
+        # each with who (token name), when and from where (store/base.py, Actor).
+        "0005_control",
+        """
+        CREATE TABLE IF NOT EXISTS control_flags (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL,
+            changed_at REAL NOT NULL,
+            who TEXT NOT NULL, address TEXT, origin TEXT, user_agent TEXT
+        );
+        CREATE TABLE IF NOT EXISTS approvals (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            session_id TEXT NOT NULL,
+            pending_id TEXT NOT NULL,
+            decision TEXT NOT NULL,
+            message TEXT,
+            tool TEXT,
+            summary TEXT,
+            decided_at REAL NOT NULL,
+            who TEXT NOT NULL, address TEXT, origin TEXT, user_agent TEXT
+        );
+        CREATE INDEX IF NOT EXISTS approvals_session ON approvals(session_id);
+        CREATE TABLE IF NOT EXISTS budget_changes (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            session_id TEXT NOT NULL,
+            max_cost_usd REAL,
+            changed_at REAL NOT NULL,
+            who TEXT NOT NULL, address TEXT, origin TEXT, user_agent TEXT
+        );
+        CREATE INDEX IF NOT EXISTS budget_changes_session ON budget_changes(session_id);
+        """,
+    ),
 ]

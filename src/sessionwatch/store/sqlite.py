@@ -33,6 +33,8 @@ from sessionwatch.store.base import (
     KEEP_EVENTS,
     KEEP_S,
     START,
+    Actor,
+    Approval,
     STORE_BYTES,
     LoggedEvent,
     NewEvent,
@@ -277,6 +279,80 @@ class Store:
             (session_id,),
         ) as cur:
             return [{"requested_at": r[0], "requested_by": r[1]} for r in await cur.fetchall()]
+
+    # --- control (shared): the away switch, approvals, budgets ------------------------------
+
+    def set_flag(self, name: str, value: str, when: float, by: Actor) -> list[Write]:
+        return [
+            Write(
+                "INSERT INTO control_flags (name, value, changed_at, who, address, origin, user_agent)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value,"
+                " changed_at = excluded.changed_at, who = excluded.who, address = excluded.address,"
+                " origin = excluded.origin, user_agent = excluded.user_agent",
+                (name, value, when, by.who, by.address, by.origin, by.user_agent),
+            )
+        ]
+
+    async def flags(self) -> dict[str, dict[str, Any]]:
+        async with self.conn.execute(
+            "SELECT name, value, changed_at, who, address, origin, user_agent FROM control_flags"
+        ) as cur:
+            return {
+                r[0]: {"value": r[1], "changed_at": r[2], "by": Actor(r[3], r[4], r[5], r[6]).to_json()}
+                for r in await cur.fetchall()
+            }
+
+    def record_approval(self, approval: Approval) -> list[Write]:
+        a, by = approval, approval.by
+        return [
+            Write(
+                "INSERT INTO approvals (session_id, pending_id, decision, message, tool, summary,"
+                " decided_at, who, address, origin, user_agent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (a.session_id, a.pending_id, a.decision, a.message, a.tool, a.summary, a.decided_at,
+                 by.who, by.address, by.origin, by.user_agent),
+            )
+        ]  # fmt: skip
+
+    async def approvals(self, session_id: str) -> list[dict[str, Any]]:
+        async with self.conn.execute(
+            "SELECT pending_id, decision, message, tool, summary, decided_at, who, address, origin, user_agent"
+            " FROM approvals WHERE session_id = ? ORDER BY id",
+            (session_id,),
+        ) as cur:
+            return [
+                {
+                    "pending_id": r[0], "decision": r[1], "message": r[2], "tool": r[3], "summary": r[4],
+                    "decided_at": r[5], "by": Actor(r[6], r[7], r[8], r[9]).to_json(),
+                }
+                for r in await cur.fetchall()
+            ]  # fmt: skip
+
+    def set_budget(self, session_id: str, max_cost_usd: float | None, when: float, by: Actor) -> list[Write]:
+        return [
+            Write(
+                "INSERT INTO budget_changes (session_id, max_cost_usd, changed_at, who, address, origin,"
+                " user_agent) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (session_id, max_cost_usd, when, by.who, by.address, by.origin, by.user_agent),
+            )
+        ]
+
+    async def budgets(self) -> dict[str, float]:
+        async with self.conn.execute(
+            "SELECT session_id, max_cost_usd FROM budget_changes WHERE id IN"
+            " (SELECT MAX(id) FROM budget_changes GROUP BY session_id)"
+        ) as cur:
+            return {r[0]: float(r[1]) for r in await cur.fetchall() if r[1] is not None}
+
+    async def budget_changes(self, session_id: str) -> list[dict[str, Any]]:
+        async with self.conn.execute(
+            "SELECT max_cost_usd, changed_at, who, address, origin, user_agent FROM budget_changes"
+            " WHERE session_id = ? ORDER BY id",
+            (session_id,),
+        ) as cur:
+            return [
+                {"max_cost_usd": r[0], "changed_at": r[1], "by": Actor(r[2], r[3], r[4], r[5]).to_json()}
+                for r in await cur.fetchall()
+            ]
 
     async def write(self, writes: Sequence[Write]) -> None:
         """Run ``writes`` in one transaction, one trip (no events)."""

@@ -1,0 +1,400 @@
+"""Control: away mode and approvals, spend caps, and the "control" facet.
+
+:class:`Control` answers Claude Code's hook events (the ``Answerer`` seam of
+``sources/hooks/answer.py``: ``holds(event)`` then ``answer(event, session)``
+for every event ``POST /hooks`` takes):
+
+- **Away mode** (``PUT /away``, kept in the store): a PermissionRequest waits
+  up to ``--approval-wait-s`` for ``POST /sessions/{id}/approve`` and gets
+  Claude Code's decision (``{"hookSpecificOutput": {"hookEventName":
+  "PermissionRequest", "decision": {"behavior": "allow"|"deny", "message"}}}``,
+  the shape the real CLI 2.1.330 takes, tests/test_hooks_cli.py). Nobody
+  answers: ``{}``, no decision, and the CLI asks in its terminal. A prompt
+  stops being pending when it is answered here, when it times out, when away
+  mode is turned off, or when a later hook event of that session shows it was
+  answered in the terminal (the event folds to another pending or none,
+  :func:`~sessionwatch.sources.hooks.events.fold`); ``approve`` then raises
+  :class:`NotPending` (409). Away off: every event is answered at once.
+- **Budgets** (``--max-cost-usd``, ``PUT /sessions/{id}/budget``,
+  ``--max-daily-cost-usd``; control/budgets.py): past a cap, PreToolUse is
+  denied and UserPromptSubmit blocked, with the reason Claude Code shows.
+- Every decision and budget change is recorded with who, when and from where
+  (store/base.py, :class:`~sessionwatch.store.base.Actor`).
+
+The pending id a dashboard answers is the one the session shows
+(``Session.pending.id``, from the hooks source's fold of the same events);
+Control also folds the events itself (:func:`fold` is pure), which gives the
+same id, and uses that when the session shows none.
+
+As a FacetSource named ``control`` it gives ``max_cost_usd`` (the cap that
+applies to the session) and, past a cap, ``status_reason`` "budget reached".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+import anyio
+
+from sessionwatch.control.budgets import (
+    BUDGET_REACHED,
+    DailySpend,
+    block_prompt,
+    daily_reason,
+    deny_tool,
+    local_midnight,
+    over,
+    session_reason,
+)
+from sessionwatch.errors import SessionwatchError
+from sessionwatch.model import Session
+from sessionwatch.sources.hooks.events import HookEvent, HookState, fold
+from sessionwatch.store.base import Actor, Approval
+
+if TYPE_CHECKING:
+    from sessionwatch.engine import Engine
+
+log = logging.getLogger(__name__)
+
+Decision = Literal["allow", "deny"]
+DECISIONS: Final[tuple[Decision, ...]] = ("allow", "deny")
+#: The message Claude Code gets with a deny that names none.
+DENIED: Final = "sessionwatch: denied from the dashboard"
+#: How often today's spend is looked at for the daily cap.
+CHECK_S: Final = 1.0
+#: Sessions whose hook state Control keeps (least recently seen forgotten first),
+#: and prompts remembered as no longer pending.
+KEEP: Final = 10_000
+AWAY: Final = "away"
+
+
+class UnknownSession(SessionwatchError):
+    """No session with that id (404)."""
+
+
+class NotPending(SessionwatchError):
+    """The prompt is no longer pending (409)."""
+
+
+def permission_decision(decision: Decision, message: str | None) -> dict[str, Any]:
+    """A PermissionRequest hook's answer, as Claude Code 2.1.330 takes it."""
+    body: dict[str, Any] = {"behavior": decision}
+    if decision == "deny":
+        body["message"] = message or DENIED
+    return {"hookSpecificOutput": {"hookEventName": "PermissionRequest", "decision": body}}
+
+
+@dataclass
+class Held:
+    """A PermissionRequest whose hook request waits for an answer."""
+
+    session_id: str
+    pending_id: str
+    tool: str | None
+    summary: str
+    since: float
+    answer: asyncio.Future[dict[str, Any]]
+    #: the id Control's own fold gave the prompt (equal to ``pending_id`` unless the session shows another)
+    fold_id: str = ""
+    #: an approval is being recorded: its answer comes at once, even past the wait
+    claimed: bool = False
+
+    def settle(self, answer: dict[str, Any]) -> None:
+        if not self.answer.done():
+            self.answer.set_result(answer)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"session_id": self.session_id, "pending_id": self.pending_id, "tool": self.tool, "summary": self.summary, "since": self.since}
+
+
+@dataclass
+class _Away:
+    on: bool = False
+    changed_at: float | None = None
+    by: dict[str, Any] | None = None
+
+
+def _shown_pending_id(session: Session | None, tool: str | None) -> str | None:
+    """The pending id the session shows for this tool (once Session has ``pending``)."""
+    p: Any = getattr(session, "pending", None)
+    if p is None:
+        return None
+    if isinstance(p, dict):
+        pid, ptool = p.get("id"), p.get("tool")
+    else:
+        pid, ptool = getattr(p, "id", None), getattr(p, "tool", None)
+    return pid if isinstance(pid, str) and ptool == tool else None
+
+
+class Control:
+    """Away mode, approvals and budgets (see the module's docstring)."""
+
+    #: This source's name in the facet rules (facets.py).
+    name = "control"
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        s = engine.settings
+        self.wait_s = s.approval_wait_s
+        self.max_cost_usd = s.max_cost_usd
+        self.max_daily_cost_usd = s.max_daily_cost_usd
+        self.away = _Away()
+        #: each session's own cap (PUT /sessions/{id}/budget)
+        self.budgets: dict[str, float] = {}
+        self.daily = DailySpend()
+        self.daily_reached = False
+        #: today's spend as of (the hub's last event id, the day): recomputed when either moves
+        self._daily_key: tuple[int, float] = (-1, 0.0)
+        self._daily_spent = 0.0
+        #: sessions the facet showed "budget reached" for the daily cap (published again when it lifts)
+        self._daily_marked: set[str] = set()
+        self._states: OrderedDict[str, HookState] = OrderedDict()
+        self._held: dict[tuple[str, str], Held] = {}
+        self._gone: OrderedDict[tuple[str, str], str] = OrderedDict()
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """The away switch and the budgets from the store (after ``engine.open``)."""
+        store = self.engine.store
+        flag = (await store.flags()).get(AWAY)
+        if flag is not None:
+            self.away = _Away(flag["value"] == "on", flag["changed_at"], flag["by"])
+        self.budgets = await store.budgets()
+        if self.budgets:
+            ids = list(self.budgets)
+            await self.engine.changed("control", lambda: ids)
+
+    async def run(self) -> None:
+        """Until cancelled: today's spend against the daily cap, every :data:`CHECK_S`."""
+        while True:
+            try:
+                await self.check_daily()
+            except Exception:  # noqa: BLE001 - the next check may do better
+                log.exception("daily budget check failed")
+            await self.engine.clock.sleep(CHECK_S)
+
+    async def check_daily(self) -> bool:
+        """Whether today's spend is past the daily cap; publishes the sessions of
+        today when that changes (their ``status_reason``)."""
+        reached = self._daily_now()
+        if reached != self.daily_reached:
+            self.daily_reached = reached
+            hub = self.engine.hub
+
+            def touched() -> set[str]:
+                # on: today's sessions; off: every session shown "budget reached" for it
+                ids = {sid for sid, s in hub.sessions.items() if s.source == "claude" and self.daily.active_today(s)}
+                ids |= self._daily_marked
+                self._daily_marked = set()
+                return ids
+
+            await self.engine.changed("control", touched)
+        return reached
+
+    def _daily_now(self) -> bool:
+        cap = self.max_daily_cost_usd
+        if cap is None:
+            return False
+        hub, now = self.engine.hub, self.engine.clock.now()
+        key = (hub.last_id, local_midnight(now))
+        if key != self._daily_key:  # sessions changed (an event), or a new day
+            self._daily_key = key
+            self._daily_spent = self.daily.total(hub.sessions.values(), now)
+        return over(self._daily_spent, cap)
+
+    # --- the Answerer seam ---------------------------------------------------------------
+
+    def holds(self, event: HookEvent) -> bool:
+        """True for a PermissionRequest that will wait for an answer (away mode)."""
+        return self.away.on and event.hook_event_name == "PermissionRequest"
+
+    async def answer(self, event: HookEvent, session: Session | None) -> dict[str, Any]:
+        """The hook's output for ``event`` (``{}``: no decision)."""
+        now = self.engine.clock.now()
+        sid = event.session_id
+        name = event.hook_event_name
+        hold = self.holds(event)
+        state = fold(self._states.get(sid), event, now, hold=hold)
+        if name == "SessionEnd":
+            self._states.pop(sid, None)
+        else:
+            self._states[sid] = state
+            self._states.move_to_end(sid)
+            while len(self._states) > KEEP:
+                self._states.popitem(last=False)
+        self._answered_elsewhere(sid, state)
+        if name in ("PreToolUse", "UserPromptSubmit"):
+            reason = self.budget_reason(sid, session)
+            if reason is None:
+                return {}
+            return deny_tool(reason) if name == "PreToolUse" else block_prompt(reason)
+        if hold and state.pending is not None:
+            pid = _shown_pending_id(session, event.tool_name) or state.pending.id
+            p = state.pending
+            return await self._wait(Held(sid, pid, p.tool, p.summary, now, asyncio.get_running_loop().create_future(), p.id))
+        return {}
+
+    def _answered_elsewhere(self, sid: str, state: HookState) -> None:
+        """Prompts of ``sid`` that the event shows were answered (in the terminal)."""
+        for key, held in list(self._held.items()):
+            if key[0] == sid and (state.pending is None or state.pending.id != held.fold_id):
+                if not held.claimed:
+                    self._drop(key, "answered in the terminal")
+                    held.settle({})
+
+    async def _wait(self, held: Held) -> dict[str, Any]:
+        key = (held.session_id, held.pending_id)
+        old = self._held.get(key)
+        if old is not None:
+            self._drop(key, "asked again")
+            old.settle({})
+        self._held[key] = held
+        self._gone.pop(key, None)
+        try:
+            with anyio.move_on_after(self.wait_s):
+                return await asyncio.shield(held.answer)
+            if held.claimed:  # an answer is being recorded right now
+                return await held.answer
+            return {}
+        finally:
+            if self._held.get(key) is held:
+                self._drop(key, "timed out")
+
+    def _drop(self, key: tuple[str, str], why: str) -> None:
+        self._held.pop(key, None)
+        self._gone[key] = why
+        self._gone.move_to_end(key)
+        while len(self._gone) > KEEP:
+            self._gone.popitem(last=False)
+
+    # --- away mode and approvals ---------------------------------------------------------
+
+    async def set_away(self, on: bool, by: Actor) -> dict[str, Any]:
+        now = self.engine.clock.now()
+        await self.engine.store.write(self.engine.store.set_flag(AWAY, "on" if on else "off", now, by))
+        self.away = _Away(on, now, by.to_json())
+        if not on:
+            for key, held in list(self._held.items()):
+                if not held.claimed:
+                    self._drop(key, "away mode was turned off")
+                    held.settle({})
+        return self.away_json()
+
+    def away_json(self) -> dict[str, Any]:
+        """``GET /away``: the switch, who set it, and the prompts waiting for an answer now."""
+        a = self.away
+        return {
+            "on": a.on,
+            "changed_at": a.changed_at,
+            "by": a.by,
+            "approval_wait_s": self.wait_s,
+            "waiting": [h.to_json() for h in sorted(self._held.values(), key=lambda h: h.since)],
+        }
+
+    def waiting(self, sid: str) -> list[dict[str, Any]]:
+        return [h.to_json() for (s, _), h in self._held.items() if s == sid]
+
+    def known(self, sid: str) -> bool:
+        return sid in self.engine.hub.sessions or sid in self._states
+
+    async def approve(self, sid: str, pending_id: str, decision: Decision, message: str | None, by: Actor) -> dict[str, Any]:
+        """Answer a held prompt; :class:`UnknownSession` or :class:`NotPending` if it cannot be."""
+        key = (sid, pending_id)
+        held = self._held.get(key)
+        if held is None or held.claimed or held.answer.done():
+            if not self.known(sid):
+                raise UnknownSession(f"no session with id {sid!r}")
+            why = "being answered" if held is not None else self._gone.get(key)
+            raise NotPending(f"that prompt is no longer pending ({why})" if why else "no prompt with that id is pending in this session")
+        held.claimed = True
+        approval = Approval(sid, pending_id, decision, message, held.tool, held.summary, self.engine.clock.now(), by)
+        try:
+            await self.engine.store.write(self.engine.store.record_approval(approval))
+        except BaseException:
+            # not recorded, so not given: the CLI asks in its terminal
+            self._drop(key, "the answer could not be recorded")
+            held.settle({})
+            raise
+        self._drop(key, f"already answered: {decision}")
+        held.settle(permission_decision(decision, message))
+        return {"session_id": sid, "pending_id": pending_id, "decision": decision, "message": message, "tool": held.tool, "summary": held.summary, "decided_at": approval.decided_at, "by": by.to_json()}
+
+    # --- budgets ---------------------------------------------------------------------------
+
+    def cap(self, sid: str) -> float | None:
+        """The cap that applies to ``sid``: its own, else ``--max-cost-usd``."""
+        return self.budgets.get(sid, self.max_cost_usd)
+
+    def budget_reason(self, sid: str, session: Session | None) -> str | None:
+        """Why ``sid`` may do nothing more, or None."""
+        cap = self.cap(sid)
+        if session is not None and over(session.cost_usd, cap) and session.cost_usd is not None:
+            assert cap is not None
+            return session_reason(cap)
+        daily = self.max_daily_cost_usd
+        if daily is not None and self._daily_now():
+            return daily_reason(daily)
+        return None
+
+    async def set_budget(self, sid: str, max_cost_usd: float | None, by: Actor) -> dict[str, Any]:
+        if sid not in self.engine.hub.sessions:
+            raise UnknownSession(f"no session with id {sid!r}")
+        store = self.engine.store
+        writes = store.set_budget(sid, max_cost_usd, self.engine.clock.now(), by)
+
+        async def change() -> list[str]:
+            await store.write(writes)
+            if max_cost_usd is None:
+                self.budgets.pop(sid, None)
+            else:
+                self.budgets[sid] = max_cost_usd
+            return [sid]
+
+        await self.engine.changed("budget", change)
+        return await self.budget_json(sid)
+
+    async def budget_json(self, sid: str) -> dict[str, Any]:
+        return {
+            "max_cost_usd": self.cap(sid),
+            "own": self.budgets.get(sid),
+            "default": self.max_cost_usd,
+            "changes": await self.engine.store.budget_changes(sid),
+        }
+
+    async def detail(self, sid: str) -> dict[str, Any]:
+        """What ``GET /sessions/{id}`` adds: the answered prompts, the budget, prompts waiting here."""
+        return {
+            "approvals": await self.engine.store.approvals(sid),
+            "budget": await self.budget_json(sid),
+            "waiting_approval": self.waiting(sid),
+        }
+
+    # --- the "control" facet -------------------------------------------------------------
+
+    def facet(self, sid: str, now: float) -> dict[str, Any] | None:
+        cap = self.cap(sid)
+        if cap is None and not self.daily_reached:
+            return None
+        s = self.engine.index.facet(sid, now)
+        if s is None:
+            return None
+        f: dict[str, Any] = {}
+        if cap is not None:
+            f["max_cost_usd"] = cap
+        if s.cost_usd is not None and over(s.cost_usd, cap):
+            f["status_reason"] = BUDGET_REACHED
+        elif self.daily_reached and self.daily.active_today(s):
+            f["status_reason"] = BUDGET_REACHED
+            self._daily_marked.add(sid)
+        return f
+
+    def ids(self) -> list[str]:
+        return list(self.budgets)
+
+    def claims(self, sid: str) -> bool:
+        return False
