@@ -29,7 +29,9 @@ import pytest
 
 from sessionwatch.cli import build_parser
 from sessionwatch import config
+from sessionwatch.cli import hooks as hooks_cli
 from sessionwatch.config import Settings
+from sessionwatch.integrations import hook_command
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -38,6 +40,12 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 CODE_DEFAULTS: dict[tuple[str, str], Any] = {
     ("serve", "--log-level"): config.DEFAULT_LOG_LEVEL,
     ("dashboard", "--server-url"): config.DEFAULT_SERVER_URL,
+    ("hooks", "--scope"): hooks_cli.DEFAULT_SCOPE,
+    ("hooks", "--url"): hooks_cli.DEFAULT_URL,
+    ("hooks", "--approval-wait-s"): hooks_cli.DEFAULT_APPROVAL_WAIT_S,
+    ("hook", "--url"): hook_command.DEFAULT_URL,
+    ("hook", "--token-env"): hook_command.DEFAULT_TOKEN_ENV,
+    ("hook", "--timeout"): hook_command.DEADLINE_S,
 }
 
 
