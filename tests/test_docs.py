@@ -213,6 +213,7 @@ ENV_VALUES = {
     "--cleanup-after-s": "7",
     "--idle-after-s": "7",
     "--prices": "{tmp}/prices.json",
+    "--webhook": "http://127.0.0.1:9/hook",
 }
 
 
@@ -224,7 +225,7 @@ def test_every_serve_flag_reads_its_variable(clean_env: None, monkeypatch: pytes
     for flag, raw in ENV_VALUES.items():
         name = "SESSIONWATCH_" + flag[2:].upper().replace("-", "_")
         monkeypatch.setenv(name, raw.format(tmp=tmp_path))
-        dest = flag[2:].replace("-", "_")
+        dest = {"--webhook": "webhooks"}.get(flag, flag[2:].replace("-", "_"))
         assert getattr(Settings.resolve(), dest) != getattr(defaults, dest), f"{name} is not read"
         monkeypatch.delenv(name)
     # --log-level is read by `serve` itself, not by Settings.

@@ -76,4 +76,5 @@ def settings(args: argparse.Namespace, *, db: Path | None = None) -> Settings:
         cleanup_after_s=getattr(args, "cleanup_after_s", None),
         idle_after_s=args.idle_after_s,
         prices=args.prices.expanduser() if args.prices else None,
+        webhooks=getattr(args, "webhook", None),
     )

@@ -50,6 +50,13 @@ def add_parser(sub: Any) -> None:
     serve.add_argument("--stale-after-s", type=common.positive_float, help="Panel session stale after this long without heartbeat (default 120)")
     serve.add_argument("--cleanup-after-s", type=common.positive_float, help="stale Panel session deleted after this long (default 600)")
     serve.add_argument(
+        "--webhook",
+        action="append",
+        metavar="URL",
+        help="POST a JSON message here when a session needs approval, ends a turn, fails, ends "
+        "or reaches its budget; comma-separated, repeatable (default none)",
+    )
+    serve.add_argument(
         "--log-level",
         metavar="LEVELS",
         help="debug, info, warning or error for sessionwatch's own logs (others stay at "
