@@ -23,7 +23,8 @@ from sessionwatch.config import DEFAULT_SERVER_URL, ClientSettings
 
 DEFAULT_URL: Final = DEFAULT_SERVER_URL
 DEFAULT_SCOPE: Final = "user"
-DEFAULT_APPROVAL_WAIT_S: Final = 60.0
+#: the server's --approval-wait-s default (DESIGN.md, serve flags)
+DEFAULT_APPROVAL_WAIT_S: Final = 600.0
 #: ``status`` gives the server this long to answer /healthz
 HEALTH_TIMEOUT_S: Final = 2.0
 
@@ -58,7 +59,7 @@ def add_parser(sub: Any) -> None:
     hooks.add_argument(
         "--approval-wait-s",
         type=common.positive_float,
-        help="the server's --approval-wait-s: the PermissionRequest hook waits that long plus 10 s (default 60)",
+        help="the server's --approval-wait-s: the PermissionRequest hook waits that long plus 10 s (default 600)",
     )
     hooks.add_argument(
         "--hook-command",
