@@ -152,8 +152,10 @@ def check_server(url: str, timeout: float = HEALTH_TIMEOUT_S) -> tuple[bool, str
     import urllib.error
     import urllib.request
 
+    # no proxy, as the relay (http.client) and a server on this machine need none
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with urllib.request.urlopen(url.rstrip("/") + "/healthz", timeout=timeout) as resp:  # noqa: S310 - http(s) only
+        with opener.open(url.rstrip("/") + "/healthz", timeout=timeout) as resp:
             return resp.status == 200, f"GET /healthz: {resp.status}"
     except urllib.error.HTTPError as exc:
         return False, f"GET /healthz: {exc.code}"
