@@ -515,29 +515,40 @@ def _apply(agg: FileAgg, line: Line, main: bool) -> None:
 
 
 SLOT_S: Final = 900
-#: ISO minute prefix ("2026-01-01T00:00") of a UTC time → its slot; bounded
-_slot_cache: dict[str, int] = {}
+#: ISO minute prefix ("2026-01-01T00:00") of a UTC time → its slot and the
+#: slot's key prefix ("1767225600|" style: ``"<slot>|"``); bounded
+_slot_cache: dict[str, tuple[int, str]] = {}
+_NOT_A_SLOT: Final = (-1, "")
 #: where the growth of a response without a time goes (it is in no quarter hour)
 _NO_SLOT: list[int] = [0, 0, 0, 0, 0]
 
 
 def slot_of(ts: str | None) -> int:
     """The quarter hour (Unix time // 900) of an entry's ``timestamp``; -1 if it has none."""
+    return _slot(ts)[0]
+
+
+def _slot(ts: str | None) -> tuple[int, str]:
+    """:func:`slot_of` and the slot's key prefix in ``FileAgg.slots``."""
     if not ts or not ts[:1].isdigit():
-        return -1
+        return _NOT_A_SLOT
     if ts[-1:] == "Z" and len(ts) >= 17:
         prefix = ts[:16]
-        slot = _slot_cache.get(prefix)
-        if slot is None:
+        found = _slot_cache.get(prefix)
+        if found is None:
             when = _ts(prefix + ":00Z")
             if when is None:
-                return -1
+                return _NOT_A_SLOT
             if len(_slot_cache) > 65536:
                 _slot_cache.clear()
-            slot = _slot_cache[prefix] = int(when // SLOT_S)
-        return slot
+            slot = int(when // SLOT_S)
+            found = _slot_cache[prefix] = (slot, f"{slot}|")
+        return found
     when = _ts(ts)
-    return -1 if when is None else int(when // SLOT_S)
+    if when is None:
+        return _NOT_A_SLOT
+    slot = int(when // SLOT_S)
+    return slot, f"{slot}|"
 
 
 def _assistant(agg: FileAgg, line: Line, msg: Message, main_turn: bool) -> None:
@@ -585,12 +596,15 @@ def _assistant(agg: FileAgg, line: Line, msg: Message, main_turn: bool) -> None:
             bucket[2] += w5
             bucket[3] += w1
             bucket[4] += cr
-            slot = slot_of(line.timestamp)
+            ts = line.timestamp  # _slot, inline when cached
+            found = _slot_cache.get(ts[:16]) if ts and ts[-1:] == "Z" else None
+            slot, slot_prefix = found if found is not None else _slot(ts)
             if slot >= 0:
-                skey = f"{slot}|{bucket_key}"
-                sb = agg.slots.get(skey)
+                skey = slot_prefix + bucket_key
+                slots = agg.slots
+                sb = slots.get(skey)
                 if sb is None:
-                    sb = agg.slots[skey] = [0, 0, 0, 0, 0]
+                    sb = slots[skey] = [0, 0, 0, 0, 0]
                 sb[0] += inp
                 sb[1] += out
                 sb[2] += w5
