@@ -29,7 +29,9 @@ import pytest
 
 from sessionwatch.cli import build_parser
 from sessionwatch import config
+from sessionwatch.cli import hooks as hooks_cli
 from sessionwatch.config import Settings
+from sessionwatch.integrations import hook_command
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -38,6 +40,12 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 CODE_DEFAULTS: dict[tuple[str, str], Any] = {
     ("serve", "--log-level"): config.DEFAULT_LOG_LEVEL,
     ("dashboard", "--server-url"): config.DEFAULT_SERVER_URL,
+    ("hooks", "--scope"): hooks_cli.DEFAULT_SCOPE,
+    ("hooks", "--url"): hooks_cli.DEFAULT_URL,
+    ("hooks", "--approval-wait-s"): hooks_cli.DEFAULT_APPROVAL_WAIT_S,
+    ("hook", "--url"): hook_command.DEFAULT_URL,
+    ("hook", "--token-env"): hook_command.DEFAULT_TOKEN_ENV,
+    ("hook", "--timeout"): hook_command.DEADLINE_S,
 }
 
 
@@ -209,6 +217,7 @@ ENV_VALUES = {
     "--approval-wait-s": "7",
     "--max-cost-usd": "7",
     "--max-daily-cost-usd": "7",
+    "--webhook": "http://127.0.0.1:9/hook",
 }
 
 
@@ -220,7 +229,7 @@ def test_every_serve_flag_reads_its_variable(clean_env: None, monkeypatch: pytes
     for flag, raw in ENV_VALUES.items():
         name = "SESSIONWATCH_" + flag[2:].upper().replace("-", "_")
         monkeypatch.setenv(name, raw.format(tmp=tmp_path))
-        dest = flag[2:].replace("-", "_")
+        dest = {"--webhook": "webhooks"}.get(flag, flag[2:].replace("-", "_"))
         assert getattr(Settings.resolve(), dest) != getattr(defaults, dest), f"{name} is not read"
         monkeypatch.delenv(name)
     # --log-level is read by `serve` itself, not by Settings.

@@ -142,6 +142,23 @@ def _env_cap(name: str) -> float | None:
     return _env_float(name, -1.0) if _env(name) is not None else None
 
 
+def _default_webhooks() -> list[str]:
+    raw = _env("WEBHOOK")
+    return [raw] if raw else []
+
+
+def resolve_webhooks(values: list[str]) -> tuple[str, ...]:
+    """``--webhook`` URLs (repeatable, comma-separated): each http(s)://host..."""
+    import urllib.parse
+
+    urls = _split(values)
+    for url in urls:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
+            raise ConfigError(f"--webhook: {url!r} is not an http(s) URL (like http://127.0.0.1:9000/hook)")
+    return tuple(dict.fromkeys(urls))
+
+
 def _default_prices() -> Path | None:
     raw = _env("PRICES")
     return Path(raw).expanduser() if raw else None
@@ -168,6 +185,8 @@ class Settings:
     cleanup_after_s: float = 600.0
     idle_after_s: float = 300.0
     prices: Path | None = None
+    #: URLs POSTed on session transitions (webhooks.py)
+    webhooks: tuple[str, ...] = ()
     #: watchfiles yields a batch once no new change came for ``step`` ms (the
     #: debounce is only the longest a burst is grouped), so this, not the
     #: debounce, sets the latency of a lone append: 50 ms put the median near
@@ -209,6 +228,7 @@ class Settings:
         approval_wait_s: float | None = None,
         max_cost_usd: float | None = None,
         max_daily_cost_usd: float | None = None,
+        webhooks: list[str] | None = None,
     ) -> Settings:
         """Build settings: each explicit argument wins over its environment variable."""
         host = host if host is not None else _default_host()
@@ -244,6 +264,7 @@ class Settings:
                 idle_after_s if idle_after_s is not None else _env_float("IDLE_AFTER_S", 300.0)
             ),
             prices=prices if prices is not None else _default_prices(),
+            webhooks=resolve_webhooks(webhooks if webhooks else _default_webhooks()),
             subscriber_queue=int(_env_float("SUBSCRIBER_QUEUE", 1024, minimum=1)),
             stream_backend=_env("STREAM_BACKEND") or "lean",
             approval_wait_s=(

@@ -434,6 +434,15 @@ class Engine:
 
         await self._call("unhold", apply)
 
+    async def read(self, name: str, read: Callable[[], T]) -> T:
+        """Run ``read`` in the applying task, between two commands: it sees the
+        sources while nothing changes them (``GET /stats``)."""
+
+        async def apply() -> T:
+            return read()
+
+        return await self._call(name, apply)
+
     # --- more sources ---------------------------------------------------------------
 
     def add_source(self, source: FacetSource) -> None:

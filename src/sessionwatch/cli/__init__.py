@@ -1,5 +1,6 @@
 """The ``sessionwatch`` command: the parser, assembled from one module per
-subcommand (:mod:`.serve`, :mod:`.scan`, :mod:`.dashboard`), and dispatch.
+subcommand (:mod:`.serve`, :mod:`.scan`, :mod:`.dashboard`, :mod:`.hooks`,
+:mod:`.hook`), and dispatch.
 
 A user mistake is one line on stderr and exit status 2, never a traceback.
 
@@ -8,28 +9,37 @@ modules' top level: `scan` is timed against ccusage with process start-up
 included (DESIGN.md "Speed and size"), so the server's modules (uvicorn,
 Starlette, prometheus_client, aiosqlite) load inside `serve`'s
 ``run``, Panel inside `dashboard`'s, orjson when JSON is printed.
+
+``sessionwatch hook`` (the relay Claude Code runs on every hook event) goes
+to :mod:`sessionwatch.integrations.hook_command` before anything else is
+imported, argparse and the subcommand modules included: only its own
+standard-library modules load.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from sessionwatch import __version__
-from sessionwatch.cli.common import Parser
-from sessionwatch.errors import SessionwatchError
+
+if TYPE_CHECKING:
+    import argparse
 
 
 #: The subcommands, each a module of this package with ``add_parser(sub)``.
-COMMANDS = ("serve", "scan", "dashboard")
+COMMANDS = ("serve", "scan", "dashboard", "hooks", "hook")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole parser; with ``only``, the top level and that one
     subcommand (what parsing a command line that names it needs)."""
+    import importlib
+
+    from sessionwatch.cli.common import Parser
+
     parser = Parser(
         prog="sessionwatch",
         description="See every live Claude Code and Panel session as it happens.",
@@ -44,6 +54,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = sys.argv[1:] if argv is None else list(argv)
+    if args_list[:1] == ["hook"] and not {"-h", "--help"} & set(args_list):
+        from sessionwatch.integrations import hook_command
+
+        return hook_command.main(args_list)  # exits the process
+    from sessionwatch.errors import SessionwatchError
+
     # Building every subcommand's parser costs more than `scan` on a small
     # corpus takes to read it: build only the one the line names.
     named = args_list[0] if args_list and args_list[0] in COMMANDS else None

@@ -80,4 +80,5 @@ def settings(args: argparse.Namespace, *, db: Path | None = None) -> Settings:
         approval_wait_s=getattr(args, "approval_wait_s", None),
         max_cost_usd=getattr(args, "max_cost_usd", None),
         max_daily_cost_usd=getattr(args, "max_daily_cost_usd", None),
+        webhooks=getattr(args, "webhook", None),
     )

@@ -60,6 +60,13 @@ def add_parser(sub: Any) -> None:
         "--max-daily-cost-usd", type=common.positive_float, help="spend cap across all Claude sessions per local day in USD (default none)"
     )
     serve.add_argument(
+        "--webhook",
+        action="append",
+        metavar="URL",
+        help="POST a JSON message here when a session needs approval, ends a turn, fails, ends "
+        "or reaches its budget; comma-separated, repeatable (default none)",
+    )
+    serve.add_argument(
         "--log-level",
         metavar="LEVELS",
         help="debug, info, warning or error for sessionwatch's own logs (others stay at "

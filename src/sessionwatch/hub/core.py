@@ -33,9 +33,10 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
+import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from sessionwatch.hub.events import NO_FILTER, RETRY_MS, Event, Filter, Kept
 from sessionwatch.metrics import Metrics
@@ -136,6 +137,10 @@ class Hub:
         #: sessions by (source, status), kept up to date change by change: a
         #: recount would cost every write time proportional to all sessions
         self._counts: dict[tuple[str, str], int] = {}
+        #: Called with (previous, new) for each session an event creates or
+        #: changes, as the event is applied (webhooks.py): synchronous, on the
+        #: hub's loop; a listener must only note what it needs and return.
+        self.listeners: list[Callable[[Session | None, Session], None]] = []
 
     async def attach(self, log: EventLog) -> None:
         """Take ids from ``log`` from now on: this run's ``start`` row first."""
@@ -240,6 +245,8 @@ class Hub:
 
     def _change(self, event: Event) -> None:
         sessions = self.sessions
+        if self.listeners and event.type != "session-deleted":
+            self._tell(event)
         if event.type == "refresh":
             self.sessions = {s.id: s for s in event.sessions}
             self._count()
@@ -255,6 +262,17 @@ class Hub:
                 if old is not None:
                     self._recount(old, -1)
                 self._recount(s, 1)
+
+    def _tell(self, event: Event) -> None:
+        for s in event.sessions:
+            old = self.sessions.get(s.id)
+            if old == s:
+                continue
+            for listener in self.listeners:
+                try:
+                    listener(old, s)
+                except Exception:  # noqa: BLE001 - a listener never stops an event
+                    logging.getLogger(__name__).exception("hub listener failed")
 
     def _trim(self) -> None:
         """Drop the oldest events the window may not keep."""

@@ -168,6 +168,15 @@ async def refresh(request: Request) -> Response:
     return OrjsonResponse({"sessions": len(engine.hub.sessions), "last_event_id": engine.hub.last_id})
 
 
+async def stats(request: Request) -> Response:
+    from sessionwatch.server.stats import compute
+
+    engine = engine_of(request)
+    now = engine.clock.now()
+    body = await engine.read("stats", lambda: compute(engine.hub.sessions, engine.index, engine.prices, now))
+    return OrjsonResponse(body)
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -312,6 +321,7 @@ routes = [
     Route("/sessions/{session_id}/heartbeat", heartbeat, methods=["POST"]),
     Route("/sessions/{session_id}/status", set_status, methods=["PUT"]),
     Route("/sessions/{session_id}/kill", kill, methods=["POST"]),
+    Route("/stats", stats, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
 ]

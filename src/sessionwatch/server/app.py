@@ -33,6 +33,7 @@ from sessionwatch.errors import ApiError, SessionwatchError
 from sessionwatch.engine import ChangeSource, Engine
 from sessionwatch.server.security import RequestGuard
 from sessionwatch.server.stream import stream_response
+from sessionwatch.webhooks import Webhooks, dashboard_url
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +206,10 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
     engine.add_source(control)
     engine.answerer = control  # what POST /hooks answers with (sources/hooks/answer.py)
     entry: App | None = None
+    webhooks: Webhooks | None = None
+    if settings.webhooks:
+        webhooks = Webhooks(settings.webhooks, dashboard=dashboard_url(settings.host, settings.port), metrics=engine.metrics)
+        engine.hub.listeners.append(webhooks.observe)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -239,6 +244,8 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
             async with anyio.create_task_group() as tg:
                 tg.start_soon(engine.run)
                 tg.start_soon(control.run)
+                if webhooks is not None:
+                    tg.start_soon(webhooks.run)
                 try:
                     yield
                 finally:

@@ -82,8 +82,10 @@ class ReadBuffer:
 #: The format of the record stored with each file (:class:`StoredFile`).
 #: Earlier versions stored a bare ``FileAgg`` (format 1, with the reading
 #: state among the totals, or an ``S`` prefix for "skipping"); such a record
-#: is not read, and its file is read again from 0.
-AGG_FORMAT = 2
+#: is not read, and its file is read again from 0. Format 3: ``FileAgg.slots``
+#: (usage per quarter hour, for ``GET /stats``' days) and the quarter hour of
+#: each remembered response.
+AGG_FORMAT = 3
 
 
 class StoredFile(msgspec.Struct, forbid_unknown_fields=True):

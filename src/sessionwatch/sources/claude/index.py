@@ -495,6 +495,11 @@ class ClaudeIndex:
         found = self._files_of(sid)
         return found[0] if found is not None else None
 
+    def files_of(self, sid: str) -> list[FileState]:
+        """The files whose usage adds up to ``sid`` (copies in other folders left out); [] if none."""
+        found = self._files_of(sid)
+        return found[1] if found is not None else []
+
     def _files_of(self, sid: str) -> tuple[FileState, list[FileState]] | None:
         """A session's main transcript and the files that add up to it.
 

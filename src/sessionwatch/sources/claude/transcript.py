@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -187,6 +187,11 @@ class FileAgg(msgspec.Struct):
     messages: int = 0
     tool_calls: int = 0
     buckets: dict[str, list[int]] = msgspec.field(default_factory=dict)
+    #: the same usage by when it was written: ``"<slot>|<bucket key>"``, a slot
+    #: being a UTC quarter hour (Unix time // 900). Every time zone's offset is
+    #: a whole number of quarter hours, so each slot lies in one local day:
+    #: ``GET /stats`` adds them up per local day (server/stats.py).
+    slots: dict[str, list[int]] = msgspec.field(default_factory=dict)
     custom_title: str | None = None
     ai_title: str | None = None
     summary: str | None = None
@@ -509,6 +514,43 @@ def _apply(agg: FileAgg, line: Line, main: bool) -> None:
             agg.last_kind = "end"
 
 
+SLOT_S: Final = 900
+#: ISO minute prefix ("2026-01-01T00:00") of a UTC time → its slot and the
+#: slot's key prefix ("1767225600|" style: ``"<slot>|"``); bounded
+_slot_cache: dict[str, tuple[int, str]] = {}
+_NOT_A_SLOT: Final = (-1, "")
+#: where the growth of a response without a time goes (it is in no quarter hour)
+_NO_SLOT: list[int] = [0, 0, 0, 0, 0]
+
+
+def slot_of(ts: str | None) -> int:
+    """The quarter hour (Unix time // 900) of an entry's ``timestamp``; -1 if it has none."""
+    return _slot(ts)[0]
+
+
+def _slot(ts: str | None) -> tuple[int, str]:
+    """:func:`slot_of` and the slot's key prefix in ``FileAgg.slots``."""
+    if not ts or not ts[:1].isdigit():
+        return _NOT_A_SLOT
+    if ts[-1:] == "Z" and len(ts) >= 17:
+        prefix = ts[:16]
+        found = _slot_cache.get(prefix)
+        if found is None:
+            when = _ts(prefix + ":00Z")
+            if when is None:
+                return _NOT_A_SLOT
+            if len(_slot_cache) > 65536:
+                _slot_cache.clear()
+            slot = int(when // SLOT_S)
+            found = _slot_cache[prefix] = (slot, f"{slot}|")
+        return found
+    when = _ts(ts)
+    if when is None:
+        return _NOT_A_SLOT
+    slot = int(when // SLOT_S)
+    return slot, f"{slot}|"
+
+
 def _assistant(agg: FileAgg, line: Line, msg: Message, main_turn: bool) -> None:
     model = msg.model
     if model == "<synthetic>":
@@ -554,28 +596,52 @@ def _assistant(agg: FileAgg, line: Line, msg: Message, main_turn: bool) -> None:
             bucket[2] += w5
             bucket[3] += w1
             bucket[4] += cr
+            ts = line.timestamp  # _slot, inline when cached
+            found = _slot_cache.get(ts[:16]) if ts and ts[-1:] == "Z" else None
+            slot, slot_prefix = found if found is not None else _slot(ts)
+            if slot >= 0:
+                skey = slot_prefix + bucket_key
+                slots = agg.slots
+                sb = slots.get(skey)
+                if sb is None:
+                    sb = slots[skey] = [0, 0, 0, 0, 0]
+                sb[0] += inp
+                sb[1] += out
+                sb[2] += w5
+                sb[3] += w1
+                sb[4] += cr
             if key is not None:  # _remember, inline
-                recent[key] = [inp, out, w5, w1, cr, long, fast]
+                recent[key] = [inp, out, w5, w1, cr, long, fast, slot]
                 if len(recent) > DEDUPE_WINDOW:
                     del recent[next(iter(recent))]
         else:
             new_response = False
             # Same response in another bucket never happens in practice: keep the first.
-            if len(old) == 7 and old[5] == long and old[6] == fast:
+            if len(old) == 8 and old[5] == long and old[6] == fast:
+                # the response's usage stays in the quarter hour of its first line
+                slot = old[7]
+                sb = agg.slots.get(f"{slot}|{bucket_key}") if slot >= 0 else None
+                if sb is None:
+                    sb = _NO_SLOT
                 if inp > old[0]:
                     bucket[0] += inp - old[0]
+                    sb[0] += inp - old[0]
                     old[0] = inp
                 if out > old[1]:
                     bucket[1] += out - old[1]
+                    sb[1] += out - old[1]
                     old[1] = out
                 if w5 > old[2]:
                     bucket[2] += w5 - old[2]
+                    sb[2] += w5 - old[2]
                     old[2] = w5
                 if w1 > old[3]:
                     bucket[3] += w1 - old[3]
+                    sb[3] += w1 - old[3]
                     old[3] = w1
                 if cr > old[4]:
                     bucket[4] += cr - old[4]
+                    sb[4] += cr - old[4]
                     old[4] = cr
     elif mid:
         key = f"{mid}:{line.requestId}"
