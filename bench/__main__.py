@@ -589,7 +589,26 @@ def bench_registrations(work: Path, quick: bool) -> None:
         note(f"registrations: {errors} errors, first: {reg['first_error'] or st['first_error']}")
 
 
-# --- 9. replay window memory ---------------------------------------------------------------------
+# --- 9. hook event → client ----------------------------------------------------------------------
+
+
+def bench_hooks(work: Path, quick: bool) -> None:
+    clients, events = pick((20, 10), (100, 40), (1000, 80))
+    figure = f"hook event → client, {clients:,} clients (`POST /hooks` PreToolUse, 4/s)"
+    target = "p50 ≤ 50 ms, p99 ≤ 300 ms (at 1,000 clients)"
+    res = run_client(["bench.hooks", "--clients", str(clients), "--events", str(events)], figure, target, 600)
+    if res is None:
+        return
+    lat_ok = res["p50_ms"] is not None and res["receipts"] == res["expected"]
+    row(figure,
+        f"p50 {ms(res['p50_ms'] or float('nan'))} / p99 {ms(res['p99_ms'] or float('nan'))} / max "
+        f"{ms(res['max_ms'] or float('nan'))} ({res['receipts']:,} of {res['expected']:,} receipts); the hook's own "
+        f"round trip p50 {ms(res['post_p50_ms'])} p99 {ms(res['post_p99_ms'])}",
+        target,
+        (lat_ok and res["p50_ms"] <= 50 and res["p99_ms"] <= 300) if clients >= 1000 else None)
+
+
+# --- 10. replay window memory --------------------------------------------------------------------
 
 
 def bench_replay(work: Path, quick: bool) -> None:
@@ -620,6 +639,7 @@ BENCHES: dict[str, Callable[[Path, bool], None]] = {
     "fanout": bench_fanout,
     "tracker": bench_tracker,
     "registrations": bench_registrations,
+    "hooks": bench_hooks,
     "replay": bench_replay,
 }
 
