@@ -3,6 +3,7 @@
 // a row opens the detail panel (detail.js); sign-in (auth.js) starts and
 // stops the connection; status changes may raise a browser notification.
 
+import { bindAway, loadAway } from './approve.js';
 import { checkAuthAfterFailure, onAuthChange, requireSignIn, startAuth } from './auth.js';
 import { Connection, STATES } from './connection.js';
 import { bindDetail, redrawDetail, refreshDetailSoon, select, showDetailGone, tickDetail } from './detail.js';
@@ -137,6 +138,8 @@ async function main() {
     select,
     changed: (before, after) => {
       if (before) maybeNotify(before, after);
+      // a prompt held or released: the switch's count of waiting prompts follows
+      if ((before?.pending?.id ?? null) !== (after.pending?.id ?? null)) loadAway();
       if (state.view.session === after.id) refreshDetailSoon();
     },
     gone: (id) => {
@@ -147,6 +150,7 @@ async function main() {
     signedIn: () => {
       killButtonsChanged();
       startConnection();
+      loadAway();
     },
     signedOut: () => {
       conn?.stop();
@@ -157,6 +161,7 @@ async function main() {
   buildHead();
   bindControls();
   bindNotifications();
+  bindAway();
   $('conn').addEventListener('click', () => conn?.retryNow());
   window.addEventListener('online', () => conn?.retryNow());
   layout();
