@@ -188,3 +188,55 @@ def test_cancelled_deny_sends_nothing_and_a_409_shows_the_api_sentence(srv: Serv
         "Could not answer the prompt: that prompt is no longer pending (already answered: deny)", timeout=5_000
     )
     assert prompt.answer() == decision("deny", message="sessionwatch: denied from the dashboard")
+
+
+RECORD_NOTIFICATIONS = """
+window.__notifications = [];
+window.Notification = class {
+    constructor(title, options) {
+        this.title = title;
+        window.__notifications.push({ title, body: options && options.body, url: options && options.data && options.data.url });
+        window.__lastNotification = this;
+    }
+    static get permission() { return 'granted'; }
+    static requestPermission() { return Promise.resolve('granted'); }
+};
+"""
+
+
+def test_notification_names_session_and_tool_links_to_detail_and_is_quiet_for_the_open_one(
+    srv: Server, browser: Any  # noqa: F811 (the fixture)
+) -> None:
+    context = browser.new_context()
+    try:
+        context.add_init_script(RECORD_NOTIFICATIONS)
+        page = context.new_page()
+        page.goto(srv.url + "/")
+        wait_indicator(page, ("Live",))
+        page.check("#notify")
+        looked_at, other = str(uuid.uuid4()), str(uuid.uuid4())
+        a, b = hook_payloads(looked_at), hook_payloads(other)
+        for payloads in (a, b):
+            post_hook(srv, payloads["UserPromptSubmit"]).raise_for_status()
+        expect(row(page, looked_at)).to_be_visible(timeout=5_000)
+        expect(row(page, other)).to_be_visible(timeout=5_000)
+        row(page, looked_at).locator('td[data-col="project"]').click()
+        expect(page.locator("#detail")).to_be_visible()
+
+        # Away mode off: the prompts are only shown (the hook answers at once).
+        assert post_hook(srv, a["PermissionRequest"]).json() == {}
+        expect(row(page, looked_at).locator('td[data-col="status"]')).to_contain_text("needs_approval", timeout=5_000)
+        assert post_hook(srv, b["PermissionRequest"]).json() == {}
+        page.wait_for_function("() => window.__notifications.length >= 1", timeout=5_000)
+        expect(row(page, other).locator('td[data-col="status"]')).to_contain_text("needs_approval", timeout=5_000)
+        # Only the other session's: the one whose detail is open stays quiet.
+        notes = page.evaluate("window.__notifications")
+        assert notes == [
+            {"title": "Write needs approval in notes-app", "body": "Write: note.txt", "url": f"?session={other}"}
+        ], notes
+        # A click opens that session's detail (the URL's ?session=).
+        page.evaluate("() => window.__lastNotification.onclick()")
+        page.wait_for_function("id => new URL(location.href).searchParams.get('session') === id", arg=other, timeout=5_000)
+        expect(page.locator("#detail-body")).to_contain_text(other, timeout=5_000)
+    finally:
+        context.close()

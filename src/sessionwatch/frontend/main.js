@@ -80,10 +80,13 @@ const NOTIFY_KEY = 'sessionwatch.notify';
 
 function maybeNotify(before, after) {
   if (!state.notify || typeof Notification !== 'function' || Notification.permission !== 'granted') return;
-  const n = notificationFor(before, after);
+  // The session whose detail is open in a visible page is the one the person looks at: no notification for it.
+  const looking = document.visibilityState === 'visible' && !$('detail').hidden ? state.view.session : null;
+  const n = notificationFor(before, after, { looking, view: state.view });
   if (!n) return;
   try {
-    const notification = new Notification(n.title, { body: n.body, tag: n.tag });
+    const notification = new Notification(n.title, { body: n.body, tag: n.tag, data: { url: n.url } });
+    // A click opens the session's detail (the page's URL state, n.url).
     notification.onclick = () => {
       window.focus();
       select(after.id);
