@@ -129,6 +129,17 @@ async function putAway(on) {
   showMessage(on ? 'Away mode is on: permission prompts wait for an answer here.' : 'Away mode is off.');
 }
 
+let awayTimer = null;
+
+/** loadAway() once shortly, however many prompts were held or released meanwhile (an init brings many). */
+export function loadAwaySoon() {
+  if (awayTimer !== null) return;
+  awayTimer = setTimeout(() => {
+    awayTimer = null;
+    loadAway();
+  }, 250);
+}
+
 export function bindAway() {
   const box = $('away');
   box.addEventListener('change', () => putAway(box.checked));

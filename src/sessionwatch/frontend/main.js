@@ -3,7 +3,7 @@
 // a row opens the detail panel (detail.js); sign-in (auth.js) starts and
 // stops the connection; status changes may raise a browser notification.
 
-import { bindAway, loadAway } from './approve.js';
+import { bindAway, loadAway, loadAwaySoon } from './approve.js';
 import { checkAuthAfterFailure, onAuthChange, requireSignIn, startAuth } from './auth.js';
 import { Connection, STATES } from './connection.js';
 import { bindDetail, redrawDetail, refreshDetailSoon, select, showDetailGone, tickDetail } from './detail.js';
@@ -142,7 +142,7 @@ async function main() {
     changed: (before, after) => {
       if (before) maybeNotify(before, after);
       // a prompt held or released: the switch's count of waiting prompts follows
-      if ((before?.pending?.id ?? null) !== (after.pending?.id ?? null)) loadAway();
+      if ((before?.pending?.id ?? null) !== (after.pending?.id ?? null)) loadAwaySoon();
       if (state.view.session === after.id) refreshDetailSoon();
     },
     gone: (id) => {
