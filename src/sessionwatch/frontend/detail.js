@@ -2,6 +2,8 @@
 // from GET /sessions/{id}, reloaded soon after the session changes, closed
 // with its button or Escape.
 
+import { approvalEntries, pendingLine } from './approvals.js';
+import { approveButtons } from './approve.js';
 import { requireSignIn } from './auth.js';
 import { $, h } from './dom.js';
 import { compactNumber, cost, duration, relativeTime, safeHttpUrl, totalTokens } from './format.js';
@@ -86,7 +88,7 @@ function renderDetail(s) {
   const fields = [
     ['Status', h('span', { class: `status status-${s.status}` }, STATUS_LABELS[s.status] ?? String(s.status))],
     ['Why', s.status_reason],
-    ['Waiting for', s.pending ? `${s.pending.kind === 'question' ? 'an answer' : 'permission'}: ${s.pending.summary || s.pending.tool || ''}${s.pending.since ? ` (since ${s.pending.since})` : ''}` : null],
+    ['Waiting for', s.pending ? `${s.pending.kind === 'question' ? 'an answer' : 'permission'}: ${pendingLine(s.pending)}${s.pending.since ? ` (since ${s.pending.since})` : ''}` : null],
     ['Source', s.source],
     ['Project', s.project],
     ['Session id', h('code', {}, s.id)],
@@ -119,6 +121,36 @@ function renderDetail(s) {
     dl.append(h('dt', {}, label), h('dd', {}, value));
   }
   const parts = [dl];
+  const answers = approveButtons(s);
+  if (answers) parts.push(h('div', { class: 'detail-actions' }, answers));
+  const decisions = approvalEntries(s);
+  if (decisions.length) {
+    parts.push(
+      h('h3', {}, 'Decisions'),
+      h(
+        'ul',
+        { class: 'approvals' },
+        decisions.map((d) =>
+          h(
+            'li',
+            { dataset: { decision: d.decision } },
+            h('span', { class: `decision decision-${d.decision}` }, d.decision),
+            ' ',
+            h('span', { class: 'summary' }, d.summary),
+            d.message ? h('q', { class: 'message' }, d.message) : null,
+            h(
+              'small',
+              { class: 'by' },
+              `by ${d.who}`,
+              d.where ? ` from ${d.where}` : '',
+              ' · ',
+              h('time', { datetime: d.when, title: d.when }, relativeTime(d.when, Date.now())),
+            ),
+          ),
+        ),
+      ),
+    );
+  }
   if (s.source === 'panel') {
     parts.push(h('div', { class: 'detail-actions' }, killButton(s)));
     const kills = Array.isArray(s.kills) ? s.kills : [];

@@ -3,6 +3,7 @@
 // a row opens the detail panel (detail.js); sign-in (auth.js) starts and
 // stops the connection; status changes may raise a browser notification.
 
+import { bindAway, loadAway, loadAwaySoon } from './approve.js';
 import { checkAuthAfterFailure, onAuthChange, requireSignIn, startAuth } from './auth.js';
 import { Connection, STATES } from './connection.js';
 import { bindDetail, redrawDetail, refreshDetailSoon, select, showDetailGone, tickDetail } from './detail.js';
@@ -79,10 +80,13 @@ const NOTIFY_KEY = 'sessionwatch.notify';
 
 function maybeNotify(before, after) {
   if (!state.notify || typeof Notification !== 'function' || Notification.permission !== 'granted') return;
-  const n = notificationFor(before, after);
+  // The session whose detail is open in a visible page is the one the person looks at: no notification for it.
+  const looking = document.visibilityState === 'visible' && !$('detail').hidden ? state.view.session : null;
+  const n = notificationFor(before, after, { looking, view: state.view });
   if (!n) return;
   try {
-    const notification = new Notification(n.title, { body: n.body, tag: n.tag });
+    const notification = new Notification(n.title, { body: n.body, tag: n.tag, data: { url: n.url } });
+    // A click opens the session's detail (the page's URL state, n.url).
     notification.onclick = () => {
       window.focus();
       select(after.id);
@@ -137,6 +141,8 @@ async function main() {
     select,
     changed: (before, after) => {
       if (before) maybeNotify(before, after);
+      // a prompt held or released: the switch's count of waiting prompts follows
+      if ((before?.pending?.id ?? null) !== (after.pending?.id ?? null)) loadAwaySoon();
       if (state.view.session === after.id) refreshDetailSoon();
     },
     gone: (id) => {
@@ -147,6 +153,7 @@ async function main() {
     signedIn: () => {
       killButtonsChanged();
       startConnection();
+      loadAway();
     },
     signedOut: () => {
       conn?.stop();
@@ -157,6 +164,7 @@ async function main() {
   buildHead();
   bindControls();
   bindNotifications();
+  bindAway();
   $('conn').addEventListener('click', () => conn?.retryNow());
   window.addEventListener('online', () => conn?.retryNow());
   layout();

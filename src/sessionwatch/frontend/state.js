@@ -9,5 +9,6 @@ export const state = {
   view: parseView(location.search),
   auth: { token_required: false, authenticated: true },
   notify: false,
+  away: null, // the last GET / PUT /away answer
   detail: null, // the last /sessions/{id} answer for the selected session
 };

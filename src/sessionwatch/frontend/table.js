@@ -3,6 +3,7 @@
 // button of Panel rows. What a row click or a changed session means for the
 // rest of the page is main.js's, through onRows().
 
+import { approveButtons } from './approve.js';
 import { canKill, requireSignIn } from './auth.js';
 import { $, h, showMessage } from './dom.js';
 import { compactNumber, cost } from './format.js';
@@ -126,7 +127,12 @@ function fillRow(row, session, flash) {
 function fillActions(row, session) {
   const td = row.cells.actions;
   if (session.source !== 'panel') {
-    if (td.firstChild) td.replaceChildren();
+    // Approve / Deny while the server holds the session's prompt open (away mode).
+    const key = `${session.pending?.id ?? ''}|${(session.controls ?? []).join(',')}|${canKill()}`;
+    if (td.dataset.key === key) return;
+    td.dataset.key = key;
+    const buttons = approveButtons(session);
+    td.replaceChildren(...(buttons ? [buttons] : []));
     return;
   }
   const key = `${session.kill_requested}|${session.status}|${canKill()}`;
@@ -135,7 +141,7 @@ function fillActions(row, session) {
   td.replaceChildren(killButton(session));
 }
 
-/** Redraw the Kill buttons after the sign-in changed. */
+/** Redraw the Kill and Approve / Deny buttons after the sign-in changed. */
 export function refreshKillButtons() {
   for (const [id, row] of state.rows) fillActions(row, state.sessions.get(id));
 }

@@ -12,6 +12,7 @@ import {
   shortProject,
   totalTokens,
 } from './format.js';
+import { NEEDS_APPROVAL, pendingLine } from './approvals.js';
 import { SOURCES, STATUSES } from './model.js';
 
 const STATUS_RANK = Object.fromEntries(STATUSES.map((s, i) => [s, i]));
@@ -26,8 +27,7 @@ const STATUS_RANK = Object.fromEntries(STATUSES.map((s, i) => [s, i]));
  * `status_reason`; '' when neither is known.
  */
 export function statusNote(s) {
-  const p = s.pending;
-  if (p) return p.summary || p.tool || (p.kind === 'question' ? 'a question' : 'permission');
+  if (s.pending) return pendingLine(s.pending);
   return s.status_reason ?? '';
 }
 
@@ -153,14 +153,23 @@ export function matches(session, view) {
   return q.split(/\s+/).every((word) => haystack.includes(word));
 }
 
-/** Sessions that pass the view, in its order (ties broken by id, so the order is stable). */
+/**
+ * Sessions that pass the view, in its order (ties broken by id, so the order
+ * is stable). Sessions that need approval come first whatever the sort (a
+ * person is needed there), except when sorting by status, which has its own
+ * order (model.js).
+ */
 export function visibleSessions(sessions, view) {
   const column = COLUMNS.find((c) => c.key === view.sort) ?? COLUMNS.find((c) => c.key === DEFAULT_VIEW.sort);
   const sign = view.dir === 'asc' ? 1 : -1;
+  const pin = column.key !== 'status';
   return [...sessions]
     .filter((s) => matches(s, view))
     .map((s) => [column.sort(s), s])
     .sort(([a, sa], [b, sb]) => {
+      const na = pin && sa.status === NEEDS_APPROVAL;
+      const nb = pin && sb.status === NEEDS_APPROVAL;
+      if (na !== nb) return na ? -1 : 1;
       if (a < b) return -sign;
       if (a > b) return sign;
       return sa.id < sb.id ? -1 : sa.id > sb.id ? 1 : 0;

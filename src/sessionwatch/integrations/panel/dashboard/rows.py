@@ -15,7 +15,9 @@ from typing import Any
 from sessionwatch.model import SOURCES, STATUSES, Status
 
 __all__ = [
+    "APPROVE_BUTTON",
     "COLUMNS",
+    "DENY_BUTTON",
     "KILL_BUTTON",
     "KILL_PENDING",
     "SOURCES",
@@ -24,6 +26,7 @@ __all__ = [
     "Diff",
     "Filters",
     "Session",
+    "can_approve",
     "diff_rows",
     "search_matches",
     "session_row",
@@ -59,7 +62,12 @@ COLUMNS = (
     "tokens",
     "cost",
     "kill",
+    "approve",
+    "deny",
 )
+#: Approve / Deny of a prompt the server holds open (away mode; ``controls`` has "approve").
+APPROVE_BUTTON = '<button class="sw-approve" title="Let Claude Code run this tool call">Approve</button>'
+DENY_BUTTON = '<button class="sw-deny" title="Refuse this tool call, with an optional message">Deny</button>'
 KILL_BUTTON = '<button class="sw-kill" title="Kill this Panel session">Kill</button>'
 KILL_PENDING = '<span class="sw-killing">killing…</span>'
 
@@ -105,6 +113,7 @@ def session_row(session: Session) -> dict[str, Any]:
         kill = KILL_PENDING if session.get("kill_requested") else KILL_BUTTON
     else:
         kill = ""
+    answerable = can_approve(session)
     return {
         "source": text(session.get("source")),
         "project": text(session.get("project")),
@@ -120,7 +129,21 @@ def session_row(session: Session) -> dict[str, Any]:
         "tokens": total_tokens,
         "cost": "" if cost is None else f"${float(cost):.2f}",
         "kill": kill,
+        "approve": APPROVE_BUTTON if answerable else "",
+        "deny": DENY_BUTTON if answerable else "",
     }
+
+
+def can_approve(session: Session) -> bool:
+    """Whether the session's prompt can be answered now: pending, and the server offers "approve"."""
+    pending = session.get("pending")
+    controls = session.get("controls")
+    return (
+        isinstance(pending, dict)
+        and isinstance(pending.get("id"), str)
+        and isinstance(controls, list)
+        and "approve" in controls
+    )
 
 
 def _pending_note(session: Session) -> str | None:

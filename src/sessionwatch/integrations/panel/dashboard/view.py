@@ -21,11 +21,12 @@ from typing import Any
 
 import panel
 
-from sessionwatch.clients import ApiError, AuthError, ServerUnreachable, SyncApi
+from sessionwatch.clients import ApiError, AuthError, ClientError, ServerUnreachable, SyncApi
+from sessionwatch.clients.control import Decision, approve, get_away, set_away
 from sessionwatch.integrations.panel import bokeh_compat
 from sessionwatch.integrations.panel.dashboard.feed import REQUEST_TIMEOUT_S, Feed
 from sessionwatch.integrations.panel.dashboard.rows import COLUMNS, SOURCES, STATUS_COLOURS, STATUSES
-from sessionwatch.integrations.panel.dashboard.rows import Filters, diff_rows, session_row, text
+from sessionwatch.integrations.panel.dashboard.rows import Filters, can_approve, diff_rows, session_row, text
 
 __all__ = ["CONNECTION_LABELS", "CSS", "DashboardView"]
 
@@ -63,6 +64,9 @@ CSS = """
            border-radius: 4px; padding: 0 8px; }
 .sw-kill:hover { background: #fee2e2; }
 .sw-killing { color: #6b7280; font-style: italic; }
+.sw-approve, .sw-deny { cursor: pointer; background: #fff; border-radius: 4px; padding: 0 8px; }
+.sw-approve { border: 1px solid #15803d; color: #15803d; }
+.sw-deny { border: 1px solid #b91c1c; color: #b91c1c; }
 """
 
 
@@ -100,8 +104,13 @@ class DashboardView:
             sizing_mode="stretch_width",
             height=520,
             layout="fit_data_stretch",
-            formatters={"status": _status_formatter(), "kill": {"type": "html"}},
-            titles={"last_activity": "last activity", "kill": ""},
+            formatters={
+                "status": _status_formatter(),
+                "kill": {"type": "html"},
+                "approve": {"type": "html"},
+                "deny": {"type": "html"},
+            },
+            titles={"last_activity": "last activity", "kill": "", "approve": "", "deny": ""},
             widths={"task": 420, "project": 260},
             hidden_columns=["id"],
             header_align="left",
@@ -143,6 +152,29 @@ class DashboardView:
             open=False,
             show_close_button=True,
         )
+        # Away mode (GET / PUT /away) and the deny dialog (an optional message for Claude Code).
+        self.away = pn.widgets.Switch(label="Away", value=False, margin=(18, 4, 0, 10))
+        self.away_label = pn.pane.HTML("Away", margin=(12, 10))
+        self._away_from_server = False
+        self.away.param.watch(self._on_away, "value")
+        self._deny_target: tuple[str, str, str] | None = None
+        self.deny_text = pn.pane.HTML("", margin=(8, 10))
+        self.deny_message = pn.widgets.TextInput(
+            label="Message for Claude Code (optional)", placeholder="why not", width=360
+        )
+        self.confirm_deny = pn.widgets.Button(label="Deny", color="danger")
+        self.cancel_deny = pn.widgets.Button(label="Cancel", color="default")
+        self.confirm_deny.on_click(self._on_confirm_deny)
+        self.cancel_deny.on_click(lambda event: self._close_deny())
+        self.deny = pn.layout.Modal(
+            pn.pane.Markdown("### Deny this tool call?", margin=(0, 10)),
+            self.deny_text,
+            self.deny_message,
+            pn.Row(self.confirm_deny, self.cancel_deny),
+            open=False,
+            show_close_button=True,
+        )
+        self._pending_ids: frozenset[str] = frozenset()
         # Fixed height: a message appearing must not move the table (see above).
         self.message = pn.pane.HTML("", height=28, margin=(0, 10))
 
@@ -152,9 +184,12 @@ class DashboardView:
                 self.connection,
                 self.retry,
                 self.summary,
+                self.away,
+                self.away_label,
             ),
             pn.Row(self.source_filter, self.status_filter, self.text_filter),
             self.confirm,
+            self.deny,
             self.message,
             self.table,
             sizing_mode="stretch_width",
@@ -165,6 +200,7 @@ class DashboardView:
         if bokeh_compat.session_context(self.doc) is not None:
             bokeh_compat.on_session_destroyed(self._on_destroyed)
         self._apply()
+        self._in_thread(self._load_away)
 
     # -- feed -> table ---------------------------------------------------------
 
@@ -259,6 +295,15 @@ class DashboardView:
         )
         if self._target is not None and self._target not in sessions:
             self._close_confirm()
+        # A prompt held or released: the switch's count of waiting prompts follows.
+        pending = frozenset(
+            f"{sid}/{s['pending']['id']}" for sid, s in sessions.items() if can_approve(s)
+        )
+        if pending != self._pending_ids:
+            self._pending_ids = pending
+            self._in_thread(self._load_away)
+        if self._deny_target is not None and self._deny_target[0] not in {p.split("/", 1)[0] for p in pending}:
+            self._close_deny()
 
     def _show_connection(self) -> None:
         label, colour = CONNECTION_LABELS.get(self.feed.state, (self.feed.state, "#6b7280"))
@@ -286,11 +331,14 @@ class DashboardView:
     # -- kill -------------------------------------------------------------------
 
     def _on_click(self, event: Any) -> None:
-        if event.column != "kill":
+        if event.column not in ("kill", "approve", "deny"):
             return
         try:
             sid = str(self.table.value["id"].iloc[event.row])
         except (IndexError, KeyError, TypeError):
+            return
+        if event.column != "kill":
+            self._on_answer_click(sid, "allow" if event.column == "approve" else "deny")
             return
         session = self.feed.sessions().get(sid)
         if session is None or session.get("source") != "panel" or session.get("kill_requested"):
@@ -332,6 +380,99 @@ class DashboardView:
             self._say(f"Kill failed: {html.escape(error.sentence)}")
         else:
             self._say(f"Kill requested for <code>{html.escape(sid[:12])}</code>.")
+
+    # -- approvals and away mode -----------------------------------------------------
+    # Requests run on threads, as the kill's (see _on_confirm).
+
+    def _in_thread(self, target: Callable[..., None], *args: Any) -> None:
+        threading.Thread(target=target, args=args, daemon=True).start()
+
+    def _on_answer_click(self, sid: str, decision: Decision) -> None:
+        session = self.feed.sessions().get(sid)
+        if session is None or not can_approve(session):
+            return
+        pending = session["pending"]
+        pending_id = str(pending["id"])
+        what = text(pending.get("summary") or pending.get("tool"))
+        if decision == "allow":
+            self._in_thread(self._request_answer, sid, pending_id, "allow", None, what)
+            return
+        self._deny_target = (sid, pending_id, what)
+        self.deny_text.object = (
+            f"<b>{html.escape(what)}</b> in <b>{html.escape(text(session.get('project')))}</b>"
+            f"{' (' + html.escape(text(session.get('title'))) + ')' if session.get('title') else ''}"
+        )
+        self.deny_message.value = ""
+        self.deny.open = True
+
+    def _close_deny(self) -> None:
+        self._deny_target = None
+        self.deny.open = False
+
+    def _on_confirm_deny(self, event: Any) -> None:
+        target = self._deny_target
+        message = self.deny_message.value_input or self.deny_message.value or ""
+        self._close_deny()
+        if target is None:
+            return
+        sid, pending_id, what = target
+        self._in_thread(self._request_answer, sid, pending_id, "deny", message, what)
+
+    def _request_answer(self, sid: str, pending_id: str, decision: Decision, message: str | None, what: str) -> None:
+        try:
+            with SyncApi(self.server_url, self.token, timeout_s=REQUEST_TIMEOUT_S) as api:
+                approve(api, sid, pending_id, decision, message)
+        except AuthError:
+            self._say("Could not answer the prompt: the server rejected the token.")
+        except ServerUnreachable as error:
+            self._say(f"Could not answer the prompt: the server did not answer ({html.escape(str(error))}).")
+        except ApiError as error:
+            self._say(f"Could not answer the prompt: {html.escape(error.sentence)}")
+        else:
+            self._say(f"{'Approved' if decision == 'allow' else 'Denied'}: {html.escape(what)}")
+
+    def _load_away(self) -> None:
+        try:
+            with SyncApi(self.server_url, self.token, timeout_s=REQUEST_TIMEOUT_S) as api:
+                away = get_away(api)
+        except ClientError as error:
+            log.debug("GET /away failed: %s", error)
+            return
+        self._schedule(lambda: self._show_away(away))
+
+    def _show_away(self, away: dict[str, Any]) -> None:
+        on = bool(away.get("on"))
+        waiting = away.get("waiting")
+        count = len(waiting) if isinstance(waiting, list) else 0
+        self._away_from_server = True
+        try:
+            self.away.value = on
+        finally:
+            self._away_from_server = False
+        label = "Away: on" if on else "Away: off"
+        if on and count:
+            label += f" ({count} waiting)"
+        self.away_label.object = f'<span class="sw-away sw-away-{"on" if on else "off"}">{html.escape(label)}</span>'
+
+    def _on_away(self, event: Any) -> None:
+        if self._away_from_server:
+            return
+        self._in_thread(self._request_away, bool(event.new))
+
+    def _request_away(self, on: bool) -> None:
+        try:
+            with SyncApi(self.server_url, self.token, timeout_s=REQUEST_TIMEOUT_S) as api:
+                away = set_away(api, on)
+        except AuthError:
+            self._say("Could not change away mode: the server rejected the token.")
+        except ServerUnreachable as error:
+            self._say(f"Could not change away mode: the server did not answer ({html.escape(str(error))}).")
+        except ApiError as error:
+            self._say(f"Could not change away mode: {html.escape(error.sentence)}")
+        else:
+            self._schedule(lambda: self._show_away(away))
+            return
+        self._in_thread(self._load_away)  # show the server's switch again
 
     def _say(self, text: str) -> None:
         """Show ``text``, HTML in which every outside value is escaped."""
