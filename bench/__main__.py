@@ -284,10 +284,21 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def installed_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a command runs in as an installed program would: with
+    its bytecode cache. ``PYTHONDONTWRITEBYTECODE`` (set on some machines)
+    would make every run compile every module again, which no user's
+    ``pip install`` (it compiles on install) ever pays."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    return env | (extra or {})
+
+
 def alternate(cmds: list[tuple[list[str], dict[str, str] | None]], runs: int) -> tuple[list[list[float]], list[bytes]]:
     """Run the commands in turn, ``runs`` rounds (a, b, a, b, ...), after one
-    untimed run of each, so that a shared machine's load falls on each alike;
-    wall times and last outputs (CPU times in ``CPU``)."""
+    untimed run of each (which also writes the bytecode cache: see
+    :func:`installed_env`), so that a shared machine's load falls on each
+    alike; wall times and last outputs (CPU times in ``CPU``)."""
+    cmds = [(cmd, env if env is not None else installed_env()) for cmd, env in cmds]
     times: list[list[float]] = [[] for _ in cmds]
     CPU[:] = [[] for _ in cmds]
     outs = [b""] * len(cmds)
@@ -317,7 +328,7 @@ def bench_cold(work: Path, quick: bool) -> None:
     empty = work / "cold-empty"
     empty.mkdir(parents=True, exist_ok=True)
     sw_empty = [sys.executable, "-m", "sessionwatch", "scan", "--json", "--projects-dir", str(empty)]
-    starts = [(sw_empty, None)] + ([(sw_empty, dict(os.environ, PYTHONPATH=BASELINE_SRC))] if BASELINE_SRC else [])
+    starts = [(sw_empty, None)] + ([(sw_empty, installed_env({"PYTHONPATH": BASELINE_SRC}))] if BASELINE_SRC else [])
     start_t, _ = alternate(starts, pick(3, 5, 7))
     row("`sessionwatch scan --json` start-up (empty projects dir)",
         f"median {median(start_t[0]) * 1000:.0f} ms of {len(start_t[0])}, CPU {median(CPU[0]) * 1000:.0f} ms"
@@ -337,11 +348,11 @@ def bench_cold(work: Path, quick: bool) -> None:
             row(figure, f"median {median(sw_t):.2f} s of {runs} → {mb / median(sw_t):.0f} MB/s", "≥ ccusage", None)
             row("cold index `ccusage session --json --offline`", "not run (see notes)", "—", None)
             continue
-        env = dict(os.environ, CLAUDE_CONFIG_DIR=str(root))
+        env = installed_env({"CLAUDE_CONFIG_DIR": str(root)})
         before = load()
         cmds = [(sw_cmd, None), (cc + ["session", "--json", "--offline"], env)]
         if BASELINE_SRC:  # an older sessionwatch, in the same rounds: before/after side by side
-            cmds.append((sw_cmd, dict(os.environ, PYTHONPATH=BASELINE_SRC)))
+            cmds.append((sw_cmd, installed_env({"PYTHONPATH": BASELINE_SRC})))
         times, outs = alternate(cmds, runs)
         (sw_t, cc_t), (sw_out, cc_out) = times[:2], outs[:2]
         sw_rate, cc_rate = mb / median(sw_t), mb / median(cc_t)
