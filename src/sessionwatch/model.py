@@ -107,6 +107,46 @@ FIELDS: Final[tuple[str, ...]] = Session.__struct_fields__
 _encoder = msgspec.json.Encoder()
 
 
+def before_transcript(
+    sid: str,
+    *,
+    project: str | None,
+    status: Status,
+    started: float | None,
+    last: float | None,
+    model: str | None = None,
+    version: str | None = None,
+    **fields: Any,
+) -> Session:
+    """A Claude session known before its transcript has a timestamped line
+    (from its hooks or the live registry): what the source knows, and no
+    messages, tokens or cost yet. ``fields``: the other fields it gives
+    (``status_reason``, ``pending``, ``controls``)."""
+    return Session(
+        id=sid,
+        source="claude",
+        project=project or "",
+        title=None,
+        status=status,
+        current_task=None,
+        user=None,
+        host=None,
+        git_branch=None,
+        model=model,
+        version=version,
+        started_at=iso(started),
+        last_activity=iso(last),
+        duration_seconds=round(max(0.0, (last or 0.0) - (started or last or 0.0)), 3),
+        message_count=0,
+        tool_calls=0,
+        tokens=NO_TOKENS,
+        cost_usd=None,
+        kill_requested=False,
+        is_stale=False,
+        **fields,
+    )
+
+
 def encode(obj: Any) -> bytes:
     """JSON of sessions and anything holding them (dicts, lists)."""
     return _encoder.encode(obj)

@@ -47,7 +47,7 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
-from sessionwatch.model import NO_TOKENS, Session, iso
+from sessionwatch.model import Session, before_transcript
 
 #: ``<pid>.json`` only; ``<pid>.<hash>.key`` and anything else is not ours to read.
 _ENTRY: Final = re.compile(r"^(\d{1,10})\.json$")
@@ -360,27 +360,13 @@ class LiveSource:
         if self.transcripts.shows(sid) or self.hooks.claims(sid):
             return fields
         last = proc.status_updated_at or proc.updated_at or proc.started_at
-        return Session(
-            id=sid,
-            source="claude",
-            project=proc.cwd or "",
-            title=None,
+        return before_transcript(
+            sid,
+            project=proc.cwd,
             status=fields.get("status", "waiting"),
-            current_task=None,
-            user=None,
-            host=None,
-            git_branch=None,
-            model=None,
+            started=proc.started_at,
+            last=last,
             version=proc.version,
-            started_at=iso(proc.started_at),
-            last_activity=iso(last),
-            duration_seconds=round(max(0.0, (last or 0) - (proc.started_at or last or 0)), 3),
-            message_count=0,
-            tool_calls=0,
-            tokens=NO_TOKENS,
-            cost_usd=None,
-            kill_requested=False,
-            is_stale=False,
             status_reason=fields.get("status_reason"),
         )
 

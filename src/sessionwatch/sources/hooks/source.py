@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from sessionwatch.model import NO_TOKENS, Control, Pending, Session, Status, iso
+from sessionwatch.model import Control, Pending, Session, Status, before_transcript, iso
 from sessionwatch.sources.hooks.events import HookEvent, HookState, fold, registry_idle
 
 IDLE_REASON = "no activity"
@@ -130,27 +130,13 @@ class HookSource:
             return fields
         first = self.first_seen.get(sid, state.last_event or now)
         last = state.last_event if state.last_event is not None else first
-        return Session(
-            id=sid,
-            source="claude",
-            project=state.cwd or "",
-            title=None,
+        return before_transcript(
+            sid,
+            project=state.cwd,
             status=fields.get("status", "waiting"),
-            current_task=None,
-            user=None,
-            host=None,
-            git_branch=None,
+            started=first,
+            last=last,
             model=state.model,
-            version=None,
-            started_at=iso(first),
-            last_activity=iso(last),
-            duration_seconds=round(max(0.0, last - first), 3),
-            message_count=0,
-            tool_calls=0,
-            tokens=NO_TOKENS,
-            cost_usd=None,
-            kill_requested=False,
-            is_stale=False,
             status_reason=fields.get("status_reason"),
             pending=fields["pending"],
             controls=controls,
