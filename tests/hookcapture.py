@@ -431,8 +431,12 @@ def interactive_reject(root: Path) -> Capture:
             term.wait_screen("? for shortcuts", 30)
             term.type_line("write something")
             rec.wait(has("PermissionRequest"), 30, "PermissionRequest")
-            time.sleep(0.5)
-            term.keys("Escape")
+            term.wait_screen("Do you want", 30)
+            deadline = time.monotonic() + 30
+            while "Do you want" in term.screen():  # again while it stays (a key can land before it takes input)
+                assert time.monotonic() < deadline, f"the dialog did not close:\n{term.screen()}"
+                term.keys("Escape")
+                time.sleep(0.5)  # let the dialog redraw before looking again
             # Record whatever fires after a rejection for a while: the observation is that nothing does.
             time.sleep(2.0)
             term.type_line("/exit")
