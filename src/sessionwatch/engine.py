@@ -1,6 +1,7 @@
-"""The engine: owns the store, the sources (the Claude index, the Panel
-registry), the hub and the clock, and turns file changes, tracker calls and
-the passing of time into events.
+"""The engine: owns the store, the sources (the Claude index, the hooks, the
+live registry, the Panel registry, and whatever ``add_source`` plugs in,
+such as control/), the hub and the clock, and turns file changes, hook
+events, tracker calls and the passing of time into events.
 
 One task applies every change. The watcher's batches, the tracker calls
 (register, status, kill, delete, delete-stale, a heartbeat that revives a
