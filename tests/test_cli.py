@@ -213,3 +213,16 @@ def test_a_library_logs_at_debug_when_named(sw_server: Callable[..., Any], proje
     httpx.post(srv.url + "/sessions", json={"app_name": "named-4712"}, timeout=5)
     srv.stop()
     assert "DEBUG aiosqlite" in srv.log.read_text()
+
+
+def test_scan_orders_sessions_with_the_same_last_activity_by_id(tmp_path: Path) -> None:
+    """Newest first, the id breaking ties: the output does not depend on which
+    parallel reader read which file."""
+    projects = tmp_path / "projects" / "p"
+    projects.mkdir(parents=True)
+    line = '{{"type":"user","sessionId":"{sid}","timestamp":"2026-01-01T00:00:00Z","cwd":"/w","message":{{"role":"user","content":"hi"}}}}\n'
+    for sid in ("b-session", "c-session", "a-session"):
+        (projects / f"{sid}.jsonl").write_text(line.format(sid=sid))
+    r = run("scan", "--json", "--projects-dir", str(tmp_path / "projects"))
+    assert r.returncode == 0, r.stderr
+    assert [s["id"] for s in json.loads(r.stdout)["sessions"]] == ["c-session", "b-session", "a-session"]

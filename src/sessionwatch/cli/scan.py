@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     index.scan()
     now = time.time()
     sessions = [s for sid in index.session_ids() if (s := index.session(sid, now)) is not None]
-    sessions.sort(key=lambda s: s["last_activity"] or "", reverse=True)
+    # newest first; the id breaks ties, so the order is the same whichever reader read what
+    sessions.sort(key=lambda s: (s["last_activity"] or "", s["id"]), reverse=True)
     if progress is not None:
         print(f"\r{len(sessions)} sessions in {time.perf_counter() - started:.2f} s" + " " * 20, file=sys.stderr)
     if args.json:
