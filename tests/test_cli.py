@@ -226,3 +226,27 @@ def test_scan_orders_sessions_with_the_same_last_activity_by_id(tmp_path: Path) 
     r = run("scan", "--json", "--projects-dir", str(tmp_path / "projects"))
     assert r.returncode == 0, r.stderr
     assert [s["id"] for s in json.loads(r.stdout)["sessions"]] == ["c-session", "b-session", "a-session"]
+
+
+@pytest.mark.parametrize(
+    ("line", "dest"),
+    [
+        (["dashboard", "--server", "http://h:1"], "server_url"),
+        (["dashboard", "--server-url", "http://h:1"], "server_url"),
+        (["hooks", "install", "--server", "http://h:1"], "url"),
+        (["hooks", "install", "--url", "http://h:1"], "url"),
+        (["hook", "--server", "http://h:1"], "url"),
+    ],
+)
+def test_client_commands_take_the_server_as_design_spells_it(line: list[str], dest: str) -> None:
+    """DESIGN.md: every client command finds the server with --server URL (older spellings stay)."""
+    from sessionwatch.cli import build_parser
+
+    assert getattr(build_parser().parse_args(line), dest) == "http://h:1"
+
+
+def test_hook_relay_takes_the_server_as_design_spells_it() -> None:
+    from sessionwatch.integrations.hook_command import _args
+
+    assert _args(["hook", "--server", "http://h:1"])[0] == "http://h:1"
+    assert _args(["hook", "--url=http://h:2"])[0] == "http://h:2"

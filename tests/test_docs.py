@@ -39,11 +39,11 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 #: (the parser's default stays None so that a SESSIONWATCH_* variable can win).
 CODE_DEFAULTS: dict[tuple[str, str], Any] = {
     ("serve", "--log-level"): config.DEFAULT_LOG_LEVEL,
-    ("dashboard", "--server-url"): config.DEFAULT_SERVER_URL,
+    ("dashboard", "--server"): config.DEFAULT_SERVER_URL,
     ("hooks", "--scope"): hooks_cli.DEFAULT_SCOPE,
-    ("hooks", "--url"): hooks_cli.DEFAULT_URL,
+    ("hooks", "--server"): hooks_cli.DEFAULT_URL,
     ("hooks", "--approval-wait-s"): hooks_cli.DEFAULT_APPROVAL_WAIT_S,
-    ("hook", "--url"): hook_command.DEFAULT_URL,
+    ("hook", "--server"): hook_command.DEFAULT_URL,
     ("hook", "--token-env"): hook_command.DEFAULT_TOKEN_ENV,
     ("hook", "--timeout"): hook_command.DEADLINE_S,
 }

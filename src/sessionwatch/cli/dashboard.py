@@ -21,7 +21,7 @@ def add_parser(sub: Any) -> None:
         description="Serve the Panel dashboard, a client of a running `sessionwatch serve`.",
     )
     dash.set_defaults(run=run)
-    dash.add_argument("--server-url", default=None, help="monitor URL (default $SESSIONWATCH_URL, else http://127.0.0.1:8765)")
+    dash.add_argument("--server", "--server-url", dest="server_url", metavar="URL", default=None, help="monitor URL (default $SESSIONWATCH_URL, else http://127.0.0.1:8765)")
     dash.add_argument("--port", type=common.port, default=5007, help="dashboard port (default 5007)")
     dash.add_argument("--token", default=None, help="the monitor's token (default $SESSIONWATCH_TOKEN)")
 

@@ -26,7 +26,7 @@ def add_parser(sub: Any) -> None:
         ),
     )
     hook.set_defaults(run=run)
-    hook.add_argument("--url", help="the server (default $SESSIONWATCH_URL, else http://127.0.0.1:8765)")
+    hook.add_argument("--server", "--url", dest="url", metavar="URL", help="the server (default $SESSIONWATCH_URL, else http://127.0.0.1:8765)")
     hook.add_argument("--token-env", help="environment variable holding the token (default SESSIONWATCH_TOKEN)")
     hook.add_argument("--timeout", help="seconds to wait for the server, at most 0.7 (default 0.7)")
 

@@ -49,7 +49,10 @@ def add_parser(sub: Any) -> None:
         "local: <project>/.claude/settings.local.json (default user)",
     )
     hooks.add_argument("--project", type=Path, help="the project of --scope project/local (the current directory when not given)")
-    hooks.add_argument("--url", help="the server the hooks post to (default $SESSIONWATCH_URL, else http://127.0.0.1:8765)")
+    hooks.add_argument(
+        "--server", "--url", dest="url", metavar="URL",
+        help="the server the hooks post to (default $SESSIONWATCH_URL, else http://127.0.0.1:8765)",
+    )
     hooks.add_argument(
         "--token-env",
         metavar="VAR",

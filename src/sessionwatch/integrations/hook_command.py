@@ -42,7 +42,8 @@ MAX_ANSWER: Final = 256 * 1024
 
 
 def _args(argv: Sequence[str]) -> tuple[str | None, str, float]:
-    """``[hook] [--url URL] [--token-env NAME] [--timeout S]``; anything else is ignored (never fail)."""
+    """``[hook] [--server URL] [--token-env NAME] [--timeout S]`` (``--url``: another
+    spelling of ``--server``); anything else is ignored (never fail)."""
     url: str | None = None
     token_env = DEFAULT_TOKEN_ENV
     deadline = DEADLINE_S
@@ -54,7 +55,7 @@ def _args(argv: Sequence[str]) -> tuple[str | None, str, float]:
         key, _, inline = items[i].partition("=")
         value = inline if inline else (items[i + 1] if i + 1 < len(items) else "")
         step = 1 if inline else 2
-        if key == "--url":
+        if key in ("--server", "--url"):
             url = value or None
         elif key == "--token-env":
             token_env = value or token_env
@@ -151,7 +152,7 @@ def run(argv: Sequence[str], stdin: BinaryIO, stdout: TextIO, env: Mapping[str, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: ``sessionwatch hook [--url URL] [--token-env NAME]``."""
+    """Entry point: ``sessionwatch hook [--server URL] [--token-env NAME]``."""
     code = run(sys.argv[1:] if argv is None else argv, sys.stdin.buffer, sys.stdout, os.environ)
     # Exit now, even with a worker thread still blocked on a hanging server.
     sys.stdout.flush()
