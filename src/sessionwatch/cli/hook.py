@@ -11,7 +11,6 @@ its arguments.
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 
@@ -25,17 +24,6 @@ def add_parser(sub: Any) -> None:
             "`sessionwatch hooks install` for the events Claude Code fires no http hooks for."
         ),
     )
-    hook.set_defaults(run=run)
     hook.add_argument("--server", "--url", dest="url", metavar="URL", help="the server (default $SESSIONWATCH_URL, else http://127.0.0.1:8765)")
     hook.add_argument("--token-env", help="environment variable holding the token (default SESSIONWATCH_TOKEN)")
     hook.add_argument("--timeout", help="seconds to wait for the server, at most 0.7 (default 0.7)")
-
-
-def run(args: argparse.Namespace) -> int:  # pragma: no cover - main() dispatches before parsing
-    from sessionwatch.integrations import hook_command
-
-    argv = ["hook"]
-    for flag in ("url", "token_env", "timeout"):
-        if getattr(args, flag) is not None:
-            argv += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
-    return hook_command.main(argv)
