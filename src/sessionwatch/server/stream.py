@@ -27,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from sessionwatch.errors import BadRequest
 from sessionwatch.hub.core import Hub
+from sessionwatch.model import SOURCES
 from sessionwatch.hub.events import Filter
 
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -37,8 +38,8 @@ BACKENDS = ("lean", "sse-starlette")
 
 def parse_filter(request: Request) -> Filter:
     source = request.query_params.get("source") or None
-    if source is not None and source not in ("claude", "panel"):
-        raise BadRequest('source must be "claude" or "panel"')
+    if source is not None and source not in SOURCES:
+        raise BadRequest("source must be " + " or ".join(f'"{s}"' for s in SOURCES))
     project = request.query_params.get("project") or None
     return Filter(source, project)
 
