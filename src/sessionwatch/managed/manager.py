@@ -51,6 +51,7 @@ import msgspec
 from sessionwatch.errors import ApiError, ConfigError
 from sessionwatch.managed.protocol import (
     ClaudeProcess,
+    STOP_STEP_S,
     LogLine,
     ProcessGone,
     cut,
@@ -620,13 +621,20 @@ class Manager:
                 after = lines[-1]["id"]
                 yield lines
                 continue
-            if self._closing or query.session_id not in self.records:
+            if self._closing or self.engine.stop_event.is_set() or query.session_id not in self.records:
                 return
             try:
                 await asyncio.wait_for(ev.wait(), keepalive_s)
             except asyncio.TimeoutError:
                 yield []
             ev.clear()
+
+    def end_follows(self) -> None:
+        """End every ``?follow=1`` stream (the server is shutting down: it
+        waits for open responses before it stops the processes)."""
+        self._closing = True
+        for ev in self._logs_changed.values():
+            ev.set()
 
     def _wake(self, sid: str) -> None:
         ev = self._logs_changed.get(sid)
@@ -678,7 +686,10 @@ class Manager:
             log.exception("managed session %s failed", sid)
             rec.stopping = rec.stopping or "sessionwatch error (see the server log)"
         finally:
-            code = await proc.stop(step_s=3.0) if proc.running else await proc.wait()
+            # stdout closed: the process is ending by itself; else (an error here) stop it
+            code = await proc.wait(STOP_STEP_S if rec.stopping is None else 0.5)
+            if code is None:
+                code = await proc.stop()
             await proc.close()
             now = self.engine.clock.now()
             rec.exit_code = code
