@@ -20,6 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from .pg import pg_cluster as pg_cluster, pg_url as pg_url
+from .stores import backend as backend
+
 REPO = Path(__file__).resolve().parent.parent
 #: Real Claude Code transcripts (read-only; tests copy them into tmp_path):
 #: $SESSIONWATCH_FIXTURES, or ../shared/fixtures/claude-projects beside the repository.

@@ -29,6 +29,7 @@ from sessionwatch.store.sqlite import Store
 from .conftest import Server, wait_for
 from .sessions import session
 from .sse import SSEClient
+from .stores import Backend
 from .test_claude import assistant
 
 
@@ -36,11 +37,10 @@ def ev(kind: str = "session-updated", at: float | None = None, size: int = 10) -
     return NewEvent(kind, b'{"type":"%s","sessions":[],"timestamp":0,"pad":"%s"}' % (kind.encode(), b"x" * size), at or time.time())
 
 
-async def test_ids_increase_across_two_connections_on_one_file(tmp_path: Path) -> None:
-    db = tmp_path / "a.db"
-    a, b = await Store.open(db), await Store.open(db)
+async def test_ids_increase_across_two_connections_on_one_file(backend: Backend) -> None:
+    a, b = await backend.open(), await backend.open()
     try:
-        la, lb = SqliteEventLog(a), SqliteEventLog(b)
+        la, lb = a.event_log(), b.event_log()
         assert la.origin != lb.origin
         got: list[int] = []
         for n in range(5):
@@ -92,10 +92,10 @@ async def test_ids_increase_across_processes_and_survive_restart(tmp_path: Path)
         await store.close()
 
 
-async def test_since_returns_exactly_the_missed_events(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "a.db")
+async def test_since_returns_exactly_the_missed_events(backend: Backend) -> None:
+    store = await backend.open()
     try:
-        log = SqliteEventLog(store)
+        log = store.event_log()
         ids = await log.append([ev("session-created"), ev("session-updated"), ev("session-deleted")])
         more = await log.append([ev("refresh")])
         rows = await log.since(ids[0], 100)
@@ -109,10 +109,10 @@ async def test_since_returns_exactly_the_missed_events(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_trim_keeps_1000_events_and_15_minutes_within_bytes(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "a.db")
+async def test_trim_keeps_1000_events_and_15_minutes_within_bytes(backend: Backend) -> None:
+    store = await backend.open()
     try:
-        log = SqliteEventLog(store)
+        log = store.event_log()
         now = 1_000_000.0
         old = await log.append([ev(at=now - 3600) for _ in range(1500)])  # an hour old
         young = await log.append([ev(at=now - 60) for _ in range(500)])  # a minute old
@@ -145,10 +145,10 @@ def ids_of(got: list[bytes]) -> list[int]:
     return [int(line[4:]) for m in got for line in m.split(b"\n") if line.startswith(b"id: ")]
 
 
-async def test_hub_ids_come_from_the_log_and_a_batch_is_one_append(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "a.db")
+async def test_hub_ids_come_from_the_log_and_a_batch_is_one_append(backend: Backend) -> None:
+    store = await backend.open()
     try:
-        log = SqliteEventLog(store)
+        log = store.event_log()
         appends: list[int] = []
         real = log.append
 
@@ -173,10 +173,10 @@ async def test_hub_ids_come_from_the_log_and_a_batch_is_one_append(tmp_path: Pat
         await store.close()
 
 
-async def test_resume_older_than_the_window_is_replayed_from_the_log(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "a.db")
+async def test_resume_older_than_the_window_is_replayed_from_the_log(backend: Backend) -> None:
+    store = await backend.open()
     try:
-        log = SqliteEventLog(store)
+        log = store.event_log()
         hub = Hub(buffer_size=3, keep_events=0, keep_s=0)
         await hub.attach(log)
         live = hub.subscribe(Filter(source="panel"))
@@ -205,10 +205,10 @@ async def test_resume_older_than_the_window_is_replayed_from_the_log(tmp_path: P
         await store.close()
 
 
-async def test_resume_trimmed_from_the_log_gets_init(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "a.db")
+async def test_resume_trimmed_from_the_log_gets_init(backend: Backend) -> None:
+    store = await backend.open()
     try:
-        log = SqliteEventLog(store)
+        log = store.event_log()
         hub = Hub(buffer_size=2, keep_events=0, keep_s=0)
         await hub.attach(log)
         for i in range(5):
@@ -221,10 +221,10 @@ async def test_resume_trimmed_from_the_log_gets_init(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_a_deletion_read_back_from_the_log_reaches_filtered_resumers(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "a.db")
+async def test_a_deletion_read_back_from_the_log_reaches_filtered_resumers(backend: Backend) -> None:
+    store = await backend.open()
     try:
-        log = SqliteEventLog(store)
+        log = store.event_log()
         hub = Hub(buffer_size=1, keep_events=0, keep_s=0)
         await hub.attach(log)
         await hub.update({"p": sess("p", source="panel")})
@@ -239,10 +239,10 @@ async def test_a_deletion_read_back_from_the_log_reaches_filtered_resumers(tmp_p
         await store.close()
 
 
-async def test_a_subscriber_arriving_while_a_batch_awaits_its_ids_sees_the_state_before_it(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "a.db")
+async def test_a_subscriber_arriving_while_a_batch_awaits_its_ids_sees_the_state_before_it(backend: Backend) -> None:
+    store = await backend.open()
     try:
-        log = SqliteEventLog(store)
+        log = store.event_log()
         hub = Hub()
         await hub.attach(log)
         gate = asyncio.Event()

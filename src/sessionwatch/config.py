@@ -53,10 +53,26 @@ def _default_claude_dir(projects_dir: Path) -> Path:
     return Path(raw).expanduser() if raw else projects_dir.parent
 
 
-def _default_db() -> Path:
+def is_database_url(value: str) -> bool:
+    """Whether ``--db`` names a PostgreSQL database (``postgresql://`` or ``postgres://``)."""
+    return value.startswith(("postgresql://", "postgres://"))
+
+
+def database_arg(value: str) -> Path | str:
+    """``--db``: a SQLite file, or a PostgreSQL URL; any other URL is refused in one sentence."""
+    if is_database_url(value):
+        return value
+    if "://" in value:
+        raise ConfigError(
+            f"--db must be a SQLite file or a postgresql:// URL, not {value.split('://', 1)[0]}://..."
+        )
+    return Path(value).expanduser()
+
+
+def _default_db() -> Path | str:
     raw = _env("DB")
     if raw:
-        return Path(raw).expanduser()
+        return database_arg(raw)
     import platformdirs
 
     return Path(platformdirs.user_data_dir("sessionwatch", appauthor=False)) / "sessionwatch.db"
@@ -179,6 +195,9 @@ class Settings:
     #: where Claude Code's live registry ``sessions/<pid>.json`` is; None: the parent of ``projects_dir``
     claude_dir: Path | None = None
     db: Path = Path("sessionwatch.db")
+    #: ``--db postgresql://...``: the shared state and event log are there
+    #: (replicas); ``db`` is then unused.
+    db_url: str | None = None
     token: str | None = None
     #: Host header values accepted (DNS-rebinding guard); ``{"*"}`` accepts any.
     allowed_hosts: frozenset[str] = LOOPBACK_HOSTS
@@ -229,7 +248,7 @@ class Settings:
         port: int | None = None,
         projects_dir: Path | None = None,
         claude_dir: Path | None = None,
-        db: Path | None = None,
+        db: Path | str | None = None,
         token: str | None = None,
         allowed_hosts: list[str] | None = None,
         trusted_proxies: list[str] | None = None,
@@ -252,11 +271,15 @@ class Settings:
     ) -> Settings:
         """Build settings: each explicit argument wins over its environment variable."""
         host = host if host is not None else _default_host()
+        chosen_db = db if db is not None else _default_db()
+        if isinstance(chosen_db, str):
+            chosen_db = database_arg(chosen_db)
         settings = cls(
             host=host,
             port=port if port is not None else _default_port(),
             projects_dir=(projects_dir if projects_dir is not None else _default_projects_dir()),
-            db=db if db is not None else _default_db(),
+            db=chosen_db if isinstance(chosen_db, Path) else Path("sessionwatch.db"),
+            db_url=chosen_db if isinstance(chosen_db, str) else None,
             token=token if token is not None else _default_token(),
             allowed_hosts=resolve_allowed_hosts(
                 allowed_hosts if allowed_hosts else _default_allowed_hosts(), host

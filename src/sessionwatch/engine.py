@@ -139,6 +139,15 @@ class Command:
                 self.result.set_result(value)
 
 
+async def open_database(settings: Settings) -> Database:
+    """The store ``--db`` names: a SQLite file, or PostgreSQL for a ``postgresql://`` URL."""
+    if settings.db_url is not None:
+        from sessionwatch.store.postgres import PgStore
+
+        return await PgStore.open(settings.db_url)
+    return await Store.open(settings.db)
+
+
 class Engine:
     def __init__(
         self,
@@ -224,7 +233,7 @@ class Engine:
         """Open the store and load the state it holds, catch up with the disk,
         then start the task that applies commands."""
         self._loop = asyncio.get_running_loop()
-        self._store = await Store.open(self.settings.db)
+        self._store = await open_database(self.settings)
         try:
             self._panel = PanelRegistry(
                 self._store,
@@ -330,7 +339,7 @@ class Engine:
                 s = self.settings
                 async with watching(
                     s.projects_dir,
-                    s.db,
+                    None if s.db_url else s.db,
                     debounce_ms=s.debounce_ms,
                     step_ms=s.step_ms,
                     stop_event=stop,
@@ -473,7 +482,7 @@ class Engine:
     # --- what the commands do (only ever run by the applying task) -------------------------
 
     async def _apply_paths(self, paths: set[Path]) -> None:
-        db_names = {self.settings.db.name, self.settings.db.name + "-wal"}
+        db_names = set() if self.settings.db_url else {self.settings.db.name, self.settings.db.name + "-wal"}
         db_dir = self.settings.db.parent.resolve()
         transcript_paths: list[Path] = []
         db_changed = False

@@ -60,14 +60,15 @@ def add_claude_options(p: argparse.ArgumentParser) -> None:
 
 def settings(args: argparse.Namespace, *, db: Path | None = None) -> Settings:
     """Settings from the flags ``args`` has (flag > ``SESSIONWATCH_*`` > default)."""
+    chosen: Path | str | None = db
     if getattr(args, "db", None):
-        db = args.db.expanduser()
+        chosen = args.db  # a Path or a postgresql:// URL (config.database_arg)
     return Settings.resolve(
         host=getattr(args, "host", None),
         port=getattr(args, "port", None),
         projects_dir=args.projects_dir.expanduser() if args.projects_dir else None,
         claude_dir=args.claude_dir.expanduser() if getattr(args, "claude_dir", None) else None,
-        db=db,
+        db=chosen,
         token=getattr(args, "token", None),
         allowed_hosts=getattr(args, "allowed_hosts", None),
         trusted_proxies=getattr(args, "trusted_proxies", None),

@@ -29,7 +29,7 @@ def add_parser(sub: Any) -> None:
     serve.add_argument("--port", type=common.port, help="port (default 8765)")
     common.add_claude_options(serve)
     serve.add_argument("--claude-dir", type=Path, help="where Claude Code keeps sessions/<pid>.json, its live processes (default: the parent of --projects-dir)")
-    serve.add_argument("--db", type=Path, help="SQLite file (default <user data dir>/sessionwatch/sessionwatch.db)")
+    serve.add_argument("--db", help="SQLite file (default <user data dir>/sessionwatch/sessionwatch.db), or a postgresql:// URL for replicas")
     serve.add_argument("--token", help="require this token on every endpoint but /healthz (never empty)")
     serve.add_argument(
         "--allowed-hosts",
@@ -145,10 +145,15 @@ def run(args: argparse.Namespace) -> int:
     if settings.prices:
         PriceTable.from_file(settings.prices)  # fail now, in one line, not in the lifespan
     _check_port(settings.host, settings.port)
-    try:
-        settings.db.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create {settings.db.parent}: {exc.strerror}") from None
+    if settings.db_url is not None:
+        from sessionwatch.store.postgres import import_asyncpg
+
+        import_asyncpg()  # missing: one line now, not in the lifespan
+    else:
+        try:
+            settings.db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create {settings.db.parent}: {exc.strerror}") from None
     uvicorn_level = configure_logging(level, named)
     fd_limit = security.raise_fd_limit()
     max_connections = security.max_connections(fd_limit)

@@ -65,7 +65,7 @@ def db_filter(db: Path) -> object:
 @asynccontextmanager
 async def watching(
     projects_dir: Path,
-    db: Path,
+    db: Path | None,
     *,
     debounce_ms: int = 500,
     step_ms: int = 50,
@@ -84,7 +84,8 @@ async def watching(
     send, receive = anyio.create_memory_object_stream[set[Path]](16)
     async with anyio.create_task_group() as tg:
         tg.start_soon(_watch_projects, projects_dir, debounce_ms, step_ms, stop, send.clone())
-        tg.start_soon(_watch_db, db, debounce_ms, step_ms, stop, send.clone())
+        if db is not None:  # None: PostgreSQL, whose changes arrive as events
+            tg.start_soon(_watch_db, db, debounce_ms, step_ms, stop, send.clone())
         send.close()
         try:
             async with receive:

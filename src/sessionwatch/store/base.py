@@ -1,6 +1,6 @@
 """What a store holds, as interfaces: the node-local part, the shared part and
 the event log. ``store/sqlite.py`` implements all three on one SQLite file;
-the PostgreSQL store (issue 13) will implement the same three.
+the PostgreSQL store (``store/postgres.py``) implements the same three.
 
 - :class:`NodeStore`: what only this machine can know and only it reads
   (each transcript file's offset and aggregate). With PostgreSQL it can stay

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["MIGRATIONS", "PANEL_DDL", "RESERVED_IDS", "SESSION_ID_RE", "session_id_problem"]
+__all__ = ["MIGRATIONS", "PANEL_DDL", "PG_MIGRATIONS", "RESERVED_IDS", "SESSION_ID_RE", "session_id_problem"]
 
 #: What a tracker session id may look like: it appears in URL paths
 #: (``/sessions/{id}``), so no ``/``, ``?``, ``#``, ``%`` or spaces, and it starts
@@ -184,6 +184,163 @@ MIGRATIONS: list[tuple[str, str]] = [
             action TEXT NOT NULL,
             detail TEXT,
             at REAL NOT NULL,
+            who TEXT NOT NULL, address TEXT, origin TEXT, user_agent TEXT
+        );
+        CREATE INDEX IF NOT EXISTS managed_actions_session ON managed_actions(session_id);
+        """,
+    ),
+]
+
+
+#: The same migrations, same names and order, in PostgreSQL's dialect (store/postgres.py).
+#: Differences: ``bytea`` for BLOB, ``double precision`` for REAL, ``bigint`` for
+#: INTEGER, identity columns for AUTOINCREMENT, ``boolean`` kill flag, quoted
+#: ``"offset"`` and ``"user"`` (reserved words), transcripts keyed by host and
+#: path (one database serves many machines), and the event log's one-row counter
+#: ``event_counter``: ids are taken by updating it in the transaction that makes
+#: the change, so ids are given in commit order (a sequence is not: a higher id
+#: could commit first and a follower reading ``id > last`` would skip the lower).
+PG_MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "0001_transcripts",
+        """
+        CREATE TABLE IF NOT EXISTS transcripts (
+            host TEXT NOT NULL,
+            path TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            session_id TEXT,
+            dev BIGINT NOT NULL,
+            ino BIGINT NOT NULL,
+            size BIGINT NOT NULL,
+            mtime DOUBLE PRECISION NOT NULL,
+            "offset" BIGINT NOT NULL,
+            agg BYTEA NOT NULL,
+            PRIMARY KEY (host, path)
+        );
+        """,
+    ),
+    (
+        "0002_panel_sessions",
+        """
+        CREATE TABLE IF NOT EXISTS panel_sessions (
+            id TEXT PRIMARY KEY,
+            app_name TEXT NOT NULL,
+            user_id TEXT, host TEXT, pid BIGINT, url TEXT,
+            status TEXT NOT NULL DEFAULT 'idle',
+            current_task TEXT,
+            started_at DOUBLE PRECISION NOT NULL,
+            last_activity DOUBLE PRECISION NOT NULL,
+            last_heartbeat DOUBLE PRECISION NOT NULL,
+            kill_requested BOOLEAN NOT NULL DEFAULT FALSE
+        );
+        CREATE TABLE IF NOT EXISTS panel_kills (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            session_id TEXT NOT NULL, requested_at DOUBLE PRECISION NOT NULL, requested_by TEXT
+        );
+        """,
+    ),
+    (
+        "0003_panel_kills_index",
+        "CREATE INDEX IF NOT EXISTS panel_kills_session ON panel_kills(session_id);",
+    ),
+    (
+        "0004_events",
+        """
+        CREATE TABLE IF NOT EXISTS events (
+            id BIGINT PRIMARY KEY,
+            origin BIGINT NOT NULL,
+            type TEXT NOT NULL,
+            data BYTEA NOT NULL,
+            at DOUBLE PRECISION NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS event_counter (
+            one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
+            last BIGINT NOT NULL
+        );
+        INSERT INTO event_counter (one, last) VALUES (TRUE, 0) ON CONFLICT DO NOTHING;
+        """,
+    ),
+    (
+        "0005_control",
+        """
+        CREATE TABLE IF NOT EXISTS control_flags (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL,
+            changed_at DOUBLE PRECISION NOT NULL,
+            who TEXT NOT NULL, address TEXT, origin TEXT, user_agent TEXT
+        );
+        CREATE TABLE IF NOT EXISTS approvals (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            pending_id TEXT NOT NULL,
+            decision TEXT NOT NULL,
+            message TEXT,
+            tool TEXT,
+            summary TEXT,
+            decided_at DOUBLE PRECISION NOT NULL,
+            who TEXT NOT NULL, address TEXT, origin TEXT, user_agent TEXT
+        );
+        CREATE INDEX IF NOT EXISTS approvals_session ON approvals(session_id);
+        CREATE TABLE IF NOT EXISTS budget_changes (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            max_cost_usd DOUBLE PRECISION,
+            changed_at DOUBLE PRECISION NOT NULL,
+            who TEXT NOT NULL, address TEXT, origin TEXT, user_agent TEXT
+        );
+        CREATE INDEX IF NOT EXISTS budget_changes_session ON budget_changes(session_id);
+        """,
+    ),
+    (
+        "0006_managed",
+        """
+        CREATE TABLE IF NOT EXISTS managed_sessions (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            name TEXT NOT NULL,
+            "user" TEXT,
+            state TEXT NOT NULL,
+            status_reason TEXT,
+            current_task TEXT,
+            pid BIGINT,
+            proc_start BIGINT,
+            cwd TEXT NOT NULL,
+            model TEXT,
+            system_prompt TEXT,
+            permission_mode TEXT,
+            allowed_tools TEXT,
+            max_turns BIGINT,
+            max_cost_usd DOUBLE PRECISION,
+            cost_before DOUBLE PRECISION NOT NULL DEFAULT 0,
+            total_cost_usd DOUBLE PRECISION,
+            num_turns BIGINT NOT NULL DEFAULT 0,
+            duration_ms BIGINT,
+            message_count BIGINT NOT NULL DEFAULT 0,
+            tool_calls BIGINT NOT NULL DEFAULT 0,
+            exit_code BIGINT,
+            log_path TEXT,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS managed_logs (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            ts DOUBLE PRECISION NOT NULL,
+            level TEXT NOT NULL,
+            source TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            content TEXT NOT NULL,
+            tool_name TEXT,
+            cost_usd DOUBLE PRECISION
+        );
+        CREATE INDEX IF NOT EXISTS managed_logs_session ON managed_logs(session_id, id);
+        CREATE INDEX IF NOT EXISTS managed_logs_ts ON managed_logs(ts);
+        CREATE TABLE IF NOT EXISTS managed_actions (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            action TEXT NOT NULL,
+            detail TEXT,
+            at DOUBLE PRECISION NOT NULL,
             who TEXT NOT NULL, address TEXT, origin TEXT, user_agent TEXT
         );
         CREATE INDEX IF NOT EXISTS managed_actions_session ON managed_actions(session_id);
