@@ -40,6 +40,20 @@ breaks the watcher restarts it; the new watch sends the projects dir once
 it is up (sources/watcher.py), and the rescan that follows catches up with what
 changed meanwhile.
 
+Replicas (``--db postgresql://...``): every replica's hub follows the one
+shared event log (hub/core.py). A NOTIFY from the database marks this
+replica behind; before its next command the applying task reads the other
+replicas' events (``Hub.follow``) and reloads the Panel rows they name from
+the database (the registry mirrors shared rows); a command naming a Panel id
+this replica does not know reads the log first too, and every tick follows
+in case a notification was lost. Sessions of other replicas' own sources
+(their transcripts, hooks, managed processes) are *remote* here: shown as
+their events say, never projected or deleted by this replica. Clock-driven
+changes (stale, cleanup, the log's and the managed logs' retention) run on
+the replica holding the database's advisory lock (``PgStore.lead``), taken
+over by another replica's tick when its holder dies; the leader reads every
+replica's heartbeats from the database before judging staleness.
+
 Every change reaches the hub through ``await hub.update()`` (or ``replace()``
 for ``POST /refresh``): the hub diffs it, runs the change's store writes (a
 tracker write's, ``writes=``) and appends the batch's events to the event
@@ -74,8 +88,10 @@ from sessionwatch.sources.hooks.answer import AnswerAtOnce, Answerer
 from sessionwatch.sources.hooks.events import HookEvent
 from sessionwatch.sources.hooks.source import HookSource
 from sessionwatch.sources.panel.registry import PanelRegistry
+from sessionwatch.hub.events import Event
 from sessionwatch.store.base import Database, EventLog, Write
 from sessionwatch.sources.watcher import watching
+from sessionwatch.store.postgres import PgStore
 from sessionwatch.store.sqlite import Store
 
 log = logging.getLogger(__name__)
@@ -211,6 +227,14 @@ class Engine:
         #: called (on the loop) when a shutdown is requested, beside ending the streams
         self.on_shutdown: list[Callable[[], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: Replicas (PostgreSQL): the store, the highest id a NOTIFY named,
+        #: whether a follow is queued, the Panel ids other replicas changed
+        #: (reloaded before the next command), and the other replicas' own sessions.
+        self._replicas: PgStore | None = None
+        self._notified_id = 0
+        self._follow_queued = False
+        self._dirty_rows: set[str] = set()
+        self.remote: set[str] = set()
 
     @property
     def store(self) -> Database:
@@ -248,6 +272,14 @@ class Engine:
             # Event ids from the store's log from here on (this run's start row first).
             self._log = self._store.event_log()
             await self.hub.attach(self._log)
+            if isinstance(self._store, PgStore):
+                # What other replicas committed before this run's start row is
+                # in the rows read now; what they commit after it, in the log.
+                self._replicas = self._store
+                self.hub.on_foreign = self._on_foreign
+                await self._replicas.listen(self._notified)
+                await self._panel.load()
+                await self._replicas.lead()
             await anyio.to_thread.run_sync(self._scan)
             await self._persist()
             self.live.apply(await anyio.to_thread.run_sync(self.live.scan))
@@ -264,7 +296,11 @@ class Engine:
         """The one task that changes state: each command in turn."""
         async with commands:
             async for command in commands:
+                if self._replicas is not None:
+                    await self._keep_up()
                 await command.run()
+                if self._dirty_rows:
+                    await self._keep_up()
 
     async def _call(self, name: str, apply: Callable[[], Awaitable[T]]) -> T:
         """Send a command and wait for its result (or its error)."""
@@ -380,7 +416,7 @@ class Engine:
         ``TRIM_EVERY_S``, the event log's trim (no state of the engine's)."""
         await self._call("tick", self._tick)
         now = self.clock.now()
-        if now - self._trimmed >= TRIM_EVERY_S:
+        if now - self._trimmed >= TRIM_EVERY_S and await self.leading():
             self._trimmed = now
             await self.log.trim(now)
 
@@ -397,6 +433,7 @@ class Engine:
 
     async def set_status(self, sid: str, status: str, current_task: str | None) -> bool:
         async def apply() -> bool:
+            await self._know([sid])
             ok = await self.panel.set_status(
                 sid, status, current_task, publish=lambda writes: self._publish([sid], writes)
             )
@@ -408,12 +445,14 @@ class Engine:
 
     async def kill(self, sid: str, by: str | None) -> bool:
         async def apply() -> bool:
+            await self._know([sid])
             return await self.panel.kill(sid, by, publish=lambda writes: self._publish([sid], writes))
 
         return await self._call("kill", apply)
 
     async def delete(self, ids: list[str]) -> list[str]:
         async def apply() -> list[str]:
+            await self._know(ids)
             return await self.panel.delete(ids, publish=lambda writes: self._publish(ids, writes))
 
         return await self._call("delete", apply)
@@ -508,6 +547,10 @@ class Engine:
         await self.panel.load()
         self._data_version = await self.store.data_version()
         sessions = self._all_sessions(self.clock.now())
+        for sid in self.remote:  # other replicas' sessions stay as their events say
+            shown = self.hub.sessions.get(sid)
+            if shown is not None:
+                sessions.setdefault(sid, shown)
         if publish_refresh:
             await self.hub.replace(sessions.values())
         else:
@@ -517,6 +560,11 @@ class Engine:
             await self.hub.update(changes)
 
     async def _tick(self) -> None:
+        leader = await self.leading()
+        if self._replicas is not None:
+            await self._follow()  # a lost notification is caught here
+            if leader:
+                await self._read_heartbeats()
         now = self.clock.now()
         changes: dict[str, Session | None] = {}
         if self.index.partial:
@@ -526,7 +574,7 @@ class Engine:
         for sid in self.live.apply(await anyio.to_thread.run_sync(self.live.scan)):
             changes[sid] = self._view(sid, now)
         for sid, s in self.hub.sessions.items():
-            if s.source == "claude" and sid not in changes:
+            if s.source == "claude" and sid not in changes and sid not in self.remote:
                 if self.hooks.claims(sid) or self.live.claims(sid):
                     # the hooks' and the registry's idle rule: project again, the hub diffs
                     view = self._view(sid, now)
@@ -537,11 +585,11 @@ class Engine:
         panel = self.panel
         for sid, row in panel.rows.items():
             shown = self.hub.sessions.get(sid)
-            if shown is None or (shown.source == "panel" and shown.is_stale != panel.is_stale(row, now)):
+            if shown is None or (leader and shown.source == "panel" and shown.is_stale != panel.is_stale(row, now)):
                 if sid not in changes:
                     changes[sid] = self._view(sid, now)
         await panel.flush_heartbeats()
-        doomed = panel.stale_ids(self.settings.cleanup_after_s, now)
+        doomed = panel.stale_ids(self.settings.cleanup_after_s, now) if leader else []
 
         async def publish(writes: list[Write]) -> None:
             # the cleanup's deletions go out with the tick's other changes
@@ -553,7 +601,93 @@ class Engine:
         if not gone and changes:
             await self.hub.update(changes)
 
+    # --- replicas (PostgreSQL) ------------------------------------------------------------
+
+    async def leading(self) -> bool:
+        """Whether this server runs the clock-driven changes: always with
+        SQLite; with PostgreSQL the replica holding the advisory lock (taken
+        over here when its holder has gone)."""
+        return self._replicas is None or await self._replicas.lead()
+
+    def _notified(self, last_id: int) -> None:
+        """A NOTIFY: another replica committed events up to ``last_id``."""
+        self._notified_id = max(self._notified_id, last_id)
+        if last_id > self.hub.last_id and not self._follow_queued and self._commands is not None:
+            self._follow_queued = True
+            asyncio.get_running_loop().create_task(self._queue_follow())
+
+    async def _queue_follow(self) -> None:
+        try:
+            await self._call("follow", self._follow)
+        except Exception:  # noqa: BLE001 - the next notification or tick follows again
+            log.warning("following the other replicas failed", exc_info=True)
+        finally:
+            self._follow_queued = False
+
+    async def _keep_up(self) -> None:
+        """Before a command: the other replicas' events this one was told of,
+        and the rows they changed."""
+        try:
+            if self._notified_id > self.hub.last_id:
+                await self._follow()
+            elif self._dirty_rows:
+                await self._reload_rows()
+        except Exception:  # noqa: BLE001 - the command goes on; the tick follows again
+            log.warning("following the other replicas failed", exc_info=True)
+
+    async def _follow(self) -> None:
+        """The other replicas' events (``Hub.follow``), then the rows they name."""
+        await self.hub.follow()
+        if self._replicas is not None and not self._replicas.listening():
+            await self._replicas.listen(self._notified)  # the listening connection was lost
+        await self._reload_rows()
+
+    def _on_foreign(self, events: list[Event]) -> None:
+        """Other replicas' events, applied by the hub: the Panel rows they name
+        are read again (shared); other sources' sessions are theirs (remote)."""
+        for event in events:
+            for s in event.sessions:
+                if s.source == "panel":
+                    self._dirty_rows.add(s.id)
+                    self.remote.discard(s.id)
+                elif event.type == "session-deleted":
+                    self.remote.discard(s.id)
+                elif not any(source.claims(s.id) for source in self.sources if source.name != "panel"):
+                    self.remote.add(s.id)
+
+    async def _reload_rows(self) -> None:
+        if not self._dirty_rows or self._replicas is None:
+            return
+        ids, self._dirty_rows = self._dirty_rows, set()
+        found = {row.id: row for row in await self._replicas.load_panel_rows(sorted(ids))}
+        panel = self.panel
+        for sid in ids:
+            row = found.get(sid)
+            if row is None:
+                panel.forget([sid])
+                continue
+            beat = panel.pending_beats.get(sid)
+            if beat is not None and beat > row.last_heartbeat:
+                row.last_heartbeat = beat
+            panel.rows[sid] = row
+
+    async def _read_heartbeats(self) -> None:
+        """Every replica's heartbeats, before the leader judges staleness."""
+        assert self._replicas is not None
+        rows = self.panel.rows
+        for sid, beat in (await self._replicas.heartbeats()).items():
+            row = rows.get(sid)
+            if row is not None and beat > row.last_heartbeat:
+                row.last_heartbeat = beat
+
+    async def _know(self, ids: Iterable[str]) -> None:
+        """Replicas: an id this replica's registry lacks may be another
+        replica's newest registration: read the log first."""
+        if self._replicas is not None and any(sid not in self.panel.rows for sid in ids):
+            await self._follow()
+
     async def _heartbeat(self, ids: list[str]) -> tuple[list[str], list[str]]:
+        await self._know(ids)
         kill: list[str] = []
         unknown: list[str] = []
         revived: list[str] = []
@@ -574,6 +708,7 @@ class Engine:
 
     async def _register(self, app_name: str, fields: dict[str, Any]) -> bool:
         sid = fields["session_id"]
+        await self._know([sid])
         if self._taken(sid, "panel"):
             raise IdTaken(sid)
         return await self.panel.register(
@@ -602,7 +737,10 @@ class Engine:
         never every session. ``writes``: the store statements of the change,
         run in the transaction that gives its events their ids."""
         now = self.clock.now()
-        await self.hub.update({sid: self._view(sid, now) for sid in ids}, writes=writes)
+        changes = {sid: self._view(sid, now) for sid in ids}
+        if self.remote:
+            changes = {sid: s for sid, s in changes.items() if s is not None or sid not in self.remote}
+        await self.hub.update(changes, writes=writes)
 
     # --- facets and the projection ------------------------------------------------------
 

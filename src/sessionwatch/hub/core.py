@@ -26,6 +26,16 @@
   window, or, once the window has let it go, from the log while it keeps it
   (its retention: hub/log.py). Any other id (another server's, a previous
   run's, one never given, one past the latest) gets ``init``.
+- Replicas (a shared log, PostgreSQL): every replica applies every event of
+  the log, in id order, whoever appended it. ``follow()`` reads ``id >
+  last_id`` and applies the other replicas' rows as they are: the same ids,
+  the same unfiltered bytes, their sessions into the current state and the
+  replay window, never appended again (and never told to ``listeners``: the
+  replica that made the change does that). An own append whose ids are not
+  next reads the rows between first (they are committed: ids are given in
+  commit order), so subscribers see ids in order. Any replica then resumes
+  any id it holds or the log keeps, and an id it has not read yet is read
+  first.
 """
 
 from __future__ import annotations
@@ -38,10 +48,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
+import msgspec
+
 from sessionwatch.hub.events import NO_FILTER, RETRY_MS, Event, Filter, Kept
 from sessionwatch.metrics import Metrics
 from sessionwatch.model import Session
-from sessionwatch.store.base import START, EventLog, NewEvent, Write
+from sessionwatch.store.base import START, EventLog, LoggedEvent, NewEvent, Write
 
 #: The replay window (DESIGN.md, The stream): events beyond ``buffer_size``
 #: are dropped oldest first unless among the last KEEP_EVENTS or younger than
@@ -52,6 +64,26 @@ KEEP_S = 15 * 60.0
 #: At most this many log rows are read to replay one resume; further behind
 #: gets ``init``.
 LOG_REPLAY_LIMIT = 10_000
+#: Rows read per query while following a shared log.
+FOLLOW_BATCH = 1000
+
+
+class _Sessions(msgspec.Struct):
+    """Another replica's event as read back from the log."""
+
+    sessions: list[Session]
+
+
+class _Ids(msgspec.Struct):
+    id: str
+
+
+class _Deleted(msgspec.Struct):
+    sessions: list[_Ids]
+
+
+_sessions_of = msgspec.json.Decoder(_Sessions)
+_deleted_of = msgspec.json.Decoder(_Deleted)
 
 
 class Subscriber:
@@ -141,6 +173,10 @@ class Hub:
         #: changes, as the event is applied (webhooks.py): synchronous, on the
         #: hub's loop; a listener must only note what it needs and return.
         self.listeners: list[Callable[[Session | None, Session], None]] = []
+        #: Called with the events of other replicas as they are applied (a
+        #: shared log): synchronous, on the hub's loop (engine.py reloads the
+        #: shared rows they name).
+        self.on_foreign: Callable[[list[Event]], None] | None = None
 
     async def attach(self, log: EventLog) -> None:
         """Take ids from ``log`` from now on: this run's ``start`` row first."""
@@ -225,13 +261,61 @@ class Hub:
         else:
             # Encoded before the id is known: the id is a line of its own.
             ids = await self.log.append([NewEvent(e.type, e.data(), e.timestamp) for e in events], writes=writes)
+            if self.log.shared and ids and ids[0] > self.last_id + 1:
+                await self._catch_up(before=ids[0])  # other replicas' events came first
         self._commit(events, ids)
 
-    def _commit(self, events: list[Event], ids: Sequence[int]) -> None:
-        """Apply ``events`` to the state and send them, in one synchronous step."""
+    # --- replicas: following a shared log ------------------------------------------------
+
+    async def follow(self) -> list[Event]:
+        """Apply every row of the shared log after ``last_id`` (other replicas'
+        events), in order; the events applied."""
+        if self.log is None or not self.log.shared:
+            return []
+        async with self._order:
+            return await self._catch_up()
+
+    async def _catch_up(self, before: int | None = None) -> list[Event]:
+        """Under ``_order``: the log's rows after ``last_id`` (below ``before``)."""
+        assert self.log is not None
+        applied: list[Event] = []
+        while True:
+            limit = FOLLOW_BATCH if before is None else min(FOLLOW_BATCH, before - self.last_id - 1)
+            if limit <= 0:
+                break
+            rows = await self.log.since(self.last_id, limit)
+            for row in rows:
+                event = self._foreign(row)
+                if event is None:
+                    self.last_id = row.id  # a replica's start row: never sent
+                else:
+                    self._commit([event], [row.id], foreign=True)
+                    applied.append(event)
+            if len(rows) < limit:
+                break
+        if applied and self.on_foreign is not None:
+            self.on_foreign(applied)
+        return applied
+
+    def _foreign(self, row: LoggedEvent) -> Event | None:
+        """A row of the log as an event of this hub: its bytes as they are."""
+        if row.type == START:
+            return None
+        sessions: list[Session]
+        if row.type == "session-deleted":
+            # only ids in the log: the sessions as shown here (filters match on them)
+            ids = [d.id for d in _deleted_of.decode(row.data).sessions]
+            sessions = [s for s in (self.sessions.get(i) for i in ids) if s is not None]
+        else:
+            sessions = _sessions_of.decode(row.data).sessions
+        return Event(row.type, sessions, row.at, row.id, _data=row.data)
+
+    def _commit(self, events: list[Event], ids: Sequence[int], *, foreign: bool = False) -> None:
+        """Apply ``events`` to the state and send them, in one synchronous step
+        (``foreign``: another replica's, told to no listener)."""
         for event, event_id in zip(events, ids, strict=True):
             event.id = event_id
-            self._change(event)
+            self._change(event, tell=not foreign)
             self.last_id = event_id
             self.metrics.events.labels(event.type).inc()
             for sub in list(self.subscribers):
@@ -243,9 +327,9 @@ class Hub:
             self.replay_bytes += kept.size
             self._trim()
 
-    def _change(self, event: Event) -> None:
+    def _change(self, event: Event, *, tell: bool = True) -> None:
         sessions = self.sessions
-        if self.listeners and event.type != "session-deleted":
+        if tell and self.listeners and event.type != "session-deleted":
             self._tell(event)
         if event.type == "refresh":
             self.sessions = {s.id: s for s in event.sessions}
@@ -298,6 +382,8 @@ class Hub:
         """:meth:`subscribe`, reading the log first when ``last_event_id`` is
         one of this run's ids that the window no longer holds."""
         older: list[Kept] | None = None
+        if self.log is not None and self.log.shared and last_event_id is not None and last_event_id > self.last_id:
+            await self.follow()  # an id another replica sent that this one has not read yet
         for _ in range(3):  # the window moving on while the log is read: again
             if self.log is None or last_event_id is None or last_event_id >= self.floor:
                 break
@@ -313,11 +399,15 @@ class Hub:
         window starts), read from the log; None if ``last_event_id`` is not one
         of this run's ids there, or is too far behind."""
         rows = await log.since(last_event_id - 1, LOG_REPLAY_LIMIT + 1)
-        if not rows or rows[0].id != last_event_id or rows[0].origin != log.origin:
+        if not rows or rows[0].id != last_event_id or (rows[0].origin != log.origin and not log.shared):
             return None  # trimmed, never given, or another server's (or run's)
         if rows[-1].id < floor:
             return None  # more than LOG_REPLAY_LIMIT behind
-        return [Kept.from_log(r) for r in rows[1:] if r.origin == log.origin and r.type != START and r.id <= floor]
+        return [
+            Kept.from_log(r)
+            for r in rows[1:]
+            if (log.shared or r.origin == log.origin) and r.type != START and r.id <= floor
+        ]
 
     def subscribe(
         self, flt: Filter = NO_FILTER, last_event_id: int | None = None, *, older: list[Kept] | None = None
@@ -366,6 +456,10 @@ class Hub:
         if last_event_id == self.last_id:
             return []
         buffer = self.buffer
+        if last_event_id >= self.floor and self.log is not None and self.log.shared:
+            # Every event of the log is here in id order (start rows are not
+            # events): whatever replica gave the id, the rest follows it.
+            return list(itertools.islice(buffer, bisect.bisect_right(buffer, last_event_id, key=lambda k: k.id), None))
         if last_event_id >= self.floor:
             # Ids of other servers on the same log fall between ours: only an
             # id we gave (the floor is one) can be resumed.

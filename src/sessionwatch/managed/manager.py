@@ -259,7 +259,10 @@ class Manager:
                 await self._save(rec)
 
     async def sweep(self) -> int:
-        """Delete logs older than ``--log-retention-days``; how many went."""
+        """Delete logs older than ``--log-retention-days``; how many went
+        (replicas: on the one running the clock-driven changes)."""
+        if not await self.engine.leading():
+            return 0
         n = await self.engine.store.trim_logs(self.engine.clock.now() - self.retention_s)
         if n:
             log.info("deleted %d managed-session log lines older than %g days", n, self.retention_s / 86400)

@@ -297,6 +297,10 @@ class EventLog(Protocol):
 
     #: This server run's mark on the rows it appends.
     origin: int
+    #: True when every server on the database follows this log and serves its
+    #: one sequence of ids (PostgreSQL replicas); False when each server run
+    #: logs its own view and resumes only its own ids (SQLite).
+    shared: bool
 
     async def start(self) -> int:
         """Log this run's ``start`` row; returns its id."""

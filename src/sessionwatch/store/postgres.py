@@ -123,7 +123,9 @@ class PgStore:
         #: This machine's name: the key of its transcript rows.
         self.host = host
         self._listener: asyncpg.Connection | None = None
+        #: The connection that holds (or keeps trying for) the leader's lock.
         self._leader: asyncpg.Connection | None = None
+        self._leading = False
 
     @classmethod
     async def open(cls, url: str, *, host: str | None = None, max_size: int = 10) -> PgStore:
@@ -215,17 +217,23 @@ class PgStore:
         asyncpg = import_asyncpg()
         conn = self._leader
         if conn is not None and not conn.is_closed():
-            return True
-        try:
-            conn = await asyncpg.connect(self.url)
-            if await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK):
-                self._leader = conn
-                log.info("this replica runs the clock-driven changes (stale, cleanup, retention)")
+            if self._leading:
                 return True
-            await conn.close()
+        else:
+            self._leading = False  # a lost connection took the lock with it
+            try:
+                conn = self._leader = await asyncpg.connect(self.url)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                log.warning("could not reach the database to take the clock's lock", exc_info=True)
+                return False
+        try:
+            self._leading = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK))
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            log.warning("could not reach the database to take the clock's lock", exc_info=True)
-        return False
+            log.warning("could not take the clock's lock", exc_info=True)
+            return False
+        if self._leading:
+            log.info("this replica runs the clock-driven changes (stale, cleanup, retention)")
+        return self._leading
 
     # --- transcripts (node-local, keyed by host) -------------------------------------------
 

@@ -481,6 +481,9 @@ class SqliteEventLog:
     ``id:`` line is made from the id) and the time.
     """
 
+    #: Each server run resumes only its own ids (hub/log.py).
+    shared = False
+
     def __init__(self, store: Store, origin: int | None = None) -> None:
         self.store = store
         self.origin = secrets.randbits(62) if origin is None else origin
