@@ -28,9 +28,10 @@ SESSION_FILE = Path("-home-marco-projects-spotter") / "55604662-cf2a-4331-851a-e
 SESSION = SESSION_FILE.stem
 
 
-def render(conf: str, *, app_port: int, listen_port: int, access_log: Path) -> str:
+def render(conf: str, *, app_port: int | None, listen_port: int, access_log: Path) -> str:
     """deploy/nginx.conf with the upstream and the listener moved to the test's
-    ports and its access log into the test's directory."""
+    ports and its access log into the test's directory (``app_port`` None: the
+    upstream is already the test's)."""
     swaps = {
         "server 127.0.0.1:8765;": f"server 127.0.0.1:{app_port};",
         "listen 80;": f"listen 127.0.0.1:{listen_port};",
@@ -39,6 +40,8 @@ def render(conf: str, *, app_port: int, listen_port: int, access_log: Path) -> s
             f"access_log {access_log} sessionwatch;"
         ),
     }
+    if app_port is None:
+        del swaps["server 127.0.0.1:8765;"]
     for old, new in swaps.items():
         # Whole directive lines only, not the comments that mention them.
         pattern = re.compile(rf"^(\s*){re.escape(old)}$", re.MULTILINE)
@@ -48,7 +51,9 @@ def render(conf: str, *, app_port: int, listen_port: int, access_log: Path) -> s
 
 
 class Nginx:
-    def __init__(self, binary: str, root: Path, app_port: int) -> None:
+    def __init__(
+        self, binary: str, root: Path, app_port: int | None, conf: str | None = None, worker_connections: int = 256
+    ) -> None:
         self.binary = binary
         self.root = root
         self.port = free_port()
@@ -58,7 +63,7 @@ class Nginx:
         site = root / "sessionwatch.conf"
         self.access_log = root / "sessionwatch.access.log"
         site.write_text(
-            render(CONF.read_text(), app_port=app_port, listen_port=self.port, access_log=self.access_log)
+            render(conf or CONF.read_text(), app_port=app_port, listen_port=self.port, access_log=self.access_log)
         )
         temp = {name: root / name for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")}
         for path in temp.values():
@@ -71,7 +76,7 @@ class Nginx:
 worker_processes 1;
 pid {root / "nginx.pid"};
 error_log {root / "error.log"} info;
-events {{ worker_connections 256; }}
+events {{ worker_connections {worker_connections}; }}
 http {{
     access_log {root / "access.log"};
     client_body_temp_path {temp["client_body"]};

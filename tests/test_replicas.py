@@ -4,14 +4,30 @@ change, the other replicas following by LISTEN/NOTIFY."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
+import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import httpx
+import pytest
+
+from sessionwatch.config import Settings
+from sessionwatch.engine import Engine
+from sessionwatch.hub.core import Subscriber
+from sessionwatch.store.base import NewEvent
+from sessionwatch.store.postgres import PgStore
 
 from .conftest import Server
+from .test_claude import assistant
+from .test_nginx import CONF, Nginx
 
 
 def test_serve_on_postgres_stores_and_survives_a_restart(sw_server: Callable[..., Server], tmp_path: Path, pg_url: str) -> None:
@@ -43,21 +59,6 @@ def test_db_that_is_another_kind_of_url_is_one_clear_line(tmp_path: Path) -> Non
 
 
 # --- replicas in one process: two engines on one database ------------------------------------
-
-import asyncio  # noqa: E402
-import time  # noqa: E402
-from collections.abc import AsyncIterator, Awaitable  # noqa: E402
-from typing import Any  # noqa: E402
-
-import pytest  # noqa: E402
-
-from sessionwatch.config import Settings  # noqa: E402
-from sessionwatch.engine import Engine  # noqa: E402
-from sessionwatch.hub.core import Subscriber  # noqa: E402
-from sessionwatch.store.base import NewEvent  # noqa: E402
-from sessionwatch.store.postgres import PgStore  # noqa: E402
-
-from .test_claude import assistant  # noqa: E402
 
 
 async def until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
@@ -233,3 +234,190 @@ async def test_other_replicas_sessions_are_shown_and_never_deleted_here(
     finally:
         await a.close()
         await b.close()
+
+
+# --- three real replicas behind a real nginx, one killed mid-stream ---------------------------
+
+
+#: SSE clients held through nginx (the issue asks for 200).
+CLIENTS = 200
+#: Writers, each registering SESSIONS Panel sessions and changing each one's status twice.
+WRITERS = 6
+SESSIONS = 15
+
+
+def replicas_conf(ports: list[int]) -> str:
+    """deploy/nginx.conf with its replicas upstream in place of the single one."""
+    conf = CONF.read_text()
+    conf, n = re.subn(r"^upstream sessionwatch \{.*?^\}\n", "", conf, count=1, flags=re.MULTILINE | re.DOTALL)
+    assert n == 1
+    block = re.search(r"^# BEGIN replicas\n(.*?)^# END replicas\n", conf, re.MULTILINE | re.DOTALL)
+    assert block is not None, "deploy/nginx.conf must keep its replicas example between BEGIN/END replicas"
+    upstream = re.sub(r"^# ?", "", block.group(1), flags=re.MULTILINE)
+    shipped = re.findall(r"server 127\.0\.0\.1:(\d+) ", upstream)
+    assert len(shipped) == len(ports) == 3
+    for old, new in zip(shipped, ports):
+        upstream = upstream.replace(f"server 127.0.0.1:{old} ", f"server 127.0.0.1:{new} ")
+    return conf.replace(block.group(0), upstream)
+
+
+class Follower:
+    """One dashboard's worth of stream: a state kept from the events, every id
+    counted, and a reconnect with Last-Event-ID whenever the stream breaks."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.state: dict[str, dict[str, Any]] = {}
+        self.ids: list[int] = []
+        self.inits: list[int] = []
+        self.last: int | None = None
+        self.reconnects = 0
+
+    def apply(self, kind: str, event_id: int | None, data: dict[str, Any]) -> None:
+        if kind == "keepalive":
+            return
+        assert event_id is not None
+        if kind == "init":
+            self.inits.append(event_id)
+            self.state = {s["id"]: s for s in data["sessions"]}
+        else:
+            self.ids.append(event_id)
+            if kind == "refresh":
+                self.state = {s["id"]: s for s in data["sessions"]}
+            for s in data["sessions"]:
+                if kind == "session-deleted":
+                    self.state.pop(s["id"], None)
+                else:
+                    self.state[s["id"]] = s
+        self.last = event_id
+
+    async def run(self, client: httpx.AsyncClient, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            headers = {} if self.last is None else {"Last-Event-ID": str(self.last)}
+            try:
+                async with client.stream("GET", self.url, headers=headers) as r:
+                    if r.status_code != 200:
+                        raise httpx.HTTPError(f"status {r.status_code}")
+                    kind, event_id, data = "message", None, ""
+                    async for line in r.aiter_lines():
+                        if line.startswith("event: "):
+                            kind = line[7:]
+                        elif line.startswith("id: "):
+                            event_id = int(line[4:])
+                        elif line.startswith("data: "):
+                            data = line[6:]
+                        elif line == "":
+                            if data:
+                                self.apply(kind, event_id, json.loads(data))
+                            kind, event_id, data = "message", None, ""
+            except (httpx.HTTPError, OSError):
+                pass
+            if not stop.is_set():
+                self.reconnects += 1
+                await asyncio.sleep(0.2)
+
+
+async def test_three_replicas_behind_nginx_lose_and_repeat_nothing_when_one_is_killed(
+    sw_server: Callable[..., Server], tmp_path: Path, pg_url: str, nginx_bin: str
+) -> None:
+    replicas = []
+    for k in range(3):
+        empty = tmp_path / f"empty-{k}"
+        empty.mkdir()
+        replicas.append(sw_server(projects_dir=empty, db=pg_url, extra_args=["--claude-dir", str(tmp_path / f"claude-{k}")]))
+    root = tmp_path / "nginx"
+    root.mkdir()
+    # each stream holds two connections in nginx (the client's and the replica's)
+    nginx = Nginx(nginx_bin, root, None, replicas_conf([r.port for r in replicas]), worker_connections=4 * CLIENTS + 256).start()
+    stop = asyncio.Event()
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    try:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=60), limits=limits) as http:
+            followers = [Follower(nginx.url + "/stream") for _ in range(CLIENTS)]
+            tasks = [asyncio.create_task(f.run(http, stop)) for f in followers]
+            try:
+                await _changes_and_a_kill(http, nginx, replicas, followers, pg_url)
+            finally:
+                stop.set()
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        nginx.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def _changes_and_a_kill(
+    http: httpx.AsyncClient, nginx: Nginx, replicas: list[Server], followers: list[Follower], pg_url: str
+) -> None:
+    await until(lambda: all(f.inits for f in followers), 60, "every client's init")
+
+    async def call(method: str, path: str, body: dict[str, Any]) -> None:
+        # a write that met the killed replica is sent again (both are idempotent)
+        for _ in range(50):
+            try:
+                r = await http.request(method, nginx.url + path, json=body)
+            except httpx.HTTPError:
+                await asyncio.sleep(0.1)
+                continue
+            if r.status_code in (200, 201):
+                return
+            assert r.status_code in (502, 503, 504), r.text
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{method} {path} never went through")
+
+    done = [0]
+
+    async def writer(w: int) -> None:
+        for i in range(SESSIONS):
+            sid = f"w{w}-{i}"
+            await call("POST", "/sessions", {"app_name": f"app{w}", "session_id": sid})
+            for step in ("first", "second"):
+                await call("PUT", f"/sessions/{sid}/status", {"status": "running", "current_task": step})
+            done[0] += 1
+
+    writers = [asyncio.create_task(writer(w)) for w in range(WRITERS)]
+    await until(lambda: done[0] >= WRITERS * SESSIONS // 3, 120, "a third of the writes")
+    killed = replicas[1]
+    assert killed.proc is not None
+    killed.proc.kill()  # kill -9, mid-stream and mid-writes
+    killed.proc.wait()
+    killed.proc = None
+    await asyncio.gather(*writers)
+    alive = [r for r in replicas if r is not killed]
+
+    async def all_of(r: Server) -> dict[str, Any]:
+        return (await http.get(r.url + "/all")).json()  # type: ignore[no-any-return]
+
+    conn = await asyncpg.connect(pg_url)
+    try:
+        latest = int(await conn.fetchval("SELECT max(id) FROM events WHERE type <> 'start'"))
+        origins = await conn.fetchval("SELECT count(DISTINCT origin) FROM events WHERE type <> 'start'")
+        assert origins == 3, "every replica made changes"
+
+        async def settled() -> bool:
+            views = [await all_of(r) for r in alive]
+            return all(v["last_event_id"] >= latest for v in views) and all(
+                f.ids and f.ids[-1] >= latest for f in followers
+            )
+
+        deadline = time.monotonic() + 60
+        while not await settled():
+            assert time.monotonic() < deadline, "clients or replicas never caught up"
+            await asyncio.sleep(0.1)
+        logged = [int(r[0]) for r in await conn.fetch("SELECT id FROM events WHERE type <> 'start' ORDER BY id")]
+    finally:
+        await conn.close()
+    views = [await all_of(r) for r in alive]
+    want = {s["id"]: s for s in views[0]["sessions"]}
+    assert {s["id"]: s for s in views[1]["sessions"]} == want, "the replicas disagree"
+    assert len(want) == WRITERS * SESSIONS
+    assert all(s["current_task"] == "second" for s in want.values())
+    moved = 0
+    for n, f in enumerate(followers):
+        assert f.inits == f.inits[:1], f"client {n} was sent a fresh init after reconnecting"
+        assert len(f.ids) == len(set(f.ids)), f"client {n} got an event twice"
+        assert f.ids == [i for i in logged if i > f.inits[0]], f"client {n} lost events"
+        assert f.state == want, f"client {n} ends with another state than /all"
+        moved += f.reconnects > 0
+    assert moved > 0, "no client was on the killed replica"

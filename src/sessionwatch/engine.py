@@ -603,6 +603,17 @@ class Engine:
 
     # --- replicas (PostgreSQL) ------------------------------------------------------------
 
+    @property
+    def replicated(self) -> bool:
+        """Whether other replicas share this server's database (PostgreSQL)."""
+        return self._replicas is not None
+
+    async def catch_up(self) -> None:
+        """Replicas: apply what the other replicas have committed so far (a
+        request naming a session this replica has not read yet)."""
+        if self._replicas is not None:
+            await self._call("follow", self._follow)
+
     async def leading(self) -> bool:
         """Whether this server runs the clock-driven changes: always with
         SQLite; with PostgreSQL the replica holding the advisory lock (taken

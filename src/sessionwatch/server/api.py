@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from sessionwatch.engine import Engine
 from sessionwatch.errors import ApiError, BadRequest
-from sessionwatch.model import PANEL_SETTABLE, encode, to_dict
+from sessionwatch.model import PANEL_SETTABLE, Session, encode, to_dict
 from sessionwatch.redact import mask
 from sessionwatch.sources.hooks.events import HookInputError, UnknownHookEvent, decode_hook
 from sessionwatch.store.sqlite import session_id_problem
@@ -120,8 +120,18 @@ def _session_id(request: Request) -> str:
     return sid
 
 
-def _panel_session(engine: Engine, sid: str) -> None:
+async def _shown(engine: Engine, sid: str) -> Session | None:
+    """The session as shown; with replicas, one another replica has just
+    made may not be read yet: the log is read first."""
     s = engine.hub.sessions.get(sid)
+    if s is None and engine.replicated:
+        await engine.catch_up()
+        s = engine.hub.sessions.get(sid)
+    return s
+
+
+async def _panel_session(engine: Engine, sid: str) -> None:
+    s = await _shown(engine, sid)
     if s is None:
         raise ApiError(404, f"no session with id {sid!r}")
     if s.source != "panel":
@@ -142,7 +152,7 @@ async def all_sessions(request: Request) -> Response:
 async def session_detail(request: Request) -> Response:
     engine = engine_of(request)
     sid = _session_id(request)
-    s = engine.hub.sessions.get(sid)
+    s = await _shown(engine, sid)
     if s is None:
         raise ApiError(404, f"no session with id {sid!r}")
     detail = to_dict(s)
@@ -267,7 +277,7 @@ async def set_status(request: Request) -> Response:
     if status not in PANEL_SETTABLE:
         raise ApiError(400, f"status must be {SETTABLE}")
     task = _str(data, "current_task", limit=500)
-    _panel_session(engine, sid)
+    await _panel_session(engine, sid)
     if not await engine.set_status(sid, str(status), task):
         raise ApiError(404, f"no session with id {sid!r}")
     return SessionsResponse(engine.hub.sessions.get(sid))
@@ -278,7 +288,7 @@ async def kill(request: Request) -> Response:
     sid = _session_id(request)
     data = await read_json(request)
     by = _str(data, "by", limit=MAX_ID)
-    _panel_session(engine, sid)
+    await _panel_session(engine, sid)
     who = by or (request.client.host if request.client else None)
     await engine.kill(sid, who)
     return JSONResponse({"kill_requested": True})
@@ -293,7 +303,7 @@ async def delete_session(request: Request) -> Response:
 
         await managed.delete(sid, actor(request))
         return JSONResponse({"deleted": True})
-    _panel_session(engine, sid)
+    await _panel_session(engine, sid)
     await engine.delete([sid])
     return JSONResponse({"deleted": True})
 
