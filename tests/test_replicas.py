@@ -261,6 +261,17 @@ def replicas_conf(ports: list[int]) -> str:
     return conf.replace(block.group(0), upstream)
 
 
+async def leader_pid(conn: Any) -> int | None:
+    """The backend holding the clock's advisory lock, if any."""
+    from sessionwatch.store.postgres import LEADER_LOCK
+
+    pid = await conn.fetchval(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = 0 AND objid = $1",
+        LEADER_LOCK,
+    )
+    return int(pid) if pid is not None else None
+
+
 class Follower:
     """One dashboard's worth of stream: a state kept from the events, every id
     counted, and a reconnect with Last-Event-ID whenever the stream breaks."""
@@ -378,7 +389,13 @@ async def _changes_and_a_kill(
 
     writers = [asyncio.create_task(writer(w)) for w in range(WRITERS)]
     await until(lambda: done[0] >= WRITERS * SESSIONS // 3, 120, "a third of the writes")
-    killed = replicas[1]
+    conn = await asyncpg.connect(pg_url)
+    try:
+        was_leading = await leader_pid(conn)
+        assert was_leading is not None, "no replica leads the clock"
+    finally:
+        await conn.close()
+    killed = replicas[0]  # the first one started: the clock's leader
     assert killed.proc is not None
     killed.proc.kill()  # kill -9, mid-stream and mid-writes
     killed.proc.wait()
@@ -404,6 +421,9 @@ async def _changes_and_a_kill(
         deadline = time.monotonic() + 60
         while not await settled():
             assert time.monotonic() < deadline, "clients or replicas never caught up"
+            await asyncio.sleep(0.1)
+        while await leader_pid(conn) in (None, was_leading):  # another replica took the clock over
+            assert time.monotonic() < deadline, "no replica took the clock's lock over"
             await asyncio.sleep(0.1)
         logged = [int(r[0]) for r in await conn.fetch("SELECT id FROM events WHERE type <> 'start' ORDER BY id")]
     finally:

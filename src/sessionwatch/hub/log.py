@@ -24,10 +24,11 @@ restart, it gets a fresh ``init``. Never a replay of another run's events.
 Each run logs a ``start`` row first (never sent): its id is the ``init``'s
 id until the run's first event, so even that id names its origin.
 
-The PostgreSQL store will implement :class:`EventLog` too: there each id is
-taken in the transaction that makes the change, every replica follows the
-table (``id > last``, woken by LISTEN/NOTIFY) and serves the one shared
-sequence, so any replica can resume any id it still keeps.
+The PostgreSQL store implements :class:`EventLog` too (``PgEventLog``,
+``shared``): there each id is taken in the transaction that makes the change,
+in commit order, every replica follows the table (``id > last``, woken by
+LISTEN/NOTIFY, ``Hub.follow``) and serves the one shared sequence, so any
+replica resumes any id it or the table still keeps.
 """
 
 from __future__ import annotations
