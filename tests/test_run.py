@@ -345,3 +345,36 @@ def test_command_errors_are_one_line(tmp_path: Path) -> None:
         r = subprocess.run([sys.executable, "-m", "sessionwatch", "run", *args], capture_output=True, text=True, timeout=30)
         assert r.returncode == 2 and r.stdout == "", (args, r.stderr)
         assert len(r.stderr.splitlines()) == 1 and says in r.stderr, (args, r.stderr)
+
+
+def test_a_terminal_gets_one_live_status_line(fake_api: FakeAPI, claude_home: ClaudeHome) -> None:
+    """stderr on a TTY: a status line redrawn in place (\\r, erase), cleared
+    before each plain line and at the end; stdout (a pipe) gets the answer."""
+    import pty
+
+    fake_api.reset(TOOL_TURNS)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sessionwatch", "run", "--no-server", "--claude-bin", str(claude_bin()), "--", "-p", "hello"],
+        cwd=claude_home.cwd, env=clean_env(claude_home.home, fake_api.url), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=slave,
+    )
+    os.close(slave)
+    chunks: list[bytes] = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: every writer closed
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(60) == 0
+    assert proc.stdout is not None and proc.stdout.read() == b"All done.\n"
+    shown = b"".join(chunks).decode()
+    assert "claude running · 1 turn · 1 tool · " in shown
+    # what a person sees at the end: each line, the status line erased, the summary last
+    screen = [line.rsplit("\r\x1b[K", 1)[-1] for line in shown.replace("\r\n", "\n").split("\n")]
+    assert screen[-2].startswith("sessionwatch: ended: 2 turns, 1 tool, ") and screen[-1] == ""
+    assert "  → Bash: echo hi" in screen

@@ -199,14 +199,14 @@ class TranscriptCost:
         self.prices = PriceTable.embedded()
         self._agg = FileAgg
         self.files: dict[Path, tuple[int, Any]] = {}  # path → (offset, FileAgg)
+        self.main: Path | None = None
 
     def _paths(self) -> list[Path]:
-        if not self.projects.is_dir():
+        if self.main is None and self.projects.is_dir():
+            self.main = next(iter(self.projects.glob(f"*/{self.session_id}.jsonl")), None)
+        if self.main is None:
             return []
-        found = list(self.projects.glob(f"*/{self.session_id}.jsonl"))
-        for main in found[:1]:
-            found += sorted((main.parent / self.session_id / "subagents").glob("*.jsonl"))
-        return found
+        return [self.main, *sorted((self.main.parent / self.session_id / "subagents").glob("*.jsonl"))]
 
     def read(self) -> float | None:
         """Read what was appended since the last call; the cost so far, None before any usage."""
@@ -281,7 +281,7 @@ class Progress:
 
 def _columns() -> int:
     try:
-        return os.get_terminal_size(sys.stderr.fileno()).columns
+        return os.get_terminal_size(sys.stderr.fileno()).columns or 80
     except (OSError, ValueError):
         return 80
 
@@ -524,7 +524,7 @@ async def arun_claude(
                     progress.line(shown)
 
     def status_line() -> None:
-        if progress is None:
+        if progress is None or run.state in ("ended", "failed"):
             return
         started = proc.started_at or time.time()
         progress.status(
