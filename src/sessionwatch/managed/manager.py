@@ -589,6 +589,11 @@ class Manager:
     def knows(self, sid: str) -> bool:
         return sid in self.records
 
+    def runs_process(self, sid: str) -> bool:
+        """Whether the server runs ``sid``'s process (not a run in a terminal)."""
+        rec = self.records.get(sid)
+        return rec is not None and rec.kind == "server" and rec.live
+
     async def detail(self, sid: str) -> dict[str, Any]:
         """What ``GET /sessions/{id}`` adds for a managed session or run: how it
         was started (the system prompt as one masked line) and every action on it."""
