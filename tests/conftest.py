@@ -79,9 +79,12 @@ def projects(tmp_path: Path) -> Path:
 
 class Server:
     def __init__(
-        self, projects_dir: Path, db: Path, port: int, extra_args: list[str], log: Path, env_passthrough: bool = False
+        self, projects_dir: Path, db: Path, port: int, extra_args: list[str], log: Path, env_passthrough: bool = False,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.env_passthrough = env_passthrough
+        #: the server's whole environment when given (a managed session's CLI inherits it)
+        self.env = env
         self.stream_backend: str | None = None
         self.projects_dir = projects_dir
         self.db = db
@@ -105,6 +108,8 @@ class Server:
             *self.extra_args,
         ]
         env = {k: v for k, v in os.environ.items() if self.env_passthrough or not k.startswith("SESSIONWATCH_")}
+        if self.env is not None:
+            env = {**self.env, "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "PATH": os.path.dirname(sys.executable) + ":" + self.env.get("PATH", "/usr/bin:/bin")}
         if self.stream_backend:
             env["SESSIONWATCH_STREAM_BACKEND"] = self.stream_backend
         self.proc = subprocess.Popen(
@@ -161,6 +166,7 @@ def sw_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         port: int | None = None,
         env_passthrough: bool = False,
         stream_backend: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> Server:
         srv = Server(
             projects_dir or tmp_path / "projects",
@@ -169,6 +175,7 @@ def sw_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
             extra_args or [],
             tmp_path / f"server-{len(started)}.log",
             env_passthrough,
+            env,
         )
         srv.stream_backend = stream_backend
         started.append(srv)

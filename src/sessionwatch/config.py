@@ -159,6 +159,11 @@ def resolve_webhooks(values: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(urls))
 
 
+def _default_workspace_root() -> Path | None:
+    raw = _env("WORKSPACE_ROOT")
+    return Path(raw) if raw else None
+
+
 def _default_prices() -> Path | None:
     raw = _env("PRICES")
     return Path(raw).expanduser() if raw else None
@@ -201,6 +206,15 @@ class Settings:
     #: Spend caps in USD: per Claude session (unless PUT /sessions/{id}/budget), and per local day.
     max_cost_usd: float | None = None
     max_daily_cost_usd: float | None = None
+    #: Managed sessions (sessionwatch/managed): live processes at once, the cap of one
+    #: that names none, how long their logs are kept, the CLI, where they may start.
+    max_managed: int = 10
+    default_max_cost_usd: float | None = 10.0
+    log_retention_days: float = 7.0
+    claude_bin: str | None = None
+    workspace_root: Path | None = None
+    #: ``permission_mode: "bypassPermissions"`` is refused unless the server allows it.
+    allow_bypass_permissions: bool = False
 
     @property
     def live_dir(self) -> Path:
@@ -229,6 +243,12 @@ class Settings:
         max_cost_usd: float | None = None,
         max_daily_cost_usd: float | None = None,
         webhooks: list[str] | None = None,
+        max_managed: int | None = None,
+        default_max_cost_usd: float | None = None,
+        log_retention_days: float | None = None,
+        claude_bin: str | None = None,
+        workspace_root: Path | None = None,
+        allow_bypass_permissions: bool | None = None,
     ) -> Settings:
         """Build settings: each explicit argument wins over its environment variable."""
         host = host if host is not None else _default_host()
@@ -274,6 +294,20 @@ class Settings:
             max_daily_cost_usd=(
                 max_daily_cost_usd if max_daily_cost_usd is not None else _env_cap("MAX_DAILY_COST_USD")
             ),
+            max_managed=max_managed if max_managed is not None else int(_env_float("MAX_MANAGED", 10)),
+            default_max_cost_usd=(
+                default_max_cost_usd if default_max_cost_usd is not None else _env_float("DEFAULT_MAX_COST_USD", 10.0)
+            ),
+            log_retention_days=(
+                log_retention_days if log_retention_days is not None else _env_float("LOG_RETENTION_DAYS", 7.0)
+            ),
+            claude_bin=claude_bin or _env("CLAUDE_BIN"),
+            workspace_root=workspace_root if workspace_root is not None else _default_workspace_root(),
+            allow_bypass_permissions=(
+                allow_bypass_permissions
+                if allow_bypass_permissions is not None
+                else (_env("ALLOW_BYPASS_PERMISSIONS") or "").lower() in ("1", "true", "yes", "on")
+            ),
         )
         projects = settings.projects_dir.expanduser().resolve()
         settings = replace(
@@ -281,6 +315,7 @@ class Settings:
             projects_dir=projects,
             claude_dir=(claude_dir if claude_dir is not None else _default_claude_dir(projects)).expanduser().resolve(),
             db=settings.db.expanduser().resolve(),
+            workspace_root=settings.workspace_root.expanduser().resolve() if settings.workspace_root else None,
         )
         settings.validate()
         return settings
@@ -323,6 +358,14 @@ class Settings:
             raise ConfigError(f"--projects-dir {self.projects_dir} is not a directory")
         if self.claude_dir is not None and self.claude_dir.exists() and not self.claude_dir.is_dir():
             raise ConfigError(f"--claude-dir {self.claude_dir} is not a directory")
+        if self.max_managed < 0:
+            raise ConfigError("--max-managed must not be negative")
+        if self.default_max_cost_usd is not None and not (0 <= self.default_max_cost_usd < float("inf")):
+            raise ConfigError("--default-max-cost-usd must be a number of dollars, 0 or more")
+        if not 0 < self.log_retention_days < 100_000:
+            raise ConfigError("--log-retention-days must be more than 0")
+        if self.workspace_root is not None and not self.workspace_root.is_dir():
+            raise ConfigError(f"--workspace-root {self.workspace_root} is not a directory")
         if self.db.exists() and self.db.is_dir():
             raise ConfigError(f"--db {self.db} is a directory, not a file")
 

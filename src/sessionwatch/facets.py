@@ -118,14 +118,19 @@ class Rules:
 #: (sessionwatch/control) gives the spend cap in force and, past it, "budget
 #: reached" as the reason (its facet has no ``status_reason`` otherwise, so the
 #: next source's wins); a gone process's "process exited" stays first.
+#: A managed process (sessionwatch/managed: one the server runs, or a
+#: ``sessionwatch run``) speaks stream-json, which is exact: its facet comes
+#: first for the fields it gives, and it owns a row before the transcript.
 RULES = Rules(
-    owners=("claude", "hooks", "live", "panel"),
+    owners=("claude", "managed", "hooks", "live", "panel"),
     fields={
-        "status": ("live", "hooks"),
-        "status_reason": ("live", "control", "hooks"),
-        "pending": ("live", "hooks"),
-        "controls": ("live", "hooks"),
-        "last_activity": ("hooks",),
-        "max_cost_usd": ("control",),
+        "status": ("managed", "live", "hooks"),
+        "status_reason": ("managed", "live", "control", "hooks"),
+        "pending": ("managed", "live", "hooks"),
+        "controls": ("managed", "live", "hooks"),
+        "last_activity": ("managed", "hooks"),
+        "max_cost_usd": ("managed", "control"),
+        "managed": ("managed",),
+        "current_task": ("managed",),
     },
 )

@@ -66,6 +66,30 @@ class Pending(msgspec.Struct, frozen=True):
     answerable: bool
 
 
+#: A managed session's own state (the session manager's words): its process is
+#: starting, in a turn, waiting for a message, stopped (exited 0 or was stopped)
+#: or in error (exited non-zero, crashed, could not start).
+ManagedState = Literal["starting", "running", "waiting", "stopped", "error"]
+MANAGED_STATES: Final[tuple[ManagedState, ...]] = get_args(ManagedState)
+#: Who runs the process: the server (``POST /managed``) or a ``sessionwatch run`` in a terminal.
+ManagedKind = Literal["server", "run"]
+
+
+class Managed(msgspec.Struct, frozen=True):
+    """A session sessionwatch started (DESIGN.md, Session ``managed``)."""
+
+    name: str
+    state: ManagedState
+    pid: int | None
+    max_cost_usd: float | None
+    exit_code: int | None
+    kind: ManagedKind = "server"
+    #: the CLI's own figures, from its turns' ``result`` lines (the process's running total)
+    total_cost_usd: float | None = None
+    num_turns: int = 0
+    duration_ms: int | None = None
+
+
 class Session(msgspec.Struct, frozen=True):
     """One row: a session as clients see it. Frozen: a snapshot, compared
     field by field (``==``) by the hub to tell a change from none."""
@@ -95,8 +119,8 @@ class Session(msgspec.Struct, frozen=True):
     status_reason: str | None = None
     pending: Pending | None = None
     controls: tuple[Control, ...] = ()
-    #: a session started by sessionwatch (issue 11); always null until then
-    managed: None = None
+    #: a session started by sessionwatch (a managed session or a ``sessionwatch run``)
+    managed: Managed | None = None
     #: the spend cap in force
     max_cost_usd: float | None = None
 

@@ -81,4 +81,10 @@ def settings(args: argparse.Namespace, *, db: Path | None = None) -> Settings:
         max_cost_usd=getattr(args, "max_cost_usd", None),
         max_daily_cost_usd=getattr(args, "max_daily_cost_usd", None),
         webhooks=getattr(args, "webhook", None),
+        max_managed=getattr(args, "max_managed", None),
+        default_max_cost_usd=getattr(args, "default_max_cost_usd", None),
+        log_retention_days=getattr(args, "log_retention_days", None),
+        claude_bin=getattr(args, "claude_bin", None),
+        workspace_root=args.workspace_root.expanduser() if getattr(args, "workspace_root", None) else None,
+        allow_bypass_permissions=getattr(args, "allow_bypass_permissions", None),
     )

@@ -59,6 +59,23 @@ def add_parser(sub: Any) -> None:
     serve.add_argument(
         "--max-daily-cost-usd", type=common.positive_float, help="spend cap across all Claude sessions per local day in USD (default none)"
     )
+    serve.add_argument("--max-managed", type=common.non_negative_int, help="managed Claude Code processes at once (default 10)")
+    serve.add_argument(
+        "--default-max-cost-usd", type=common.positive_float, help="spend cap of a managed session that names none, in USD (default 10)"
+    )
+    serve.add_argument(
+        "--log-retention-days", type=common.positive_float, help="managed sessions' logs are deleted after this many days (default 7)"
+    )
+    serve.add_argument(
+        "--claude-bin", metavar="PATH", help="the Claude Code CLI managed sessions start (default: claude on PATH, else the one the Agent SDK bundles)"
+    )
+    serve.add_argument("--workspace-root", type=Path, help="managed sessions may only start in directories under this one (default: anywhere)")
+    serve.add_argument(
+        "--allow-bypass-permissions",
+        action="store_true",
+        default=None,
+        help='let POST /managed ask for permission_mode "bypassPermissions" (default: refused)',
+    )
     serve.add_argument(
         "--webhook",
         action="append",

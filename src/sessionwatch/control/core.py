@@ -57,6 +57,7 @@ from sessionwatch.store.base import Actor, Approval
 
 if TYPE_CHECKING:
     from sessionwatch.engine import Engine
+    from sessionwatch.managed.manager import Manager
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,8 @@ class Control:
         self._states: OrderedDict[str, HookState] = OrderedDict()
         self._held: dict[tuple[str, str], Held] = {}
         self._gone: OrderedDict[tuple[str, str], str] = OrderedDict()
+        #: managed sessions (sessionwatch/managed): their processes' permission requests are answered here too
+        self.managed: Manager | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -210,7 +213,11 @@ class Control:
     # --- the Answerer seam ---------------------------------------------------------------
 
     def holds(self, event: HookEvent) -> bool:
-        """True for a PermissionRequest that will wait for an answer (away mode)."""
+        """True for a PermissionRequest that will wait for an answer (away mode).
+        Never for a process the server runs: its requests come on stream-json
+        (``can_use_tool``) right after the hook answers, and wait there."""
+        if self.managed is not None and self.managed.runs_process(event.session_id):
+            return False
         return self.away.on and event.hook_event_name == "PermissionRequest"
 
     async def answer(self, event: HookEvent, session: Session | None) -> dict[str, Any]:
@@ -300,10 +307,12 @@ class Control:
         return [h.to_json() for (s, _), h in self._held.items() if s == sid]
 
     def known(self, sid: str) -> bool:
-        return sid in self.engine.hub.sessions or sid in self._states
+        return sid in self.engine.hub.sessions or sid in self._states or (self.managed is not None and self.managed.knows(sid))
 
     async def approve(self, sid: str, pending_id: str, decision: Decision, message: str | None, by: Actor) -> dict[str, Any]:
         """Answer a held prompt; :class:`UnknownSession` or :class:`NotPending` if it cannot be."""
+        if self.managed is not None and self.managed.has_pending(sid, pending_id):
+            return await self.managed.approve(sid, pending_id, decision, message, by)
         key = (sid, pending_id)
         held = self._held.get(key)
         if held is None or held.claimed or held.answer.done():

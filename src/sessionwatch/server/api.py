@@ -155,6 +155,7 @@ async def session_detail(request: Request) -> Response:
         detail["url"] = mask(row.url) if row and row.url else None
         detail["kills"] = await engine.store.kills(sid)
     detail.update(await request.app.state.control.detail(sid))  # approvals, budget (control/)
+    detail.update(await request.app.state.managed.detail(sid))  # a managed session's settings and actions
     return OrjsonResponse(detail)
 
 
@@ -286,6 +287,12 @@ async def kill(request: Request) -> Response:
 async def delete_session(request: Request) -> Response:
     engine = engine_of(request)
     sid = _session_id(request)
+    managed = request.app.state.managed
+    if managed.knows(sid):  # a stopped managed session or an ended run: forget its record and logs
+        from sessionwatch.control.api import actor
+
+        await managed.delete(sid, actor(request))
+        return JSONResponse({"deleted": True})
     _panel_session(engine, sid)
     await engine.delete([sid])
     return JSONResponse({"deleted": True})

@@ -27,6 +27,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sessionwatch.control import Control
 from sessionwatch.control import api as control_api
+from sessionwatch.managed import api as managed_api
+from sessionwatch.managed.manager import Manager
 from sessionwatch.server import api, auth
 from sessionwatch.config import Settings
 from sessionwatch.errors import ApiError, SessionwatchError
@@ -205,6 +207,10 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
     control = Control(engine)
     engine.add_source(control)
     engine.answerer = control  # what POST /hooks answers with (sources/hooks/answer.py)
+    managed = Manager(engine, budgets=control.budgets)
+    engine.add_source(managed)
+    control.managed = managed  # POST /sessions/{id}/approve answers a managed process's requests too
+    engine.on_shutdown.append(managed.end_follows)
     entry: App | None = None
     webhooks: Webhooks | None = None
     if settings.webhooks:
@@ -241,15 +247,20 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
         gc.freeze()
         try:
             await control.load()
+            managed.budgets = control.budgets
+            await managed.load()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(engine.run)
                 tg.start_soon(control.run)
+                tg.start_soon(managed.run)
                 if webhooks is not None:
                     tg.start_soon(webhooks.run)
                 try:
                     yield
                 finally:
                     engine.stop_event.set()
+                    with anyio.CancelScope(shield=True):
+                        await managed.close()  # no Claude Code process outlives the server
                     tg.cancel_scope.cancel()
         finally:
             await engine.close()
@@ -258,6 +269,7 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
         Route("/", index, methods=["GET"]),
         *api.routes,
         *control_api.routes,
+        *managed_api.routes,
         *auth.routes,
     ]
     if FRONTEND.is_dir():
@@ -275,6 +287,7 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
     slash_redirects(app.router)
     app.state.engine = engine
     app.state.control = control
+    app.state.managed = managed
     app.state.throttle = throttle = auth.Throttle()
     app.add_middleware(TokenMiddleware, token=settings.token, throttle=throttle)
     entry = App(app, engine)

@@ -141,6 +141,30 @@ class Approval:
     by: Actor
 
 
+#: A managed session's log levels, lowest first.
+LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warn", "error")
+#: The columns of a managed session's record, in the table's order (store/schema.py, 0006_managed).
+MANAGED_COLUMNS: tuple[str, ...] = (
+    "id", "kind", "name", "user", "state", "status_reason", "current_task", "pid", "proc_start", "cwd",
+    "model", "system_prompt", "permission_mode", "allowed_tools", "max_turns", "max_cost_usd", "cost_before",
+    "total_cost_usd", "num_turns", "duration_ms", "message_count", "tool_calls", "exit_code", "log_path",
+    "created_at", "updated_at",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class LogQuery:
+    """``GET /sessions/{id}/logs``: lines after ``after`` (a log id), at most ``limit``,
+    of these levels (and above) and sources."""
+
+    session_id: str
+    after: int = 0
+    limit: int = 200
+    min_level: str | None = None
+    sources: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class NewEvent:
     """An event to append: its type, its encoded unfiltered data, its time."""
@@ -243,6 +267,31 @@ class SharedStore(Protocol):
         ...
 
 
+class ManagedStore(Protocol):
+    """Managed sessions' records, logs and actions (sessionwatch/managed)."""
+
+    def managed_save(self, row: dict[str, Any]) -> list[Write]:
+        """Insert or replace one record (``row`` has every :data:`MANAGED_COLUMNS`)."""
+
+    async def managed_load(self) -> list[dict[str, Any]]: ...
+
+    def managed_delete(self, session_id: str) -> list[Write]:
+        """Forget a record and its logs (the actions stay: they are the audit)."""
+
+    async def add_logs(self, session_id: str, lines: Sequence[dict[str, Any]]) -> None:
+        """Append log lines (``ts``, ``level``, ``source``, ``kind``, ``content``, ``tool_name``, ``cost_usd``)."""
+
+    async def logs(self, query: LogQuery) -> list[dict[str, Any]]:
+        """Lines with ``id > after`` in id order, filtered, at most ``limit``."""
+
+    async def trim_logs(self, before: float) -> int:
+        """Delete lines older than ``before``; how many went."""
+
+    def record_action(self, session_id: str, action: str, detail: str | None, when: float, by: Actor) -> list[Write]: ...
+
+    async def actions(self, session_id: str) -> list[dict[str, Any]]: ...
+
+
 class EventLog(Protocol):
     """Where a hub gets its event ids and finds the events it no longer holds."""
 
@@ -275,7 +324,7 @@ class EventLog(Protocol):
         ...
 
 
-class Database(NodeStore, SharedStore, Protocol):
+class Database(NodeStore, SharedStore, ManagedStore, Protocol):
     """One backend: the node-local part, the shared part, and its event log."""
 
     def event_log(self, origin: int | None = None) -> EventLog:

@@ -131,4 +131,62 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX IF NOT EXISTS budget_changes_session ON budget_changes(session_id);
         """,
     ),
+    (
+        # Managed sessions (sessionwatch/managed): the processes the server starts and the
+        # ``sessionwatch run``s that report to it, their logs (kept --log-retention-days),
+        # and who started, stopped, interrupted, resumed, messaged or deleted them.
+        "0006_managed",
+        """
+        CREATE TABLE IF NOT EXISTS managed_sessions (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            name TEXT NOT NULL,
+            user TEXT,
+            state TEXT NOT NULL,
+            status_reason TEXT,
+            current_task TEXT,
+            pid INTEGER,
+            proc_start INTEGER,
+            cwd TEXT NOT NULL,
+            model TEXT,
+            system_prompt TEXT,
+            permission_mode TEXT,
+            allowed_tools TEXT,
+            max_turns INTEGER,
+            max_cost_usd REAL,
+            cost_before REAL NOT NULL DEFAULT 0,
+            total_cost_usd REAL,
+            num_turns INTEGER NOT NULL DEFAULT 0,
+            duration_ms INTEGER,
+            message_count INTEGER NOT NULL DEFAULT 0,
+            tool_calls INTEGER NOT NULL DEFAULT 0,
+            exit_code INTEGER,
+            log_path TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS managed_logs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            session_id TEXT NOT NULL,
+            ts REAL NOT NULL,
+            level TEXT NOT NULL,
+            source TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            content TEXT NOT NULL,
+            tool_name TEXT,
+            cost_usd REAL
+        );
+        CREATE INDEX IF NOT EXISTS managed_logs_session ON managed_logs(session_id, id);
+        CREATE INDEX IF NOT EXISTS managed_logs_ts ON managed_logs(ts);
+        CREATE TABLE IF NOT EXISTS managed_actions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            session_id TEXT NOT NULL,
+            action TEXT NOT NULL,
+            detail TEXT,
+            at REAL NOT NULL,
+            who TEXT NOT NULL, address TEXT, origin TEXT, user_agent TEXT
+        );
+        CREATE INDEX IF NOT EXISTS managed_actions_session ON managed_actions(session_id);
+        """,
+    ),
 ]

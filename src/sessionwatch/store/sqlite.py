@@ -32,10 +32,13 @@ from sessionwatch.errors import ConfigError, StoreClosedError
 from sessionwatch.store.base import (
     KEEP_EVENTS,
     KEEP_S,
+    LOG_LEVELS,
+    MANAGED_COLUMNS,
     START,
+    STORE_BYTES,
     Actor,
     Approval,
-    STORE_BYTES,
+    LogQuery,
     LoggedEvent,
     NewEvent,
     PanelRow,
@@ -351,6 +354,89 @@ class Store:
         ) as cur:
             return [
                 {"max_cost_usd": r[0], "changed_at": r[1], "by": Actor(r[2], r[3], r[4], r[5]).to_json()}
+                for r in await cur.fetchall()
+            ]
+
+    # --- managed sessions (shared): records, logs, actions -----------------------------------
+
+    def managed_save(self, row: dict[str, Any]) -> list[Write]:
+        cols = ", ".join(MANAGED_COLUMNS)
+        marks = ", ".join("?" for _ in MANAGED_COLUMNS)
+        return [Write(f"INSERT OR REPLACE INTO managed_sessions ({cols}) VALUES ({marks})", tuple(row[c] for c in MANAGED_COLUMNS))]
+
+    async def managed_load(self) -> list[dict[str, Any]]:
+        async with self.conn.execute(f"SELECT {', '.join(MANAGED_COLUMNS)} FROM managed_sessions ORDER BY created_at") as cur:
+            return [dict(zip(MANAGED_COLUMNS, r, strict=True)) for r in await cur.fetchall()]
+
+    def managed_delete(self, session_id: str) -> list[Write]:
+        return [
+            Write("DELETE FROM managed_sessions WHERE id = ?", (session_id,), must_change=True),
+            Write("DELETE FROM managed_logs WHERE session_id = ?", (session_id,)),
+        ]
+
+    async def add_logs(self, session_id: str, lines: Sequence[dict[str, Any]]) -> None:
+        if not lines:
+            return
+        params = [
+            (session_id, x["ts"], x["level"], x["source"], x["kind"], x["content"], x.get("tool_name"), x.get("cost_usd"))
+            for x in lines
+        ]
+
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT INTO managed_logs (session_id, ts, level, source, kind, content, tool_name, cost_usd)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    params,
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+        async with self.write_lock:
+            await self._run(insert)
+
+    async def logs(self, query: LogQuery) -> list[dict[str, Any]]:
+        sql = ["SELECT id, ts, level, source, kind, content, tool_name, cost_usd FROM managed_logs WHERE session_id = ? AND id > ?"]
+        params: list[Any] = [query.session_id, query.after]
+        if query.min_level is not None:
+            levels = LOG_LEVELS[LOG_LEVELS.index(query.min_level) :]
+            sql.append(f"AND level IN ({', '.join('?' for _ in levels)})")
+            params += levels
+        for column, values in (("source", query.sources), ("kind", query.kinds)):
+            if values:
+                sql.append(f"AND {column} IN ({', '.join('?' for _ in values)})")
+                params += values
+        sql.append("ORDER BY id LIMIT ?")
+        params.append(query.limit)
+        async with self.conn.execute(" ".join(sql), params) as cur:
+            names = ("id", "ts", "level", "source", "kind", "content", "tool_name", "cost_usd")
+            return [dict(zip(names, r, strict=True)) for r in await cur.fetchall()]
+
+    async def trim_logs(self, before: float) -> int:
+        async with self.write_lock, self.conn.execute("DELETE FROM managed_logs WHERE ts < ?", (before,)) as cur:
+            return max(0, cur.rowcount)
+
+    def record_action(self, session_id: str, action: str, detail: str | None, when: float, by: Actor) -> list[Write]:
+        return [
+            Write(
+                "INSERT INTO managed_actions (session_id, action, detail, at, who, address, origin, user_agent)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (session_id, action, detail, when, by.who, by.address, by.origin, by.user_agent),
+            )
+        ]
+
+    async def actions(self, session_id: str) -> list[dict[str, Any]]:
+        async with self.conn.execute(
+            "SELECT action, detail, at, who, address, origin, user_agent FROM managed_actions"
+            " WHERE session_id = ? ORDER BY id",
+            (session_id,),
+        ) as cur:
+            return [
+                {"action": r[0], "detail": r[1], "at": r[2], "by": Actor(r[3], r[4], r[5], r[6]).to_json()}
                 for r in await cur.fetchall()
             ]
 
