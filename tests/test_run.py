@@ -16,11 +16,12 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from sessionwatch.errors import ConfigError
@@ -28,7 +29,7 @@ from sessionwatch.run import EXIT_BUDGET, EXIT_INTERRUPTED, Progress, RunUpdate,
 
 from .claude_cli import ClaudeHome, claude_bin, clean_env, parse_stream
 from .claude_fixtures import claude_home, fake_api  # noqa: F401 - fixtures
-from .conftest import free_port, wait_for
+from .conftest import Server, free_port, wait_for
 from .fakeapi import ApiError, FakeAPI, Turn, Usage
 
 TOOL_TURNS = [
@@ -378,3 +379,60 @@ def test_a_terminal_gets_one_live_status_line(fake_api: FakeAPI, claude_home: Cl
     screen = [line.rsplit("\r\x1b[K", 1)[-1] for line in shown.replace("\r\n", "\n").split("\n")]
     assert screen[-2].startswith("sessionwatch: ended: 2 turns, 1 tool, ") and screen[-1] == ""
     assert "  → Bash: echo hi" in screen
+
+
+# --- a real server ---------------------------------------------------------------------
+
+
+def test_a_run_is_one_row_on_a_real_server(
+    fake_api: FakeAPI, claude_home: ClaudeHome, sw_server: Callable[..., Server], tee_claude: tuple[Path, Path]
+) -> None:
+    """``sessionwatch run --server`` against ``sessionwatch serve`` watching the
+    CLI's transcripts: one row under the CLI's session id, ``managed.kind``
+    "run", live while the turn is held, with the CLI's figures at the end."""
+    claude_home.projects_dir.mkdir(parents=True, exist_ok=True)
+    srv = sw_server(projects_dir=claude_home.projects_dir)
+    gate = threading.Event()
+    fake_api.reset([TOOL_TURNS[0], Turn.text("All done.", usage=Usage(1000, 200), gate=gate)])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sessionwatch", "run", "--server", srv.url, "--name", "nightly",
+         "--claude-bin", str(tee_claude[0]), "--", "-p", "fix the build"],
+        cwd=claude_home.cwd, env=clean_env(claude_home.home, fake_api.url), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+    def rows() -> list[dict[str, Any]]:
+        return [s for s in httpx.get(srv.url + "/all", timeout=10).json()["sessions"] if s.get("managed")]
+
+    try:
+        fake_api.wait_requests(2)
+        live = wait_for(lambda: [s for s in rows() if s["managed"]["state"] == "running"], 15, "the run's row, running")
+        assert isinstance(live, list) and len(live) == 1 and live[0]["managed"]["kind"] == "run"
+        assert live[0]["managed"]["name"] == "nightly" and live[0]["status"] == "running"
+    finally:
+        gate.set()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out == "All done.\n" and "no server" not in err
+    cli = cli_result(tee_claude[1])
+
+    def ended() -> list[dict[str, Any]]:
+        return [s for s in rows() if s["managed"]["state"] == "stopped" and s["managed"]["duration_ms"] is not None]
+
+    try:
+        found = wait_for(ended, 15, "the run's row, ended")
+    except AssertionError:
+        raise AssertionError(f"{rows()}\n{err}") from None
+    assert isinstance(found, list)
+    all_ids = [s["id"] for s in httpx.get(srv.url + "/all", timeout=10).json()["sessions"]]
+    assert all_ids.count(cli["session_id"]) == 1, "the transcript and the run are one row"
+    row = found[0]
+    assert row["id"] == cli["session_id"] and row["status"] == "ended" and row["current_task"] == "fix the build"
+    managed = row["managed"]
+    assert managed["kind"] == "run" and managed["exit_code"] == 0 and managed["name"] == "nightly"
+    assert (managed["total_cost_usd"], managed["num_turns"], managed["duration_ms"]) == (
+        cli["total_cost_usd"], cli["num_turns"], cli["duration_ms"],
+    )
+    logs = httpx.get(srv.url + f"/sessions/{row['id']}/logs", timeout=10).json()["logs"]
+    kinds = [x["kind"] for x in logs]
+    assert kinds[0] == "prompt" and "tool" in kinds and kinds.count("result") == 1

@@ -90,7 +90,12 @@ FINAL_REPORT_S: Final = 3.0
 #: One report's request timeout.
 REPORT_TIMEOUT_S: Final = 5.0
 #: Log lines kept for the next report while the server does not answer (the oldest go first).
-PENDING_LOGS_MAX: Final = 2000
+PENDING_LOGS_MAX: Final = 5000
+#: Log lines in one report (the server takes at most 1000); more go in the next one, at once.
+LOGS_PER_REPORT: Final = 1000
+#: The longest ``status_reason`` and ``name`` the server takes.
+REASON_MAX: Final = 120
+NAME_MAX: Final = 100
 #: How often the transcript is read for the cost so far.
 TRANSCRIPT_POLL_S: Final = 0.5
 #: After an interrupt, how long the CLI has to end its turn before SIGTERM (a second Ctrl-C: at once).
@@ -175,6 +180,20 @@ def claude_command(claude: str, args: Sequence[str]) -> tuple[list[str], str | N
         chosen = new_session_id()
         cmd.append(f"--session-id={chosen}")
     return [*cmd, *args], chosen
+
+
+def prompt_of(args: Sequence[str]) -> str | None:
+    """The prompt of ``-p "prompt"`` / ``--print "prompt"`` (the usual spelling), else None.
+
+    >>> prompt_of(["--model", "x", "-p", "fix the build"])
+    'fix the build'
+    """
+    for i, arg in enumerate(args[:-1]):
+        if arg == "--":
+            break
+        if arg in _PRINT and not args[i + 1].startswith("-"):
+            return args[i + 1]
+    return None
 
 
 def claude_dir_of(env: dict[str, str] | None) -> Path:
@@ -351,8 +370,9 @@ class Reporter:
                     await asyncio.wait_for(self.wake.wait(), HEARTBEAT_S)
                 self.wake.clear()
                 final = self.final
-                logs = list(self.logs)
-                self.logs.clear()
+                logs = [self.logs.popleft() for _ in range(min(LOGS_PER_REPORT, len(self.logs)))]
+                if self.logs:
+                    self.wake.set()  # the rest at once, in the next report
                 try:
                     response = await api.request("POST", "/runs", json=self.body(logs))
                 except AuthError as exc:
@@ -370,6 +390,10 @@ class Reporter:
                     continue
                 except ApiError as exc:
                     self._give_up(f"the server at {self.url} refused the run ({exc.status}: {exc}); showing progress here only")
+                    return
+                except Exception:  # noqa: BLE001 - reporting is best-effort: the run goes on
+                    log.exception("reporting the run failed")
+                    self._give_up(f"reporting to {self.url} failed; showing progress here only")
                     return
                 self.sent += 1
                 try:
@@ -472,6 +496,8 @@ async def arun_claude(
     if max_cost_usd is not None and not max_cost_usd >= 0:
         raise ConfigError(f"max_cost_usd must not be negative: {max_cost_usd}")
     run = _Run(session_id=session_id)
+    prompt = prompt_of(args)
+    current_task = cut(" ".join(prompt.split()), 200) if prompt else None
     cap: list[float | None] = [max_cost_usd]
     loop = asyncio.get_running_loop()
     wake = asyncio.Event()  # a stop was asked for (Ctrl-C, dashboard, budget)
@@ -488,8 +514,9 @@ async def arun_claude(
         ended = run.state in ("ended", "failed")
         return {
             "session_id": run.session_id or "",
-            "name": name,
+            "name": name[:NAME_MAX] if name else None,
             "cwd": workdir,
+            "current_task": current_task,
             "pid": proc.pid or os.getpid(),
             "state": run.state,
             "status_reason": run.status_reason,
@@ -577,6 +604,8 @@ async def arun_claude(
         await proc.start()
     except OSError as exc:
         raise ConfigError(f"could not start Claude Code ({claude}): {exc.strerror or exc}") from exc
+    if prompt and reporter is not None:  # the conversation view starts with it (stream-json does not echo it)
+        reporter.add([LogLine(ts=proc.started_at, level="info", source="stdin", kind="prompt", content=cut(prompt))])
 
     sigint = threading.current_thread() is threading.main_thread()
     if sigint:
@@ -652,7 +681,7 @@ async def arun_claude(
 
 def _failure(rc: int, run: _Run) -> str:
     if run.figures.is_error and run.result_text:
-        return cut(run.result_text.splitlines()[0], 200)
+        return cut(run.result_text.splitlines()[0], REASON_MAX)
     if rc < 0:
         return f"Claude Code died of signal {-rc}"
     return f"Claude Code exited with status {rc}"
