@@ -46,6 +46,7 @@ class Recorder:
         self.reports: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.stop = False
+        self.cap: float | None = None
         self.status = 200
         self.lock = threading.Lock()
         recorder = self
@@ -61,7 +62,7 @@ class Recorder:
                 with recorder.lock:
                     recorder.reports.append(body)
                     recorder.headers.append(dict(self.headers))
-                    answer = {"stop": recorder.stop, "max_cost_usd": None} if recorder.status == 200 else {"error": "no"}
+                    answer = {"stop": recorder.stop, "max_cost_usd": recorder.cap} if recorder.status == 200 else {"error": "no"}
                 data = json.dumps(answer).encode()
                 self.send_response(recorder.status if self.path == "/runs" else 404)
                 self.send_header("Content-Type", "application/json")
@@ -271,6 +272,62 @@ def test_stop_from_the_dashboard_interrupts_the_cli(fake_api: FakeAPI, claude_ho
     assert claude_pids(str(result.session_id)) == []
 
 
+def test_a_budget_set_on_the_dashboard_stops_the_run(fake_api: FakeAPI, claude_home: ClaudeHome, recorder: Recorder) -> None:
+    """The answer's ``max_cost_usd`` (PUT /sessions/{id}/budget on the server) replaces the run's cap."""
+    gate = threading.Event()
+    fake_api.reset([Turn.tool_use("Bash", {"command": "echo hi"}, usage=Usage(20_000, 500)), Turn.text("never shown", gate=gate)])
+    recorder.cap = 0.001
+    try:
+        result = run_claude(
+            ["-p", "hello"], server=recorder.url, claude_bin=str(claude_bin()),
+            cwd=claude_home.cwd, env=clean_env(claude_home.home, fake_api.url),
+        )
+    finally:
+        gate.set()
+    assert result.exit_code == EXIT_BUDGET and result.status_reason == "budget reached"
+    assert recorder.reports[0]["max_cost_usd"] is None and recorder.reports[-1]["max_cost_usd"] == 0.001
+    assert recorder.reports[-1]["state"] == "ended" and recorder.reports[-1]["status_reason"] == "budget reached"
+
+
+def test_a_second_ctrl_c_terminates_a_cli_that_ignores_the_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first SIGINT goes to the CLI's group and is waited for (here: for
+    ever); the second sends SIGTERM at once."""
+    import sessionwatch.run as run_module
+
+    monkeypatch.setattr(run_module, "INTERRUPT_GRACE_S", 3600.0)
+    seen = tmp_path / "signals"
+    stubborn = tmp_path / "claude"
+    stubborn.write_text(
+        f"#!/bin/bash\ntrap 'echo INT >> {seen}' INT\ntrap 'echo TERM >> {seen}; exit 143' TERM\n"
+        f"echo started >> {seen}\nwhile true; do sleep 0.1; done\n"
+    )
+    stubborn.chmod(0o755)
+    starting = threading.Event()
+    done = threading.Event()
+
+    def press_ctrl_c() -> None:
+        starting.wait(30)
+        wait_for(lambda: seen.exists() and "started" in seen.read_text(), 30, "the stub CLI to start")
+        os.kill(os.getpid(), signal.SIGINT)
+        wait_for(lambda: "INT" in seen.read_text(), 30, "the first SIGINT to reach the CLI")
+        os.kill(os.getpid(), signal.SIGINT)
+        if not done.wait(30):  # the deadline: never escalated; end the stub so the test fails, not hangs
+            for pid in claude_pids(str(stubborn)):
+                os.kill(pid, signal.SIGKILL)
+
+    thread = threading.Thread(target=press_ctrl_c, daemon=True)
+    thread.start()
+    try:
+        result = run_claude(
+            ["-p", "hello"], claude_bin=str(stubborn), cwd=tmp_path,
+            on_update=lambda u: starting.set() if u.state == "starting" else None,
+        )
+    finally:
+        done.set()
+    assert seen.read_text().split() == ["started", "INT", "TERM"]
+    assert result.exit_code == 143 and result.status_reason == "interrupted (Ctrl-C)"
+
+
 def test_a_rejected_token_is_one_line_and_reporting_stops(fake_api: FakeAPI, claude_home: ClaudeHome, recorder: Recorder) -> None:
     fake_api.reset([Turn.text("Hi.")])
     recorder.status = 401
@@ -436,3 +493,18 @@ def test_a_run_is_one_row_on_a_real_server(
     logs = httpx.get(srv.url + f"/sessions/{row['id']}/logs", timeout=10).json()["logs"]
     kinds = [x["kind"] for x in logs]
     assert kinds[0] == "prompt" and "tool" in kinds and kinds.count("result") == 1
+
+
+def test_command_max_cost_usd_exits_3(fake_api: FakeAPI, claude_home: ClaudeHome) -> None:
+    gate = threading.Event()
+    fake_api.reset([Turn.tool_use("Bash", {"command": "echo hi"}, usage=Usage(20_000, 500)), Turn.text("never shown", gate=gate)])
+    sid = str(uuid.uuid4())
+    proc = sessionwatch_run(claude_home, fake_api, "--no-server", "--max-cost-usd", "0.01", claude_args=["-p", "hello", "--session-id", sid])
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        gate.set()
+    assert proc.returncode == EXIT_BUDGET == 3, err
+    assert "sessionwatch: stopping Claude Code: budget reached ($0.0" in err
+    assert err.splitlines()[-1].startswith("sessionwatch: ended (budget reached): ") and err.endswith("exit status 3\n")
+    assert out == "" and claude_pids(sid) == []
