@@ -426,6 +426,8 @@ class _Run:
     exit_code: int | None = None
     result_text: str | None = None
     stop_reason: str | None = None
+    #: how long the process ran (the summary's duration when the CLI gave none)
+    wall_ms: int | None = None
 
     @property
     def cost(self) -> float | None:
@@ -615,6 +617,8 @@ async def arun_claude(
             sigint = False
     tasks: list[asyncio.Task[Any]] = []
     reporter_task = asyncio.create_task(reporter.run()) if reporter is not None else None
+    code: int | None = None
+    finished = False
     try:
         changed()  # starting
         tasks.append(asyncio.create_task(_read(proc, run, emit, changed, check_budget, progress)))
@@ -625,6 +629,7 @@ async def arun_claude(
             tasks.append(asyncio.create_task(_tick(status_line)))
         await tasks[0]  # stdout closed
         code = await proc.wait()
+        finished = True
     finally:
         for task in tasks[1:]:
             task.cancel()
@@ -636,6 +641,9 @@ async def arun_claude(
         await proc.close()
         if sigint:
             loop.remove_signal_handler(signal.SIGINT)
+        if not finished and reporter_task is not None:  # cancelled or failed: no final report
+            reporter_task.cancel()
+    run.wall_ms = int((time.time() - proc.started_at) * 1000)
     rc = code if code is not None else -signal.SIGKILL
     exit_code = 128 - rc if rc < 0 else rc
     reason = run.stop_reason
@@ -692,7 +700,7 @@ def _summary(run: _Run) -> str:
     turns = run.figures.num_turns if run.figures.turns else run.turns
     return (
         f"sessionwatch: {what}: {_count(turns, 'turn')}, {_count(run.tools, 'tool')}, {_money(run.final_cost)}, "
-        f"{_secs(run.figures.duration_ms)}, exit status {run.exit_code}"
+        f"{_secs(run.figures.duration_ms if run.figures.turns else run.wall_ms)}, exit status {run.exit_code}"
     )
 
 
@@ -717,14 +725,17 @@ async def _read(
             changed(state="running")
         elif kind == "assistant":
             # one message per content block, each with the response's id: count responses
+            # (a "<synthetic>" one is the CLI's own error or interrupt notice, no response)
             message = msg.get("message")
             mid = message.get("id") if isinstance(message, dict) else None
-            if mid is None or mid not in responses:
+            new = isinstance(message, dict) and message.get("model") != "<synthetic>" and mid not in responses
+            if new:
                 run.turns += 1
                 if mid is not None:
                     responses.add(mid)
-            run.tools += sum(1 for line in lines if line.kind == "tool")
-            changed(state="running", turn=True)
+            tools = sum(1 for line in lines if line.kind == "tool")
+            run.tools += tools
+            changed(state="running", turn=bool(new or tools))
         elif kind == "user":
             changed(state="running")
         elif kind == "result":
