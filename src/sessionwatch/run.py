@@ -66,6 +66,7 @@ from sessionwatch.managed.protocol import (
 __all__ = [
     "EXIT_BUDGET",
     "EXIT_INTERRUPTED",
+    "Progress",
     "RunResult",
     "RunUpdate",
     "arun_claude",
