@@ -11,6 +11,7 @@ Every wait is a condition with a deadline.
 from __future__ import annotations
 
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -26,6 +27,15 @@ from .test_managed import MODEL, Managed, managed  # noqa: F401  (the fixture)
 from .test_web_e2e import browser, open_page, wait_indicator  # noqa: F401  (fixtures)
 
 TURN_MS = 60_000  # a turn of the real CLI on two shared cores
+
+# Every EventSource the page makes, to tell whether the conversation's stream is closed.
+KEEP_EVENT_SOURCES = """
+window.__eventSources = [];
+const Original = window.EventSource;
+window.EventSource = class extends Original {
+    constructor(...args) { super(...args); window.__eventSources.push(this); }
+};
+"""
 
 
 def start_from_the_form(page: Page, prompt: str, cwd: str, **fields: str) -> None:
@@ -114,7 +124,7 @@ def test_new_session_streams_its_reply_then_a_second_turn_then_stop_and_resume(
     expect(page.locator("#detail-body .actions-log li .action")).to_have_text(["resume", "stop", "send", "start"], timeout=10_000)
     expect(page.locator("#detail-body .actions-log li").last).to_contain_text("by local from 127.0.0.1")
 
-    # closing the detail closes its stream
+    # closing the detail takes its managed part away (its stream too: see the restart test)
     page.locator("#detail-close").click()
     expect(page.locator("#detail")).to_be_hidden()
     assert page.locator("#detail-body .conversation").count() == 0
@@ -144,6 +154,29 @@ def test_a_write_permission_is_approved_inline_and_the_file_is_written(
     expect(conversation(page, "reply").last).to_contain_text("wrote it", timeout=TURN_MS)
     expect(conversation(page, "tool").first).to_contain_text("note.txt")
     expect(conversation(page, "tool").first.locator(".who")).to_have_text("Write")
+
+
+def test_interrupt_ends_a_turn_that_is_still_running(
+    managed: Callable[..., Managed], open_page: Callable[..., Page]  # noqa: F811
+) -> None:
+    gate = threading.Event()
+    m = managed([Turn.text("too slow", gate=gate)])
+    try:
+        page = open_page(m.srv.url + "/")
+        wait_indicator(page, ("Live",))
+        start_from_the_form(page, "take your time", str(m.where.cwd), model=MODEL)
+        opened_session(page)
+        m.api.wait_requests(1)
+        interrupt = page.locator("#detail-body button.action-interrupt")
+        expect(interrupt).to_be_visible(timeout=TURN_MS)
+        interrupt.click()
+        expect(page.locator("#detail-body section.managed")).to_have_attribute("data-state", "waiting", timeout=TURN_MS)
+        expect(page.locator("#detail-body .managed-buttons button")).to_have_text(["Stop"], timeout=10_000)
+        expect(conversation(page, "result").last).to_contain_text("turn", timeout=10_000)
+        assert conversation(page, "reply").count() == 0
+        expect(page.locator("#detail-body .managed-error")).to_have_text("")
+    finally:
+        gate.set()
 
 
 def test_a_refused_start_shows_the_api_sentence(projects: Path, sw_server: Callable[..., Server], open_page: Callable[..., Page]) -> None:  # noqa: F811
@@ -213,6 +246,20 @@ def test_live_banner_follows_a_run_reported_through_post_runs(
     expect(banner).to_be_hidden(timeout=10_000)
     expect(page.locator("#detail-body .managed-buttons button")).to_have_text(["Delete"], timeout=10_000)
 
+    # Delete asks first; then the run is forgotten: its row goes, the detail says so
+    asked: list[str] = []
+
+    def confirm(dialog: Any) -> None:
+        asked.append(dialog.message)
+        dialog.accept()
+
+    page.once("dialog", confirm)
+    page.locator("#detail-body button.action-delete").click()
+    expect(page.locator(f'tr[data-id="{sid}"]')).to_have_count(0, timeout=10_000)
+    expect(page.locator("#detail-body")).to_contain_text("This session is gone", timeout=10_000)
+    assert asked and "nightly" in asked[0]
+    assert httpx.get(f"{srv.url}/sessions/{sid}/logs", timeout=10).status_code == 404
+
 
 def test_a_403_hides_the_buttons_of_a_token_that_may_only_read(
     projects: Path, sw_server: Callable[..., Server], open_page: Callable[..., Page]  # noqa: F811
@@ -235,3 +282,42 @@ def test_a_403_hides_the_buttons_of_a_token_that_may_only_read(
     expect(page.locator("#detail-body .managed-error")).to_have_text("Could not stop the session: this token may only read")
     expect(page.locator("#detail-body .managed-buttons button")).to_have_count(0)
     expect(page.locator("#new-session-open")).to_be_hidden()
+
+
+def test_the_conversation_follows_again_after_the_last_line_it_saw_when_the_server_restarts(
+    projects: Path, sw_server: Callable[..., Server], open_page: Callable[..., Page]  # noqa: F811
+) -> None:
+    srv = sw_server(projects_dir=projects)
+    sid = str(uuid.uuid4())
+
+    def report(*contents: str) -> None:
+        logs = [{"ts": time.time(), "level": "info", "source": "stdout", "kind": "reply", "content": c} for c in contents]
+        body = {"session_id": sid, "name": "nightly", "state": "running", "figures": {}, "logs": logs}
+        r = httpx.post(srv.url + "/runs", json=body, timeout=10)
+        assert r.status_code == 200, r.text
+
+    report("one", "two")
+    follows: list[str] = []
+    page = open_page(f"{srv.url}/?session={sid}")
+    page.on("request", lambda req: follows.append(req.url) if "/logs?follow=1" in req.url else None)
+    page.add_init_script(KEEP_EVENT_SOURCES)
+    page.reload()
+    replies = conversation(page, "reply").locator(".text")
+    expect(replies).to_have_text(["one", "two"], timeout=10_000)
+    last = max(x["id"] for x in httpx.get(f"{srv.url}/sessions/{sid}/logs", timeout=10).json()["logs"])
+
+    srv.stop()
+    expect(page.locator("#detail-body .conversation-view")).not_to_have_attribute("data-state", "live", timeout=10_000)
+    srv.start()
+    report("three")
+    expect(replies).to_have_text(["one", "two", "three"], timeout=30_000)
+    assert any(url.endswith(f"&after={last}") for url in follows), follows
+    # closing the detail closes its stream
+    expect(page.locator("#detail-body .conversation-view")).to_have_attribute("data-state", "live", timeout=10_000)
+    assert page.evaluate(f"() => window.__eventSources.filter(e => e.url.includes('{sid}/logs') && e.readyState !== 2).length") == 1
+    page.locator("#detail-close").click()
+    page.wait_for_function(
+        "id => window.__eventSources.filter(e => e.url.includes(id + '/logs') && e.readyState !== 2).length === 0",
+        arg=sid,
+        timeout=5_000,
+    )

@@ -129,15 +129,14 @@ export class Conversation {
     this.draw();
   }
 
+  // The list scrolls on its own (the panel's fields follow it): it stays at the end while the reader is there.
   nearBottom() {
-    const box = this.el.closest('.detail');
-    if (!box) return true;
-    return box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+    const box = this.list;
+    return box.scrollHeight - box.scrollTop - box.clientHeight < 40;
   }
 
   scrollToEnd() {
-    const box = this.el.closest('.detail');
-    if (box) box.scrollTop = box.scrollHeight;
+    this.list.scrollTop = this.list.scrollHeight;
   }
 }
 
