@@ -321,3 +321,32 @@ def test_the_conversation_follows_again_after_the_last_line_it_saw_when_the_serv
         arg=sid,
         timeout=5_000,
     )
+
+
+def test_with_a_token_the_buttons_wait_for_sign_in_and_a_401_asks_again(
+    projects: Path, sw_server: Callable[..., Server], open_page: Callable[..., Page]  # noqa: F811
+) -> None:
+    srv = sw_server(projects_dir=projects, extra_args=["--token", "s3cret"])
+    sid = str(uuid.uuid4())
+    auth = {"Authorization": "Bearer s3cret"}
+    body = {"session_id": sid, "name": "nightly", "state": "running", "figures": {"total_cost_usd": 0.05, "num_turns": 1}}
+    assert httpx.post(srv.url + "/runs", json=body, headers=auth, timeout=10).status_code == 200
+    page = open_page(f"{srv.url}/?session={sid}")
+    # not signed in: the sign-in form, no New session
+    expect(page.locator("#signin")).to_be_visible(timeout=10_000)
+    expect(page.locator("#new-session-open")).to_be_hidden()
+    page.fill("#token", "s3cret")
+    page.locator("#signin button[type=submit]").click()
+    wait_indicator(page, ("Live",))
+    expect(page.locator("#new-session-open")).to_be_visible()
+    expect(page.locator("#live-banner button.live-run")).to_have_text("nightly: $0.05, 1 turn", timeout=10_000)
+    stop = page.locator("#detail-body button.action-stop")
+    expect(stop).to_be_visible(timeout=10_000)
+
+    # the sign-in expired (the cookie is gone): Stop gets 401, the page asks for the token and hides what it offers
+    page.context.clear_cookies()
+    stop.click()
+    expect(page.locator("#signin")).to_be_visible(timeout=10_000)
+    expect(page.locator("#new-session-open")).to_be_hidden()
+    expect(page.locator("#detail-body .managed-buttons button")).to_have_count(0)
+    assert httpx.get(f"{srv.url}/sessions/{sid}", headers=auth, timeout=10).json()["controls"] == ["stop"], "nothing was stopped"

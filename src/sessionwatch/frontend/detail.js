@@ -279,7 +279,10 @@ export function tickDetail(now) {
 export function bindDetail() {
   $('detail-close').addEventListener('click', closeDetail);
   document.addEventListener('keydown', (e) => {
-    if (e.key === 'Escape' && !$('detail').hidden) closeDetail();
+    if (e.key !== 'Escape' || $('detail').hidden) return;
+    // Escape in a message being written clears nothing: the panel stays with the text
+    if (e.target instanceof HTMLTextAreaElement && e.target.value) return;
+    closeDetail();
   });
   if (state.view.session) {
     $('detail').hidden = false;
