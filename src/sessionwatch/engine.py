@@ -277,7 +277,7 @@ class Engine:
                 # in the rows read now; what they commit after it, in the log.
                 self._replicas = self._store
                 self.hub.on_foreign = self._on_foreign
-                await self._replicas.listen(self._notified)
+                await self._replicas.listen(self._notified, origin=self._log.origin)
                 await self._panel.load()
                 await self._replicas.lead()
             await anyio.to_thread.run_sync(self._scan)
@@ -650,7 +650,7 @@ class Engine:
         """The other replicas' events (``Hub.follow``), then the rows they name."""
         await self.hub.follow()
         if self._replicas is not None and not self._replicas.listening():
-            await self._replicas.listen(self._notified)  # the listening connection was lost
+            await self._replicas.listen(self._notified, origin=self.log.origin)  # the listening connection was lost
         await self._reload_rows()
 
     def _on_foreign(self, events: list[Event]) -> None:

@@ -194,15 +194,20 @@ class PgStore:
 
     # --- replicas: notifications and the clock's leader -------------------------------------
 
-    async def listen(self, callback: Callable[[int], None]) -> None:
-        """Call ``callback(last_id)`` on the loop for every batch another
-        connection commits (its payload: the batch's highest id)."""
+    async def listen(self, callback: Callable[[int], None], *, origin: int | None = None) -> None:
+        """Call ``callback(last_id)`` on the loop for every batch committed by
+        an event log of another ``origin`` (the payload: its origin and the
+        batch's highest id)."""
         asyncpg = import_asyncpg()
         conn = await asyncpg.connect(self.url)
+        mine = f"{origin}:"
 
         def notified(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
-            if payload.isdigit():
-                callback(int(payload))
+            if payload.startswith(mine):
+                return  # this run's own append: already applied
+            last = payload.rpartition(":")[2]
+            if last.isdigit():
+                callback(int(last))
 
         await conn.add_listener(CHANNEL, notified)
         self._listener = conn
@@ -529,19 +534,21 @@ class PgEventLog:
             if not events:
                 return []
             # The counter's row lock is held from here to the commit: the
-            # writes above ran before it, so other replicas wait only for this.
+            # writes above ran before it, so other replicas wait only for
+            # this statement and the COMMIT. The notification ("<origin>:<last
+            # id>") goes out at commit, in commit order.
             rows = await conn.fetch(
-                "WITH c AS (UPDATE event_counter SET last = last + $1 RETURNING last)"
-                " INSERT INTO events (id, origin, type, data, at)"
+                "WITH c AS (UPDATE event_counter SET last = last + $1 RETURNING last),"
+                " i AS (INSERT INTO events (id, origin, type, data, at)"
                 " SELECT c.last - $1 + u.n, $2, u.t, u.d, u.a FROM c,"
                 " unnest($3::text[], $4::bytea[], $5::float8[]) WITH ORDINALITY AS u(t, d, a, n)"
-                " RETURNING id",
+                " RETURNING id),"
+                " n AS (SELECT pg_notify($6, $2::text || ':' || c.last::text) FROM c)"
+                " SELECT i.id FROM i CROSS JOIN n",
                 len(events), self.origin, [e.type for e in events], [e.data for e in events],
-                [float(e.at) for e in events],
+                [float(e.at) for e in events], CHANNEL,
             )  # fmt: skip
-            ids = sorted(int(r[0]) for r in rows)
-            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(ids[-1]))
-        return ids
+        return sorted(int(r[0]) for r in rows)
 
     async def since(self, last_id: int, limit: int) -> list[LoggedEvent]:
         rows = await self.store.pool.fetch(
