@@ -640,6 +640,31 @@ def bench_replay(work: Path, quick: bool) -> None:
         note(f"replay: the stream client received {res['received']} of {refreshes} refresh events")
 
 
+# --- 11. replicas on PostgreSQL ------------------------------------------------------------------
+
+
+def bench_replicas(work: Path, quick: bool) -> None:
+    sessions, writes, clients = pick((30, 150, 6), (200, 1500, 30), (300, 3000, 90))
+    figure = f"events through three replicas on PostgreSQL ({writes:,} `PUT /sessions/{{id}}/status`, a third to each; {clients} stream clients)"
+    target = "— (no target; report)"
+    res = run_client(["bench.replicas", "--sessions", str(sessions), "--writes", str(writes), "--clients", str(clients)],
+                     figure, target, 900)
+    if res is None:
+        return
+    t, r = res["throughput"], res["resume"]
+    row(figure,
+        f"{t['writes_per_s']:,.0f} events/s as written (p50 {ms(t['p50_ms'])} p99 {ms(t['p99_ms'])}, {t['errors']} errors); "
+        f"{t['end_to_end_per_s']:,.0f} events/s until the last reached all {clients} clients on all three; "
+        f"the three replicas' CPU {t['replicas_cpu_ms']:.2f} ms per event together",
+        target, None)
+    row(f"a replica killed (SIGKILL) mid-stream: its {r['moved_clients']} clients resume on another with Last-Event-ID",
+        f"first resumed event p50 {ms(r['resume_p50_ms'] or float('nan'))} p99 {ms(r['resume_p99_ms'] or float('nan'))} "
+        f"after the break; over all {clients} clients {r['lost']} events lost, {r['repeated']} repeated, "
+        f"{r['fresh_inits']} fresh inits ({r['writes_during']:,} writes meanwhile, {r['write_errors']} errors)",
+        "0 events lost or repeated",
+        r["lost"] == 0 and r["repeated"] == 0 and r["fresh_inits"] == 0 and r["moved_clients"] > 0)
+
+
 BENCHES: dict[str, Callable[[Path, bool], None]] = {
     "latency": bench_latency,
     "memory": bench_memory,
@@ -652,6 +677,7 @@ BENCHES: dict[str, Callable[[Path, bool], None]] = {
     "registrations": bench_registrations,
     "hooks": bench_hooks,
     "replay": bench_replay,
+    "replicas": bench_replicas,
 }
 
 

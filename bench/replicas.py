@@ -4,7 +4,8 @@
 A PostgreSQL server of its own (initdb + pg_ctl in a temporary directory,
 tests/pg.py), three ``sessionwatch serve --db postgresql://...`` replicas
 (subprocesses, empty projects dirs) and ``--clients`` SSE clients spread over
-them (connected straight to the replicas).
+them (connected straight to the replicas, in a process of their own so that
+reading their streams does not slow the writers).
 
 1. **Events per second through three replicas.** ``--sessions`` Panel
    sessions are registered, then ``--writes`` ``PUT /sessions/{id}/status``
@@ -38,10 +39,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import asyncpg  # noqa: E402
-import httpx  # noqa: E402
 
 from bench.common import Server, pct  # noqa: E402
-from bench.registrations import _request, _run  # noqa: E402
+from bench.registrations import _cpu_s, _request, _run  # noqa: E402
 from tests.pg import Cluster  # noqa: E402
 
 
@@ -53,34 +53,52 @@ class Client:
         self.urls = urls
         self.at = first
         self.ids: list[int] = []
-        self.times: list[float] = []
+        self.walls: list[float] = []
         self.init: int | None = None
         self.inits = 0
         self.last: int | None = None
         self.broke_at: float | None = None
         self.moved_after: float | None = None
 
-    async def run(self, http: httpx.AsyncClient, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event) -> None:
+        """A raw HTTP/1.0 connection per stream: the bytes split into messages,
+        only ``event:`` and ``id:`` read (no JSON decoded)."""
         while not stop.is_set():
-            headers = {} if self.last is None else {"Last-Event-ID": str(self.last)}
+            host, _, port = self.urls[self.at].rpartition(":")
+            last = b"" if self.last is None else b"Last-Event-ID: %d\r\n" % self.last
             try:
-                async with http.stream("GET", self.urls[self.at] + "/stream", headers=headers) as r:
-                    kind, event_id = "", None
-                    async for line in r.aiter_lines():
-                        if line.startswith("event: "):
-                            kind = line[7:]
-                        elif line.startswith("id: "):
-                            event_id = int(line[4:])
-                        elif line.startswith("data: ") and event_id is not None:
-                            self._got(kind, event_id)
-                            kind, event_id = "", None
-            except (httpx.HTTPError, OSError):
+                reader, writer = await asyncio.open_connection(host.rpartition("/")[2], int(port), limit=1 << 22)
+                try:
+                    writer.write(b"GET /stream HTTP/1.0\r\nHost: 127.0.0.1\r\n" + last + b"\r\n")
+                    await reader.readuntil(b"\r\n\r\n")
+                    pending = b""
+                    while chunk := await reader.read(1 << 20):
+                        *messages, pending = (pending + chunk).split(b"\n\n")
+                        for m in messages:
+                            self._message(m)
+                finally:
+                    writer.close()
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                 pass
             if not stop.is_set():
                 if self.broke_at is None:
                     self.broke_at = time.monotonic()
                 self.at = (self.at + 1) % len(self.urls)
                 await asyncio.sleep(0.05)
+
+    def _message(self, m: bytes) -> None:
+        # Chunk sizes ("\r\n62\r") come between messages (the server writes
+        # whole messages per chunk): only the lines before ``data:`` matter.
+        kind, event_id = "", None
+        for line in m.split(b"\n"):
+            if line.startswith(b"data: "):
+                break
+            if line.startswith(b"event: "):
+                kind = line[7:].decode()
+            elif line.startswith(b"id: "):
+                event_id = int(line[4:])
+        if event_id is not None:
+            self._got(kind, event_id)
 
     def _got(self, kind: str, event_id: int) -> None:
         if kind == "init":
@@ -89,7 +107,7 @@ class Client:
                 self.init = event_id
         else:
             self.ids.append(event_id)
-            self.times.append(time.monotonic())
+            self.walls.append(time.time())
             if self.broke_at is not None and self.moved_after is None:
                 self.moved_after = time.monotonic() - self.broke_at
         self.last = event_id
@@ -103,82 +121,123 @@ async def until(predicate: Any, timeout: float, what: str) -> None:
         await asyncio.sleep(0.01)
 
 
+# --- the clients: a process of their own, driven over stdin/stdout -----------------------------
+
+
+async def clients_main(urls: list[str], n: int, db_url: str) -> None:
+    """``ready`` once every client has its init; then, per ``wait <id>`` line,
+    one JSON line once every client has that id: when the last got it (wall
+    clock), and the counts (lost and repeated against the ``events`` table)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    clients = [Client(urls, k % len(urls)) for k in range(n)]
+    tasks = [asyncio.create_task(c.run(stop)) for c in clients]
+    await until(lambda: all(c.init is not None for c in clients), 60, "every client's init")
+    print("ready", flush=True)
+    while line := (await reader.readline()).decode().strip():
+        latest = int(line.split()[1])
+        await until(lambda: all(c.last is not None and c.last >= latest for c in clients), 300, "every client")
+        last_at = max(next(t for i, t in zip(c.ids, c.walls) if i >= latest) for c in clients)
+        conn = await asyncpg.connect(db_url)
+        try:
+            logged = [int(r[0]) for r in await conn.fetch("SELECT id FROM events WHERE type <> 'start' ORDER BY id")]
+        finally:
+            await conn.close()
+        lost = repeated = 0
+        for c in clients:
+            want = {i for i in logged if c.init is not None and i > c.init}
+            repeated += len(c.ids) - len(set(c.ids))
+            lost += len(want - set(c.ids))
+        moved = [c for c in clients if c.broke_at is not None]
+        waits = [c.moved_after * 1000 for c in moved if c.moved_after is not None]
+        print(json.dumps({
+            "last_at": last_at, "lost": lost, "repeated": repeated,
+            "fresh_inits": sum(c.inits - 1 for c in clients), "moved_clients": len(moved),
+            "resume_p50_ms": round(pct(waits, 50), 1) if waits else None,
+            "resume_p99_ms": round(pct(waits, 99), 1) if waits else None,
+        }), flush=True)
+    stop.set()
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# --- the writers, the kill, and the figures ---------------------------------------------------------
+
+
 async def bench(servers: list[Server], url: str, sessions: int, writes: int, n_clients: int, conns: int) -> dict[str, Any]:
-    urls = [s.url for s in servers]
     ports = [s.port for s in servers]
     out: dict[str, Any] = {"replicas": len(servers), "clients": n_clients, "sessions": sessions, "writes": writes}
-    stop = asyncio.Event()
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=120), limits=limits) as http:
-        clients = [Client(urls, k % len(urls)) for k in range(n_clients)]
-        tasks = [asyncio.create_task(c.run(http, stop)) for c in clients]
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.replicas", "--clients-of", ",".join(s.url for s in servers),
+        "--clients", str(n_clients), "--db-url", url, cwd=REPO,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert child.stdin is not None and child.stdout is not None
+
+    async def ask(latest: int) -> dict[str, Any]:
+        assert child.stdin is not None and child.stdout is not None
+        child.stdin.write(f"wait {latest}\n".encode())
+        await child.stdin.drain()
+        return json.loads(await asyncio.wait_for(child.stdout.readline(), 600))  # type: ignore[no-any-return]
+
+    try:
+        if (await asyncio.wait_for(child.stdout.readline(), 120)).strip() != b"ready":
+            raise RuntimeError("the clients' process did not start")
+        ids = [uuid.uuid4().hex for _ in range(sessions)]
+        regs = [_request("POST", "/sessions", {"app_name": f"bench-{i % 20}", "session_id": sid}) for i, sid in enumerate(ids)]
+        await asyncio.gather(*(_run(p, regs[k :: len(ports)], conns) for k, p in enumerate(ports)))
+
+        def statuses(n: int, tag: str) -> list[bytes]:
+            return [_request("PUT", f"/sessions/{ids[i % sessions]}/status",
+                             {"status": ("running", "idle")[i % 2], "current_task": f"{tag}{i}"}) for i in range(n)]  # fmt: skip
+
+        conn = await asyncpg.connect(url)
         try:
-            await until(lambda: all(c.init is not None for c in clients), 60, "every client's init")
-            ids = [uuid.uuid4().hex for _ in range(sessions)]
-            regs = [_request("POST", "/sessions", {"app_name": f"bench-{i % 20}", "session_id": sid}) for i, sid in enumerate(ids)]
-            await asyncio.gather(*(_run(p, regs[k :: len(ports)], conns) for k, p in enumerate(ports)))
-
-            def statuses(n: int, tag: str) -> list[bytes]:
-                return [_request("PUT", f"/sessions/{ids[i % sessions]}/status",
-                                 {"status": ("running", "idle")[i % 2], "current_task": f"{tag}{i}"}) for i in range(n)]  # fmt: skip
-
-            conn = await asyncpg.connect(url)
-            try:
-                # 1. events per second through three replicas
-                reqs = statuses(writes, "a")
-                t0 = time.monotonic()
-                results = await asyncio.gather(*(_run(p, reqs[k :: len(ports)], conns) for k, p in enumerate(ports)))
-                t_writes = time.monotonic() - t0
-                latest = int(await conn.fetchval("SELECT max(id) FROM events WHERE type <> 'start'"))
-                await until(lambda: all(c.last is not None and c.last >= latest for c in clients), 120, "every client")
-                t_all = max(next(t for i, t in zip(c.ids, c.times) if i >= latest) for c in clients) - t0
-                out["throughput"] = {
-                    "writes_per_s": round(writes / t_writes, 1),
-                    "end_to_end_per_s": round(writes / t_all, 1),
-                    "errors": sum(r["errors"] for r in results),  # type: ignore[misc]
-                    "p50_ms": round(pct([float(r["p50_ms"]) for r in results], 50), 2),  # type: ignore[arg-type]
-                    "p99_ms": round(max(float(r["p99_ms"]) for r in results), 2),  # type: ignore[arg-type]
-                    "events_sent": len(clients) * writes,
-                }
-
-                # 2. one replica killed mid-stream while the two others take writes
-                victim = servers[0]
-                more = statuses(writes // 2, "b")
-                writers = asyncio.gather(*(_run(p, more[k :: 2], conns) for k, p in enumerate(ports[1:])))
-                await asyncio.sleep(0.3)
-                assert victim.proc is not None
-                victim.proc.kill()
-                victim.proc.wait()
-                killed_at = time.monotonic()
-                res2 = await writers
-                latest = int(await conn.fetchval("SELECT max(id) FROM events WHERE type <> 'start'"))
-                await until(lambda: all(c.last is not None and c.last >= latest for c in clients), 120, "every client after the kill")
-                logged = [int(r[0]) for r in await conn.fetch("SELECT id FROM events WHERE type <> 'start' ORDER BY id")]
-            finally:
-                await conn.close()
-            moved = [c for c in clients if c.broke_at is not None]
-            waits = [c.moved_after * 1000 for c in moved if c.moved_after is not None]
-            lost = repeated = 0
-            for c in clients:
-                want = [i for i in logged if c.init is not None and i > c.init]
-                repeated += len(c.ids) - len(set(c.ids))
-                lost += len(set(want) - set(c.ids))
-            out["resume"] = {
-                "moved_clients": len(moved),
-                "resume_p50_ms": round(pct(waits, 50), 1) if waits else None,
-                "resume_p99_ms": round(pct(waits, 99), 1) if waits else None,
-                "lost": lost,
-                "repeated": repeated,
-                "fresh_inits": sum(c.inits - 1 for c in clients),
-                "writes_during": len(more),
-                "write_errors": sum(r["errors"] for r in res2),  # type: ignore[misc]
-                "since_kill_s": round(time.monotonic() - killed_at, 2),
+            # 1. events per second through three replicas
+            reqs = statuses(writes, "a")
+            pids = [s.proc.pid for s in servers if s.proc is not None]
+            cpu0 = sum(_cpu_s(p) for p in pids)
+            wall0 = time.time()
+            t0 = time.monotonic()
+            results = await asyncio.gather(*(_run(p, reqs[k :: len(ports)], conns) for k, p in enumerate(ports)))
+            t_writes = time.monotonic() - t0
+            seen = await ask(int(await conn.fetchval("SELECT max(id) FROM events WHERE type <> 'start'")))
+            cpu = sum(_cpu_s(p) for p in pids) - cpu0
+            out["throughput"] = {
+                # the three replicas' CPU (user + system) per event, all of them together
+                "replicas_cpu_ms": round(cpu * 1000 / writes, 2),
+                "writes_per_s": round(writes / t_writes, 1),
+                "end_to_end_per_s": round(writes / (seen["last_at"] - wall0), 1),
+                "errors": sum(r["errors"] for r in results),  # type: ignore[misc]
+                "p50_ms": round(pct([float(r["p50_ms"]) for r in results], 50), 2),  # type: ignore[arg-type]
+                "p99_ms": round(max(float(r["p99_ms"]) for r in results), 2),  # type: ignore[arg-type]
+                "events_sent": n_clients * writes,
             }
+            # 2. one replica killed mid-stream while the two others take writes
+            victim = servers[0]
+            more = statuses(writes // 2, "b")
+            writers = asyncio.gather(*(_run(p, more[k :: 2], conns) for k, p in enumerate(ports[1:])))
+            await asyncio.sleep(0.3)
+            assert victim.proc is not None
+            victim.proc.kill()
+            victim.proc.wait()
+            res2 = await writers
+            seen = await ask(int(await conn.fetchval("SELECT max(id) FROM events WHERE type <> 'start'")))
         finally:
-            stop.set()
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await conn.close()
+        out["resume"] = {k: seen[k] for k in ("moved_clients", "resume_p50_ms", "resume_p99_ms", "lost", "repeated", "fresh_inits")}
+        out["resume"]["writes_during"] = len(more)
+        out["resume"]["write_errors"] = sum(r["errors"] for r in res2)  # type: ignore[misc]
+    finally:
+        if child.returncode is None:
+            child.stdin.close()
+            try:
+                await asyncio.wait_for(child.wait(), 30)
+            except TimeoutError:
+                child.kill()
     return out
 
 
@@ -188,7 +247,12 @@ def main() -> int:
     ap.add_argument("--writes", type=int, default=3000)
     ap.add_argument("--clients", type=int, default=30)
     ap.add_argument("--connections", type=int, default=4)
+    ap.add_argument("--clients-of", help=argparse.SUPPRESS)  # the clients' own process
+    ap.add_argument("--db-url", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.clients_of:
+        asyncio.run(clients_main(args.clients_of.split(","), args.clients, args.db_url))
+        return 0
     work = Path(tempfile.mkdtemp(prefix="bench-replicas-"))
     cluster = Cluster().start()
     servers: list[Server] = []
