@@ -441,3 +441,42 @@ async def _changes_and_a_kill(
         assert f.state == want, f"client {n} ends with another state than /all"
         moved += f.reconnects > 0
     assert moved > 0, "no client was on the killed replica"
+
+
+async def test_a_replica_starting_leaves_another_replicas_managed_process_alone(tmp_path: Path, pg_url: str) -> None:
+    """On one SQLite file a live record at start is an earlier server's orphan
+    (killed, shown stopped: tests/test_manager.py); on PostgreSQL it may be a
+    process another replica runs right now."""
+    import subprocess as sp
+
+    from sessionwatch.managed.manager import Manager, Record
+    from sessionwatch.managed.protocol import proc_start_time
+
+    running = sp.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        start = proc_start_time(running.pid)
+        a = Engine(replica_settings(tmp_path, "a", pg_url))
+        await a.open()
+        try:
+            rec = Record(id="m1", kind="server", name="on-a", cwd=str(tmp_path), created_at=time.time(), state="running",
+                         pid=running.pid, proc_start=start)  # fmt: skip
+            stopped = Record(id="m2", kind="server", name="done", cwd=str(tmp_path), created_at=time.time(), state="stopped")
+            await a.store.write(a.store.managed_save(rec.row()) + a.store.managed_save(stopped.row()))
+            b = Engine(replica_settings(tmp_path, "b", pg_url))
+            manager = Manager(b)
+            b.add_source(manager)
+            await b.open()
+            try:
+                await manager.load()
+                assert running.poll() is None, "another replica's process was killed"
+                rows = {r["id"]: r for r in await b.store.managed_load()}
+                assert (rows["m1"]["state"], rows["m1"]["pid"]) == ("running", running.pid)
+                assert "m1" not in manager.records and "m2" in manager.records  # the history is everyone's
+            finally:
+                await manager.close()
+                await b.close()
+        finally:
+            await a.close()
+    finally:
+        running.kill()
+        running.wait()

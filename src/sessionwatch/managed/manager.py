@@ -217,6 +217,11 @@ class Manager:
         changed: list[Record] = []
         for row in await store.managed_load():
             rec = Record.from_row(row)
+            if rec.live and self.engine.replicated:
+                # Replicas share the table: a live record may be another
+                # replica's process (shown through its events); never killed
+                # or taken over here.
+                continue
             self.records[rec.id] = rec
             if rec.kind == "server" and rec.live:
                 if rec.pid is not None and await asyncio.to_thread(kill_leftover, rec.pid, rec.proc_start):
