@@ -480,3 +480,23 @@ async def test_a_replica_starting_leaves_another_replicas_managed_process_alone(
     finally:
         running.kill()
         running.wait()
+
+
+def test_postgres_without_asyncpg_is_one_clear_line(tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'asyncpg': raise ImportError('not installed')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from sessionwatch.cli import main\n"
+        "sys.exit(main())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, "serve", "--db", "postgresql://sw@127.0.0.1/sw", "--projects-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert out.stderr.strip().splitlines() == [
+        "sessionwatch: error: --db postgresql://... needs asyncpg: pip install 'sessionwatch[postgres]'"
+    ], out.stderr

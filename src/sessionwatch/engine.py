@@ -52,7 +52,10 @@ their events say, never projected or deleted by this replica. Clock-driven
 changes (stale, cleanup, the log's and the managed logs' retention) run on
 the replica holding the database's advisory lock (``PgStore.lead``), taken
 over by another replica's tick when its holder dies; the leader reads every
-replica's heartbeats from the database before judging staleness.
+replica's heartbeats from the database before judging staleness. Two
+replicas changing one session at the same moment each send their own view
+of it (the database has both changes, written column by column); every
+replica shows the later event's view until the session's next change.
 
 Every change reaches the hub through ``await hub.update()`` (or ``replace()``
 for ``POST /refresh``): the hub diffs it, runs the change's store writes (a
@@ -233,6 +236,7 @@ class Engine:
         self._replicas: PgStore | None = None
         self._notified_id = 0
         self._follow_queued = False
+        self._follow_task: asyncio.Task[None] | None = None
         self._dirty_rows: set[str] = set()
         self.remote: set[str] = set()
 
@@ -625,7 +629,7 @@ class Engine:
         self._notified_id = max(self._notified_id, last_id)
         if last_id > self.hub.last_id and not self._follow_queued and self._commands is not None:
             self._follow_queued = True
-            asyncio.get_running_loop().create_task(self._queue_follow())
+            self._follow_task = asyncio.get_running_loop().create_task(self._queue_follow())
 
     async def _queue_follow(self) -> None:
         try:
