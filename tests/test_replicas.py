@@ -500,3 +500,40 @@ def test_postgres_without_asyncpg_is_one_clear_line(tmp_path: Path) -> None:
     assert out.stderr.strip().splitlines() == [
         "sessionwatch: error: --db postgresql://... needs asyncpg: pip install 'sessionwatch[postgres]'"
     ], out.stderr
+
+
+async def test_only_the_leader_marks_stale_and_it_counts_every_replicas_heartbeats(tmp_path: Path, pg_url: str) -> None:
+    from dataclasses import replace
+
+    from .clock import FakeClock
+
+    t0 = 1_800_000_000.0
+    clock = FakeClock(t0)
+    sa = replace(replica_settings(tmp_path, "a", pg_url), stale_after_s=5.0, cleanup_after_s=600.0)
+    sb = replace(replica_settings(tmp_path, "b", pg_url), stale_after_s=5.0, cleanup_after_s=600.0)
+    a, b = Engine(sa, clock=clock), Engine(sb, clock=clock)
+    await a.open()  # first: it takes the clock's lock
+    await b.open()
+    try:
+        assert await a.leading() and not await b.leading()
+        await register(a, "p1")
+        clock.set(t0 + 4)
+        assert await b.heartbeat(["p1"]) == ([], [])  # the tracker's heartbeats reach B only
+        await b.tick()  # B writes them (and, not leading, judges nothing)
+        clock.set(t0 + 8)
+        await a.tick()
+        assert not a.hub.sessions["p1"].is_stale, "the leader ignored another replica's heartbeat"
+        clock.set(t0 + 10)
+        await b.tick()
+        assert not b.hub.sessions["p1"].is_stale  # B does not judge: the leader does
+        await a.tick()
+        assert a.hub.sessions["p1"].is_stale
+        await until(lambda: b.hub.sessions["p1"].is_stale, what="B to follow the leader's stale event")
+        rows = await a.log.since(0, 1000)
+        assert [r.origin for r in rows if b'"is_stale":true' in r.data] == [a.log.origin]
+        assert await b.heartbeat(["p1"]) == ([], [])  # a heartbeat on B revives it, everywhere
+        assert not b.hub.sessions["p1"].is_stale
+        await until(lambda: not a.hub.sessions["p1"].is_stale, what="A to follow the revival")
+    finally:
+        await a.close()
+        await b.close()
