@@ -65,6 +65,7 @@ class ServerUnreachable(ClientError):
     def __init__(self, url: str, reason: str, status: int | None = None) -> None:
         self.url = url
         self.status = status
+        self.reason = reason
         super().__init__(f"the server at {url} is unreachable ({reason})")
 
 
