@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import httpx
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
+from sessionwatch.integrations.mcp_server import select, session_summary
 from sessionwatch.model import STATUSES
 from tests.conftest import Server, free_port
 from tests.fakeapi import Turn
@@ -122,7 +124,7 @@ async def test_list_filters_get_stats_on_the_fixture_transcripts(shared_server: 
         # a summary, not the Session: what tells sessions apart
         assert {"id", "title", "status", "project", "last_activity"} <= set(first) and "tokens" not in first
         assert first["cost_usd"] == pytest.approx(by_id[first["id"]]["cost_usd"], abs=1e-4)
-        activity = [s["last_activity"] for s in every["sessions"]]
+        activity = [datetime.fromisoformat(s["last_activity"]) for s in every["sessions"]]
         assert activity == sorted(activity, reverse=True)
 
         three = await mcp.ok("list_sessions", limit=3)
@@ -155,11 +157,35 @@ async def test_list_filters_get_stats_on_the_fixture_transcripts(shared_server: 
         assert (await mcp.ok("session_stats", verbose=True))["usage"]["all"]["by_model"] == full["usage"]["all"]["by_model"]
 
 
+def test_newest_first_by_time_not_by_text() -> None:
+    """ISO times with and without decimals: "…05Z" sorts after "…05.5Z" as text."""
+    rows = [{"id": "a", "last_activity": "2026-01-01T00:00:05Z"}, {"id": "b", "last_activity": "2026-01-01T00:00:05.5Z"},
+            {"id": "c", "last_activity": None}, {"id": "d", "last_activity": "2026-01-01T00:00:06Z"}]  # fmt: skip
+    assert [s["id"] for s in select(rows)] == ["d", "b", "a", "c"]
+    assert [s["id"] for s in select(rows, status=["idle"])] == []
+
+
+def test_a_summary_names_the_pending_prompt_and_the_process() -> None:
+    row = {
+        "id": "s1", "source": "claude", "project": "/p", "title": "x" * 300, "status": "needs_approval",
+        "status_reason": "permission: Write", "host": None, "cost_usd": 0.123456, "last_activity": "2026-01-01T00:00:00Z",
+        "current_task": None, "tokens": {"input": 1}, "controls": ["approve", "stop"],
+        "pending": {"id": "p9", "kind": "permission", "tool": "Write", "summary": "Write /p/a.txt", "since": None, "answerable": True},
+        "managed": {"name": "fix", "state": "waiting", "pid": 7, "max_cost_usd": 10, "exit_code": None},
+    }  # fmt: skip
+    assert session_summary(row) == {
+        "id": "s1", "title": "x" * 99 + "…", "status": "needs_approval", "reason": "permission: Write", "source": "claude",
+        "project": "/p", "cost_usd": 0.1235, "last_activity": "2026-01-01T00:00:00Z",
+        "managed": {"name": "fix", "state": "waiting"}, "pending": {"id": "p9", "tool": "Write", "summary": "Write /p/a.txt"},
+        "controls": ["approve", "stop"],
+    }  # fmt: skip
+
+
 # --- acting: managed sessions of the real CLI ------------------------------------------
 
 
 async def test_start_send_logs_stop_delete_a_managed_session(managed: Callable[..., Managed]) -> None:  # noqa: F811
-    m = managed([Turn.text("first answer"), Turn.text("second answer")])
+    m = managed([Turn.text("first answer"), Turn.text("second answer"), Turn.text("third answer")])
     async with mcp_client("--server", m.srv.url) as mcp:
         started = await mcp.ok("start_session", prompt="say hello", cwd=str(m.where.cwd), model=MODEL, name="mcp-one")
         sid = started["session_id"]
@@ -200,6 +226,15 @@ async def test_start_send_logs_stop_delete_a_managed_session(managed: Callable[.
         stopped = await mcp.ok("stop_session", session_id=sid)
         assert stopped["state"] == "stopped"
         assert "not running" in await mcp.error("send_message", session_id=sid, text="hello?")
+        resumed = await mcp.ok("resume_session", session_id=sid, text="go on")
+        assert resumed["name"] == "mcp-one"
+
+        async def third() -> Any:
+            lines = (await mcp.ok("get_session_logs", session_id=sid, kind=["reply"]))["logs"]
+            return [line["content"] for line in lines] == ["first answer", "second answer", "third answer"]
+
+        await wait_tool(mcp, "the resumed session's reply", third)
+        await mcp.ok("stop_session", session_id=sid)
         assert (await mcp.ok("delete_session", session_id=sid)) == {"deleted": True}
         # the managed record and its logs are gone (the transcript's row may stay, as Claude Code wrote it)
         gone, text = await mcp.call("get_session", session_id=sid)
@@ -213,13 +248,18 @@ async def test_start_send_logs_stop_delete_a_managed_session(managed: Callable[.
 async def test_approve_a_write_the_session_waits_on(managed: Callable[..., Managed]) -> None:  # noqa: F811
     m = managed([])
     target = m.where.cwd / "approved.txt"
-    m.api.add(Turn.tool_use("Write", {"file_path": str(target), "content": "written after approval\n"}), Turn.text("wrote it"))
+    refused = m.where.cwd / "interrupted.txt"
+    m.api.add(
+        Turn.tool_use("Write", {"file_path": str(target), "content": "written after approval\n"}),
+        Turn.text("wrote it"),
+        Turn.tool_use("Write", {"file_path": str(refused), "content": "never\n"}),
+    )
     async with mcp_client("--server", m.srv.url) as mcp:
         sid = (await mcp.ok("start_session", prompt="write the file", cwd=str(m.where.cwd), model=MODEL))["session_id"]
 
-        async def pending() -> Any:
+        async def pending(file: str = "approved.txt") -> Any:
             waiting = await mcp.ok("list_sessions", status=["needs_approval"])
-            return next((s for s in waiting["sessions"] if s["id"] == sid), None)
+            return next((s for s in waiting["sessions"] if s["id"] == sid and file in s["pending"]["summary"]), None)
 
         row = await wait_tool(mcp, "the Write to wait for approval", pending)
         assert row["pending"]["tool"] == "Write" and "approved.txt" in row["pending"]["summary"]
@@ -236,6 +276,18 @@ async def test_approve_a_write_the_session_waits_on(managed: Callable[..., Manag
         assert target.read_text() == "written after approval\n"
         again = await mcp.error("approve", session_id=sid, pending_id=row["pending"]["id"], decision="deny", message="no")
         assert again.endswith("no prompt with that id is pending in this session (409)"), again
+
+        # a second Write, interrupted instead of answered: the turn ends, the prompt with it
+        await mcp.ok("send_message", session_id=sid, text="write another")
+        await wait_tool(mcp, "the second Write to wait", lambda: pending("interrupted.txt"))
+        assert (await mcp.ok("interrupt_session", session_id=sid))["session_id"] == sid
+
+        async def dropped() -> Any:
+            s = (await mcp.ok("get_session", session_id=sid))
+            return s["status"] != "needs_approval" and "pending" not in s
+
+        await wait_tool(mcp, "the interrupted turn to drop its prompt", dropped)
+        assert not refused.exists()
         await mcp.ok("stop_session", session_id=sid)
     m.api.check()
 

@@ -124,7 +124,15 @@ def select(
         for s in sessions
         if (not wanted or s.get("status") in wanted) and (host is None or (s.get("host") or "").lower() == host.lower())
     ]
-    return sorted(chosen, key=lambda s: s.get("last_activity") or "", reverse=True)
+    return sorted(chosen, key=_activity, reverse=True)
+
+
+def _activity(s: Mapping[str, Any]) -> float:
+    """A session's last activity as a Unix time (its ISO text has 0 to 6 decimals), never first."""
+    try:
+        return datetime.fromisoformat(str(s.get("last_activity"))).timestamp()
+    except ValueError:
+        return float("-inf")
 
 
 def trim_detail(detail: Mapping[str, Any], recent: int = DETAIL_ITEMS) -> dict[str, Any]:
