@@ -1,7 +1,8 @@
 """Claude Code as the MCP client of ``sessionwatch mcp``: the real CLI
 (tests/claude_cli.py) against the fake Messages API (tests/fakeapi.py),
 configured with README's line (``claude mcp add sessionwatch -e
-SESSIONWATCH_URL=... -- sessionwatch mcp``, run offline with the test's HOME).
+SESSIONWATCH_TOKEN=... -- sessionwatch mcp``, run offline with the test's
+HOME; the server's URL comes from Claude Code's environment).
 The fake's first turn calls ``mcp__sessionwatch__list_sessions``; the next
 request the CLI sends carries the tool's result, which lists the sessions of
 a real ``serve`` over the fixture transcripts.
@@ -14,6 +15,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -25,24 +27,27 @@ from tests.test_mcp import TOOLS
 
 MODEL = "claude-sonnet-4-5-20250929"
 TOOL = "mcp__sessionwatch__list_sessions"
+TOKEN = "mcp-test-token"
 
 
 def test_claude_code_calls_list_sessions_and_reads_the_sessions(
     tmp_path: Path, projects: Path, sw_server: Callable[..., Server]
 ) -> None:
-    srv = sw_server(projects_dir=projects)
-    sessions = httpx.get(srv.url + "/all").json()["sessions"]
-    newest = max(sessions, key=lambda s: s["last_activity"] or "")
+    srv = sw_server(projects_dir=projects, extra_args=["--token", TOKEN])
+    sessions = httpx.get(srv.url + "/all", headers={"Authorization": f"Bearer {TOKEN}"}).json()["sessions"]
+    newest = max(sessions, key=lambda s: datetime.fromisoformat(s["last_activity"]))
     where = ClaudeHome.create(tmp_path)
-    # `sessionwatch` on the PATH Claude Code sees, as `pip install` puts it there
-    path = {"PATH": f"{Path(sys.executable).parent}:{MINIMAL_PATH}"}
+    # `sessionwatch` on the PATH Claude Code sees, as `pip install` puts it there; the
+    # server's URL in Claude Code's environment, which the MCP server inherits
+    env = {"PATH": f"{Path(sys.executable).parent}:{MINIMAL_PATH}", "SESSIONWATCH_URL": srv.url}
     with FakeAPI([Turn.tool_use(TOOL, {"limit": 5}), Turn.text("There are sessions.")]) as api:
+        # README's line for a server with a token
         added = subprocess.run(
-            [str(claude_bin()), "mcp", "add", "sessionwatch", "-e", f"SESSIONWATCH_URL={srv.url}", "--", "sessionwatch", "mcp"],
-            cwd=where.cwd, env=clean_env(where.home, api.url, path), capture_output=True, text=True, timeout=60,
+            [str(claude_bin()), "mcp", "add", "sessionwatch", "-e", f"SESSIONWATCH_TOKEN={TOKEN}", "--", "sessionwatch", "mcp"],
+            cwd=where.cwd, env=clean_env(where.home, api.url, env), capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert added.returncode == 0, added.stderr
-        run = run_claude(where, api.url, "which sessions are there?", "--model", MODEL, "--allowedTools", TOOL, env=path, timeout=120)
+        run = run_claude(where, api.url, "which sessions are there?", "--model", MODEL, "--allowedTools", TOOL, env=env, timeout=120)
         run.check()
         # the server `claude mcp add` wrote into the HOME's ~/.claude.json (local scope)
         assert [(s["name"], s["source"]) for s in run.init["mcp_servers"]] == [("sessionwatch", "local")], run.init
