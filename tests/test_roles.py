@@ -310,3 +310,15 @@ def test_last_use_is_recorded_in_batches(sw_server: ServerFactory, projects: Pat
     assert later is not None and later > first  # type: ignore[operator]
     listing = token_cli(db, "list")
     assert "busy" in listing.stdout and token not in listing.stdout
+
+
+def test_a_client_is_told_which_role_it_needs(roles_server: tuple[Server, dict[str, str]]) -> None:
+    """clients/http.py: a 403 is an AuthError that carries the server's sentence (the dashboards show it)."""
+    from sessionwatch.clients import AuthError, SyncApi
+    from sessionwatch.clients.control import set_away
+
+    srv, tokens = roles_server
+    with SyncApi(srv.url, tokens["viewer"], timeout_s=5) as api, pytest.raises(AuthError) as caught:
+        set_away(api, False)
+    assert caught.value.status == 403
+    assert "PUT /away needs a token with the operator role" in str(caught.value)
