@@ -556,8 +556,10 @@ class Manager:
             raise ApiError(409, f"session {sid!r} is a managed session of this server, not a run")
         else:
             new = False
-        state = data["state"]
-        rec.state = {"ended": "stopped", "failed": "error"}.get(state, state)
+        state = {"ended": "stopped", "failed": "error"}.get(data["state"], data["state"])
+        if new or state != rec.state:
+            rec.last_activity = now  # a heartbeat alone is not activity
+        rec.state = state
         rec.status_reason = data.get("status_reason")
         rec.pid = data.get("pid")
         rec.model = data.get("model") or rec.model
@@ -588,6 +590,11 @@ class Manager:
 
     def knows(self, sid: str) -> bool:
         return sid in self.records
+
+    def runs_process(self, sid: str) -> bool:
+        """Whether the server runs ``sid``'s process (not a run in a terminal)."""
+        rec = self.records.get(sid)
+        return rec is not None and rec.kind == "server" and rec.live
 
     async def detail(self, sid: str) -> dict[str, Any]:
         """What ``GET /sessions/{id}`` adds for a managed session or run: how it
