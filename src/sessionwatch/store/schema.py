@@ -189,4 +189,20 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX IF NOT EXISTS managed_actions_session ON managed_actions(session_id);
         """,
     ),
+    (
+        # Named tokens with roles (``sessionwatch token``; sessionwatch/access.py): only each
+        # token's SHA-256, never the token. A revoked token keeps its row (and its name:
+        # the audit refers to it).
+        "0007_tokens",
+        """
+        CREATE TABLE IF NOT EXISTS tokens (
+            name TEXT PRIMARY KEY,
+            role TEXT NOT NULL,
+            hash TEXT NOT NULL UNIQUE,
+            created_at REAL NOT NULL,
+            last_used_at REAL,
+            revoked_at REAL
+        );
+        """,
+    ),
 ]
