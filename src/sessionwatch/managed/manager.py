@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,6 +137,9 @@ class Record:
     stop_asked: bool = False
     last_activity: float | None = None
     last_report: float | None = None
+    #: what the CLI restores as its running total on ``--resume`` (the transcript's last
+    #: ``cost-state``; 0 for a CLI that writes none): its results' totals start from there
+    cost_restored: float = 0.0
 
     @property
     def live(self) -> bool:
@@ -436,6 +440,7 @@ class Manager:
         claude = self._claude()
         now = self.engine.clock.now()
         rec.cost_before = rec.total_cost_usd or rec.cost_before
+        rec.cost_restored = await asyncio.to_thread(restored_cost, self._transcript_of(rec))
         rec.state, rec.status_reason, rec.exit_code, rec.stopping = "starting", None, None, None
         rec.updated_at = rec.last_activity = now
         if text:
@@ -641,6 +646,15 @@ class Manager:
         except ConfigError as exc:
             raise ApiError(503, str(exc)) from None
 
+    def _transcript_of(self, rec: Record) -> str | None:
+        """The transcript the CLI reads on ``--resume`` (it runs with the server's
+        environment), else the one the index knows, else None."""
+        config = os.environ.get("CLAUDE_CONFIG_DIR") or os.path.join(os.path.expanduser("~"), ".claude")
+        own = os.path.join(config, "projects", re.sub(r"[^A-Za-z0-9]", "-", rec.cwd), f"{rec.id}.jsonl")
+        if os.path.isfile(own):
+            return own
+        return next((f.path for f in self.engine.index.files_of(rec.id) if f.kind == "main"), None)
+
     def _launch(self, rec: Record, cmd: list[str], prompt: str | None) -> None:
         env = {k: v for k, v in os.environ.items() if k != "CLAUDECODE"}
         rec.proc = ClaudeProcess(cmd, rec.cwd, env, interactive=True)
@@ -760,7 +774,8 @@ class Manager:
         elif kind == "result":
             cost = msg.get("total_cost_usd")
             if isinstance(cost, (int, float)):
-                rec.total_cost_usd = round(rec.cost_before + float(cost), 6)
+                # a resumed CLI's total goes on from the transcript's last cost-state (2.1.3xx)
+                rec.total_cost_usd = round(rec.cost_before + max(0.0, float(cost) - rec.cost_restored), 6)
             # num_turns and duration_ms are the message's own; total_cost_usd is the process's running total
             if isinstance(msg.get("num_turns"), int):
                 rec.num_turns += msg["num_turns"]
@@ -831,6 +846,37 @@ class Manager:
 
 def _after(query: LogQuery, after: int) -> LogQuery:
     return LogQuery(query.session_id, after, query.limit, query.min_level, query.sources, query.kinds)
+
+
+def restored_cost(path: str | None, chunk: int = 1 << 20) -> float:
+    """The ``totalCostUSD`` of a transcript's last ``cost-state`` line (what
+    Claude Code 2.1.3xx restores as its running total on ``--resume``), 0 if
+    none; read from the end."""
+    marker = b'"type":"cost-state"'
+    if path is None:
+        return 0.0
+    try:
+        with open(path, "rb") as f:
+            end = f.seek(0, os.SEEK_END)
+            tail = b""
+            while end > 0:
+                start = max(0, end - chunk)
+                f.seek(start)
+                data = f.read(end - start) + tail
+                lines = data.split(b"\n")
+                tail = lines[0] if start > 0 else b""
+                for line in reversed(lines[1:] if start > 0 else lines):
+                    if marker in line:
+                        try:
+                            value = msgspec.json.decode(line).get("totalCostUSD")
+                        except (msgspec.DecodeError, AttributeError):
+                            continue
+                        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+                            return float(value)
+                end = start
+    except OSError:
+        pass
+    return 0.0
 
 
 def _task_of(text: str) -> str:
