@@ -385,12 +385,14 @@ class Manager:
 
     def check_cwd(self, raw: str) -> str:
         """``cwd``: an existing directory, under ``--workspace-root`` when set (400 otherwise)."""
+        if "\x00" in raw:
+            raise ApiError(400, "cwd must not contain a NUL character")
         path = Path(raw).expanduser()
         if not path.is_absolute():
             raise ApiError(400, "cwd must be an absolute path")
         try:
             real = path.resolve(strict=True)
-        except (OSError, RuntimeError):
+        except (OSError, RuntimeError, ValueError):
             raise ApiError(400, f"cwd {raw} does not exist") from None
         if not real.is_dir():
             raise ApiError(400, f"cwd {raw} is not a directory")
