@@ -31,6 +31,8 @@ def test_start_two_messages_two_turns_one_row_exact_tokens_and_cost(managed: Cal
     assert created.data["sessions"][0]["id"] == sid
     assert created.data["sessions"][0]["managed"]["name"] == "greeter"
     m.wait_session(sid, lambda s: s["status"] == "waiting", "the first turn to end")
+    # the id POST /managed answered is the CLI's own (its system/init says so)
+    assert any(x["content"].startswith(f"session {sid} started") for x in m.logs(sid, kind="system"))
     r = m.http.post(f"/sessions/{sid}/messages", json={"text": "again"})
     assert r.status_code == 202, r.text
     s = m.wait_session(sid, lambda s: s["managed"]["num_turns"] == 2 and s["status"] == "waiting", "the second turn to end")
