@@ -6,6 +6,8 @@ the API, interrupt, stop, resume and delete.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -221,3 +223,52 @@ def test_stop_resume_cost_adds_on_and_delete(managed: Callable[..., Managed]) ->
     assert "resume" not in s["controls"] and "delete" not in s["controls"]
     assert [a["action"] for a in m.detail(sid).get("actions", [])] in ([], ["start", "stop", "resume", "stop", "delete"])
     m.api.check()
+
+
+def test_a_message_right_after_start_is_queued_not_refused(managed: Callable[..., Managed]) -> None:
+    m = managed([Turn.text("first"), Turn.text("second")])
+    sid = m.started("one")
+    r = m.http.post(f"/sessions/{sid}/messages", json={"text": "two"})
+    assert r.status_code == 202, r.text
+    s = m.wait_session(sid, lambda s: s["status"] == "waiting" and s["managed"]["num_turns"] == 2, "both turns")
+    assert [x["content"] for x in m.logs(sid, kind="prompt")] == ["one", "two"]
+    assert s["status"] == "waiting"
+
+
+def test_unnamed_sessions_get_free_names(managed: Callable[..., Managed]) -> None:
+    m = managed([Turn.text(f"answer {i}") for i in range(3)])
+    a = m.started("a")
+    b = m.started("b")
+    names = {m.wait_status(sid, "waiting")["managed"]["name"] for sid in (a, b)}
+    assert len(names) == 2
+    m.http.post(f"/sessions/{a}/stop", json={})
+    m.wait_status(a, "ended")
+    assert m.http.delete(f"/sessions/{a}").status_code == 200
+    r = m.start("c")  # no name: never one a live session has
+    assert r.status_code == 201, r.text
+    assert r.json()["name"] not in {m.session(b)["managed"]["name"]}  # type: ignore[index]
+
+
+def test_a_crashed_process_is_failed_and_a_session_without_transcript_goes_on_delete(managed: Callable[..., Managed]) -> None:
+    gate = threading.Event()
+    m = managed([Turn.text("never", gate=gate)])
+    try:
+        sid = m.started("crash")
+        m.api.wait_requests(1)
+        pid = m.wait_status(sid, "running")["managed"]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        s = m.wait_status(sid, "failed")
+        assert s["status_reason"] == "process killed by signal 9"
+        assert s["managed"]["state"] == "error" and s["managed"]["exit_code"] == -9
+        assert s["controls"] == ["resume", "delete"]
+    finally:
+        gate.set()
+    # a CLI that exits at once, before any transcript: the row is the record's alone
+    m2 = managed([], flags=["--claude-bin", "/bin/false"], name="false")
+    sid = m2.started("nothing")
+    s = m2.wait_status(sid, "failed")
+    assert s["status_reason"] == "process exited 1" and s["managed"]["exit_code"] == 1
+    assert not m2.where.transcripts()
+    assert m2.http.delete(f"/sessions/{sid}").status_code == 200
+    assert m2.session(sid) is None
+    assert m2.http.get(f"/sessions/{sid}").status_code == 404

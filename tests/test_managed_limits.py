@@ -157,7 +157,7 @@ EXPENSIVE = Usage(100_000, 10_000)
 
 
 def test_a_turn_past_the_cap_stops_the_process_budget_reached(managed: Callable[..., Managed]) -> None:
-    m = managed([Turn.text("that was expensive", usage=EXPENSIVE)])
+    m = managed([Turn.text("that was expensive", usage=EXPENSIVE), Turn.text("with more money", usage=Usage(100, 10))])
     sid = m.started("spend", max_cost_usd=0.01)
     s = m.wait_status(sid, "ended")
     assert s["status_reason"] == "budget reached"
@@ -167,6 +167,13 @@ def test_a_turn_past_the_cap_stops_the_process_budget_reached(managed: Callable[
     assert s["controls"] == ["resume", "delete"]
     assert claude_pids(m.where.home) == set()
     assert any("budget reached" in x["content"] for x in m.logs(sid, kind="system"))
+    # resuming past the cap would spend again at once: refused until the cap is raised
+    assert "budget" in one_sentence(m.http.post(f"/sessions/{sid}/resume", json={"text": "more"}), 409)
+    assert len(m.api.agent_requests()) == 1
+    assert m.http.put(f"/sessions/{sid}/budget", json={"max_cost_usd": 5}).status_code == 200
+    assert m.http.post(f"/sessions/{sid}/resume", json={"text": "more"}).status_code == 200
+    s = m.wait_session(sid, lambda s: s["status"] == "waiting" and s["managed"]["num_turns"] == 2, "the turn after the raise")
+    assert s["max_cost_usd"] == 5 and s["managed"]["max_cost_usd"] == 5
     m.api.check()
 
 

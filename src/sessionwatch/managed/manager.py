@@ -135,6 +135,9 @@ class Record:
     stopping: str | None = None
     #: a run: a person asked it to stop (told in the answer to its next report)
     stop_asked: bool = False
+    #: set once the process has started and had its first message (or failed to start):
+    #: a message sent before then waits for it instead of finding no process
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
     last_activity: float | None = None
     last_report: float | None = None
     #: what the CLI restores as its running total on ``--resume`` (the transcript's last
@@ -210,6 +213,8 @@ class Manager:
         self._buffers: dict[str, list[LogLine]] = {}
         self._logs_changed: dict[str, asyncio.Event] = {}
         self._closing = False
+        #: stops begun from a check (a reference each, so none is collected mid-way)
+        self._stops: set[asyncio.Task[None]] = set()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -401,6 +406,14 @@ class Manager:
             raise ApiError(400, f"cwd {raw} is outside the workspace root {root}")
         return str(real)
 
+    def _free_name(self, base: str) -> str:
+        """``base-N`` that no record has (N from the number of records up)."""
+        taken = {r.name for r in self.records.values()}
+        n = len(self.records) + 1
+        while f"{base}-{n}" in taken:
+            n += 1
+        return f"{base}-{n}"
+
     async def start(self, req: StartRequest, by: Actor) -> Record:
         """``POST /managed``: launch a process; the record is shown at once."""
         if self._closing:
@@ -411,7 +424,7 @@ class Manager:
             raise ApiError(400, 'permission_mode "bypassPermissions" is refused: start the server with --allow-bypass-permissions to allow it')
         if self.live_count() >= self.max_managed:
             raise ApiError(429, f"{self.max_managed} managed sessions are running, the most --max-managed allows: stop one first")
-        name = req.name or f"{Path(cwd).name or 'session'}-{len(self.records) + 1}"
+        name = req.name or self._free_name(Path(cwd).name or "session")
         if any(r.name == name and r.live for r in self.records.values()):
             raise ApiError(409, f"a running managed session is already named {name!r}")
         claude = self._claude()
@@ -439,6 +452,9 @@ class Manager:
             raise ApiError(503, "the server is shutting down")
         if self.live_count() >= self.max_managed:
             raise ApiError(429, f"{self.max_managed} managed sessions are running, the most --max-managed allows: stop one first")
+        if self._over_budget(rec):
+            # a resumed process would spend on its first message before the check stops it again
+            raise ApiError(409, f"the session has reached its budget (${self.cap(rec) or 0:.2f}): raise it with PUT /sessions/{sid}/budget first")
         claude = self._claude()
         now = self.engine.clock.now()
         rec.cost_before = rec.total_cost_usd or rec.cost_before
@@ -457,6 +473,10 @@ class Manager:
 
     async def send(self, sid: str, text: str, by: Actor) -> Record:
         rec = self._server_record(sid)
+        if rec.live and rec.proc is not None and not rec.ready.is_set():
+            # just started: the process may not run yet, and its first message goes first
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(rec.ready.wait(), 30)
         if not rec.live or rec.proc is None:
             raise ApiError(409, "the session is not running: resume it first")
         if rec.stopping is not None:
@@ -660,6 +680,7 @@ class Manager:
     def _launch(self, rec: Record, cmd: list[str], prompt: str | None) -> None:
         env = {k: v for k, v in os.environ.items() if k != "CLAUDECODE"}
         rec.proc = ClaudeProcess(cmd, rec.cwd, env, interactive=True)
+        rec.ready = asyncio.Event()
         rec.task = asyncio.create_task(self._drive(rec, prompt), name=f"managed {rec.id}")
 
     async def _drive(self, rec: Record, prompt: str | None) -> None:
@@ -678,6 +699,8 @@ class Manager:
                 await self._publish(rec)
                 return
             rec.pid, rec.proc_start = proc.pid, proc_start_time(proc.pid or 0)
+            if rec.stopping is not None:  # stopped (the server shutting down) while it was being started
+                raise ProcessGone(rec.stopping)
             self._log(rec, [LogLine(ts=self.engine.clock.now(), level="info", source="system", kind="system", content=f"started: {' '.join(proc.cmd[1:])}")])
             await self._save(rec)
             await proc.initialize()
@@ -686,6 +709,7 @@ class Manager:
             else:
                 rec.state, rec.status_reason = "waiting", "resumed: waiting for a message"
                 await self._publish(rec)
+            rec.ready.set()
             async for msg in proc.lines():
                 await self._fold(rec, msg)
         except ProcessGone:
@@ -694,6 +718,7 @@ class Manager:
             log.exception("managed session %s failed", sid)
             rec.stopping = rec.stopping or "sessionwatch error (see the server log)"
         finally:
+            rec.ready.set()
             code = await proc.stop(step_s=3.0) if proc.running else await proc.wait()
             await proc.close()
             now = self.engine.clock.now()
@@ -811,7 +836,9 @@ class Manager:
     def _stop_soon(self, rec: Record, why: str) -> None:
         rec.stopping = why
         self._log(rec, [LogLine(ts=self.engine.clock.now(), level="warn", source="system", kind="system", content=f"stopping: {why} (cap ${self.cap(rec) or 0:.2f})")])
-        asyncio.get_running_loop().create_task(self._stop_process(rec))
+        task = asyncio.get_running_loop().create_task(self._stop_process(rec))
+        self._stops.add(task)
+        task.add_done_callback(self._stops.discard)
 
     async def _stop_process(self, rec: Record) -> None:
         proc = rec.proc
