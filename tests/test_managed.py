@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_for
-from tests.fakeapi import Turn, Usage
+from tests.fakeapi import Block, Turn, Usage
 from tests.managed_kit import Managed, alive, claude_pids, managed  # noqa: F401
 from tests.sse import SSEClient
 
@@ -161,6 +161,7 @@ def test_interrupt_ends_the_turn_and_keeps_the_process(managed: Callable[..., Ma
         assert r.json() == {"session_id": sid, "interrupted": True}
         s = m.wait_status(sid, "waiting")
         assert s["managed"]["state"] == "waiting" and s["managed"]["pid"] == pid
+        assert s["status_reason"] == "turn interrupted"
         assert "interrupt" not in s["controls"] and s["controls"] == ["send", "stop"]
         assert alive(pid)
         actions = [a["action"] for a in m.detail(sid)["actions"]]
@@ -272,3 +273,42 @@ def test_a_crashed_process_is_failed_and_a_session_without_transcript_goes_on_de
     assert m2.http.delete(f"/sessions/{sid}").status_code == 200
     assert m2.session(sid) is None
     assert m2.http.get(f"/sessions/{sid}").status_code == 404
+
+
+def test_two_requests_in_one_response_are_answered_one_by_one(managed: Callable[..., Managed]) -> None:
+    m = managed([])
+    cwd = m.where.cwd
+    m.api.add(
+        Turn([Block("tool_use", name="Write", input={"file_path": str(cwd / "one.txt"), "content": "1"}, id="toolu_one"),
+              Block("tool_use", name="Write", input={"file_path": str(cwd / "two.txt"), "content": "2"}, id="toolu_two")]),
+        Turn.text("done"),
+    )  # fmt: skip
+    sid = m.started("write two files")
+    first = asked(m, sid)["pending"]
+    assert first["summary"] == "Write: one.txt"
+    assert m.http.post(f"/sessions/{sid}/approve", json={"pending_id": first["id"], "decision": "allow"}).status_code == 200
+    s = m.wait_session(sid, lambda s: (s["pending"] or {}).get("summary") == "Write: two.txt", "the second request")
+    assert s["status"] == "needs_approval" and "approve" in s["controls"]
+    r = m.http.post(f"/sessions/{sid}/approve", json={"pending_id": s["pending"]["id"], "decision": "deny"})
+    assert r.status_code == 200, r.text
+    m.wait_status(sid, "waiting")
+    assert (cwd / "one.txt").exists() and not (cwd / "two.txt").exists()
+    results = {r["tool_use_id"]: r for r in m.api.agent_requests()[1].tool_results()}
+    assert not results["toolu_one"].get("is_error") and results["toolu_two"]["is_error"] is True
+    assert [a["decision"] for a in m.detail(sid)["approvals"]] == ["allow", "deny"]
+
+
+def test_stop_while_a_request_waits_ends_the_process_and_the_request(managed: Callable[..., Managed]) -> None:
+    m = managed([])
+    m.api.add(write_turn(m.where.cwd))
+    sid = m.started("write a file")
+    p = asked(m, sid)["pending"]
+    pid = m.session(sid)["managed"]["pid"]  # type: ignore[index]
+    assert m.http.post(f"/sessions/{sid}/stop", json={}).status_code == 200
+    s = m.wait_status(sid, "ended")
+    assert s["pending"] is None and "approve" not in s["controls"]
+    assert not alive(pid)
+    r = m.http.post(f"/sessions/{sid}/approve", json={"pending_id": p["id"], "decision": "allow"})
+    assert r.status_code == 409, r.text
+    assert not (m.where.cwd / "out.txt").exists()
+    m.api.check()

@@ -190,3 +190,13 @@ def test_lowering_the_budget_of_a_running_session_stops_it(managed: Callable[...
     assert s["max_cost_usd"] == 0.001
     wait_for(lambda: not alive(pid), 10, "the process to be gone")
     assert m.detail(sid)["budget"]["changes"][0]["max_cost_usd"] == 0.001
+
+
+def test_max_turns_ends_the_turn_with_its_reason(managed: Callable[..., Managed]) -> None:
+    m = managed([Turn.tool_use("Bash", {"command": "echo hi", "description": "say hi"}), Turn.text("never asked")])
+    sid = m.started("run something", max_turns=1)
+    s = m.wait_status(sid, "waiting")
+    assert s["status_reason"] == "max turns reached"
+    assert s["managed"]["state"] == "waiting" and s["managed"]["pid"] is not None
+    assert len(m.api.agent_requests()) == 1
+    assert m.detail(sid)["managed_detail"]["max_turns"] == 1
