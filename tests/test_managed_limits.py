@@ -5,6 +5,7 @@ bypassPermissions, bad bodies, unknown ids, and the spend cap."""
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -200,3 +201,26 @@ def test_max_turns_ends_the_turn_with_its_reason(managed: Callable[..., Managed]
     assert s["managed"]["state"] == "waiting" and s["managed"]["pid"] is not None
     assert len(m.api.agent_requests()) == 1
     assert m.detail(sid)["managed_detail"]["max_turns"] == 1
+
+
+def test_concurrent_starts_and_resumes_keep_the_limits(managed: Callable[..., Managed]) -> None:
+    m = managed([Turn.text(f"answer {i}") for i in range(6)], flags=["--max-managed", "2"])
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda i: m.start(f"p{i}", name="same" if i < 2 else None), range(4)))
+    codes = sorted(r.status_code for r in answers)
+    assert codes.count(201) == 2, [r.text for r in answers]
+    assert set(codes) <= {201, 409, 429}
+    named = [r for r in answers[:2] if r.status_code == 201]
+    assert len(named) <= 1  # one live "same" at most
+    started = [r.json()["session_id"] for r in answers if r.status_code == 201]
+    for sid in started:
+        m.wait_status(sid, "waiting")
+    assert len(claude_pids(m.where.home)) == 2
+    sid = started[0]
+    assert m.http.post(f"/sessions/{sid}/stop", json={}).status_code == 200
+    m.wait_status(sid, "ended")
+    with ThreadPoolExecutor(3) as pool:
+        resumed = list(pool.map(lambda _: m.http.post(f"/sessions/{sid}/resume", json={"text": "again"}), range(3)))
+    assert sorted(r.status_code for r in resumed) == [200, 409, 409], [r.text for r in resumed]
+    m.wait_session(sid, lambda s: s["status"] == "waiting" and s["managed"]["num_turns"] == 2, "the resumed turn")
+    assert len(claude_pids(m.where.home)) == 2

@@ -186,3 +186,15 @@ async def test_retention_sweep_on_the_engines_clock(tmp_path: Path) -> None:
             runner.cancel()
     finally:
         await engine.close()
+
+
+def test_secrets_are_masked_in_logs_and_rows(managed: Callable[..., Managed]) -> None:
+    token = "ghp_" + "a1" * 15
+    m = managed([Turn.text(f"I will use {token} as you said")])
+    sid = m.started(f"push with {token} please", system_prompt=f"the deploy token is {token}")
+    s = m.wait_status(sid, "waiting")
+    everything = m.http.get(f"/sessions/{sid}/logs", params={"limit": 1000}).text
+    assert token not in everything and "ghp_••••" in everything
+    assert token not in str(s) and s["current_task"] == "push with ghp_•••• please"
+    detail = m.http.get(f"/sessions/{sid}").text
+    assert token not in detail and "ghp_••••" in detail

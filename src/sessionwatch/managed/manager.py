@@ -213,6 +213,9 @@ class Manager:
         self._buffers: dict[str, list[LogLine]] = {}
         self._logs_changed: dict[str, asyncio.Event] = {}
         self._closing = False
+        #: starts between their checks and their record being in ``records`` (their names):
+        #: counted against --max-managed and the names, so concurrent starts keep the limits
+        self._starting: set[str] = set()
         #: stops begun from a check (a reference each, so none is collected mid-way)
         self._stops: set[asyncio.Task[None]] = set()
 
@@ -374,7 +377,7 @@ class Manager:
     # --- what people do ---------------------------------------------------------------
 
     def live_count(self) -> int:
-        return sum(1 for r in self.records.values() if r.kind == "server" and r.live)
+        return len(self._starting) + sum(1 for r in self.records.values() if r.kind == "server" and r.live)
 
     def _record(self, sid: str) -> Record:
         rec = self.records.get(sid)
@@ -408,7 +411,7 @@ class Manager:
 
     def _free_name(self, base: str) -> str:
         """``base-N`` that no record has (N from the number of records up)."""
-        taken = {r.name for r in self.records.values()}
+        taken = {r.name for r in self.records.values()} | self._starting
         n = len(self.records) + 1
         while f"{base}-{n}" in taken:
             n += 1
@@ -425,7 +428,7 @@ class Manager:
         if self.live_count() >= self.max_managed:
             raise ApiError(429, f"{self.max_managed} managed sessions are running, the most --max-managed allows: stop one first")
         name = req.name or self._free_name(Path(cwd).name or "session")
-        if any(r.name == name and r.live for r in self.records.values()):
+        if name in self._starting or any(r.name == name and r.live for r in self.records.values()):
             raise ApiError(409, f"a running managed session is already named {name!r}")
         claude = self._claude()
         now = self.engine.clock.now()
@@ -440,7 +443,11 @@ class Manager:
             claude, session_id=rec.id, model=req.model, system_prompt=req.system_prompt,
             permission_mode=mode, allowed_tools=req.allowed_tools, max_turns=req.max_turns,
         )  # fmt: skip
-        await self._publish(rec, extra=self.engine.store.record_action(rec.id, "start", name, now, by), new=True)
+        self._starting.add(name)
+        try:
+            await self._publish(rec, extra=self.engine.store.record_action(rec.id, "start", name, now, by), new=True)
+        finally:
+            self._starting.discard(name)
         self._launch(rec, cmd, req.prompt)
         return rec
 
@@ -458,8 +465,9 @@ class Manager:
         claude = self._claude()
         now = self.engine.clock.now()
         rec.cost_before = rec.total_cost_usd or rec.cost_before
-        rec.cost_restored = await asyncio.to_thread(restored_cost, self._transcript_of(rec))
+        # live from here, before any await: a second resume meanwhile is a 409
         rec.state, rec.status_reason, rec.exit_code, rec.stopping = "starting", None, None, None
+        rec.cost_restored = await asyncio.to_thread(restored_cost, self._transcript_of(rec))
         rec.updated_at = rec.last_activity = now
         if text:
             rec.current_task = _task_of(text)
@@ -701,7 +709,7 @@ class Manager:
             rec.pid, rec.proc_start = proc.pid, proc_start_time(proc.pid or 0)
             if rec.stopping is not None:  # stopped (the server shutting down) while it was being started
                 raise ProcessGone(rec.stopping)
-            self._log(rec, [LogLine(ts=self.engine.clock.now(), level="info", source="system", kind="system", content=f"started: {' '.join(proc.cmd[1:])}")])
+            self._log(rec, [LogLine(ts=self.engine.clock.now(), level="info", source="system", kind="system", content=cut(f"started: {' '.join(proc.cmd[1:])}"))])
             await self._save(rec)
             await proc.initialize()
             if prompt:
