@@ -224,3 +224,27 @@ def test_concurrent_starts_and_resumes_keep_the_limits(managed: Callable[..., Ma
     assert sorted(r.status_code for r in resumed) == [200, 409, 409], [r.text for r in resumed]
     m.wait_session(sid, lambda s: s["status"] == "waiting" and s["managed"]["num_turns"] == 2, "the resumed turn")
     assert len(claude_pids(m.where.home)) == 2
+
+
+def test_bad_bodies_on_a_sessions_actions(managed: Callable[..., Managed]) -> None:
+    m = managed([Turn.text("hi")])
+    sid = m.started("hello")
+    m.wait_status(sid, "waiting")
+    cases: list[tuple[str, str, Any, str]] = [
+        ("POST", "messages", {}, "text is required"),
+        ("POST", "messages", {"text": 5}, "text must be a string"),
+        ("POST", "messages", {"text": " "}, "text must not be empty"),
+        ("POST", "messages", [1], "must be a JSON object"),
+        ("POST", "resume", {"text": 5}, "text must be a string"),
+        ("POST", "interrupt", "nope", "must be a JSON object"),
+        ("POST", "approve", {"pending_id": "x", "decision": "maybe"}, 'decision must be "allow" or "deny"'),
+        ("POST", "approve", {"decision": "allow"}, "pending_id is required"),
+        ("PUT", "budget", {"max_cost_usd": "x"}, "max_cost_usd must be a number"),
+    ]
+    for method, action, body, expected in cases:
+        r = m.http.request(method, f"/sessions/{sid}/{action}", json=body)
+        assert expected in one_sentence(r, 400), (action, body)
+    r = m.http.post(f"/sessions/{sid}/messages", content=b"text=hi", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 415, r.text
+    s = m.session(sid)
+    assert s is not None and s["status"] == "waiting" and s["managed"]["num_turns"] == 1
