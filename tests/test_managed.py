@@ -47,6 +47,7 @@ def test_start_two_messages_two_turns_one_row_exact_tokens_and_cost(managed: Cal
     assert cli_cost is not None and cli_cost > 0
     assert s["cost_usd"] == pytest.approx(cli_cost, rel=0.01)
     assert s["controls"] == ["send", "stop"]
+    assert s["user"] == "local" and created.data["sessions"][0]["user"] == "local"  # who started it, before and after the transcript
     kinds = [x["kind"] for x in m.logs(sid) if x["kind"] != "raw"]
     assert kinds.count("prompt") == 2 and kinds.count("reply") == 2 and kinds.count("result") == 2
     stream.stop()

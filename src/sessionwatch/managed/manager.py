@@ -320,6 +320,7 @@ class Manager:
             ),  # fmt: skip
             "max_cost_usd": self.cap(rec),
             "current_task": rec.current_task,
+            "user": rec.user,
         }
         if rec.last_activity is not None and (transcript_ts is None or rec.last_activity > transcript_ts):
             fields["last_activity"] = iso(rec.last_activity)
