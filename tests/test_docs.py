@@ -218,6 +218,12 @@ ENV_VALUES = {
     "--max-cost-usd": "7",
     "--max-daily-cost-usd": "7",
     "--webhook": "http://127.0.0.1:9/hook",
+    "--max-managed": "7",
+    "--default-max-cost-usd": "7",
+    "--log-retention-days": "3",
+    "--claude-bin": "{tmp}/claude",
+    "--workspace-root": "{tmp}",
+    "--allow-bypass-permissions": "1",
 }
 
 

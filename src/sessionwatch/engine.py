@@ -199,6 +199,8 @@ class Engine:
         self._applier: asyncio.Task[None] | None = None
         self.ready = anyio.Event()
         self.stop_event = anyio.Event()
+        #: called (on the loop) when a shutdown is requested, beside ending the streams
+        self.on_shutdown: list[Callable[[], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -273,6 +275,8 @@ class Engine:
         """
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self.hub.close_all)
+            for end in self.on_shutdown:
+                self._loop.call_soon_threadsafe(end)
 
     async def close(self) -> None:
         self.stop_event.set()

@@ -213,7 +213,11 @@ class Control:
     # --- the Answerer seam ---------------------------------------------------------------
 
     def holds(self, event: HookEvent) -> bool:
-        """True for a PermissionRequest that will wait for an answer (away mode)."""
+        """True for a PermissionRequest that will wait for an answer (away mode).
+        Never for a process the server runs: its requests come on stream-json
+        (``can_use_tool``) right after the hook answers, and wait there."""
+        if self.managed is not None and self.managed.runs_process(event.session_id):
+            return False
         return self.away.on and event.hook_event_name == "PermissionRequest"
 
     async def answer(self, event: HookEvent, session: Session | None) -> dict[str, Any]:

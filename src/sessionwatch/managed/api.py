@@ -228,7 +228,9 @@ async def runs(request: Request) -> Response:
     state = data.get("state")
     if state not in RUN_STATES:
         raise ApiError(400, f"state must be one of {', '.join(RUN_STATES)}")
-    figures = data.get("figures") or {}
+    figures = data.get("figures", {})
+    if figures is None:
+        figures = {}
     if not isinstance(figures, dict):
         raise ApiError(400, "figures must be an object")
     clean: dict[str, Any] = {

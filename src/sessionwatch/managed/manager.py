@@ -52,6 +52,7 @@ import msgspec
 from sessionwatch.errors import ApiError, ConfigError
 from sessionwatch.managed.protocol import (
     ClaudeProcess,
+    STOP_STEP_S,
     LogLine,
     ProcessGone,
     cut,
@@ -591,8 +592,10 @@ class Manager:
             raise ApiError(409, f"session {sid!r} is a managed session of this server, not a run")
         else:
             new = False
-        state = data["state"]
-        rec.state = {"ended": "stopped", "failed": "error"}.get(state, state)
+        state = {"ended": "stopped", "failed": "error"}.get(data["state"], data["state"])
+        if new or state != rec.state:
+            rec.last_activity = now  # a heartbeat alone is not activity
+        rec.state = state
         rec.status_reason = data.get("status_reason")
         rec.pid = data.get("pid")
         rec.model = data.get("model") or rec.model
@@ -623,6 +626,11 @@ class Manager:
 
     def knows(self, sid: str) -> bool:
         return sid in self.records
+
+    def runs_process(self, sid: str) -> bool:
+        """Whether the server runs ``sid``'s process (not a run in a terminal)."""
+        rec = self.records.get(sid)
+        return rec is not None and rec.kind == "server" and rec.live
 
     async def detail(self, sid: str) -> dict[str, Any]:
         """What ``GET /sessions/{id}`` adds for a managed session or run: how it
@@ -656,13 +664,20 @@ class Manager:
                 after = lines[-1]["id"]
                 yield lines
                 continue
-            if self._closing or query.session_id not in self.records:
+            if self._closing or self.engine.stop_event.is_set() or query.session_id not in self.records:
                 return
             try:
                 await asyncio.wait_for(ev.wait(), keepalive_s)
             except asyncio.TimeoutError:
                 yield []
             ev.clear()
+
+    def end_follows(self) -> None:
+        """End every ``?follow=1`` stream (the server is shutting down: it
+        waits for open responses before it stops the processes)."""
+        self._closing = True
+        for ev in self._logs_changed.values():
+            ev.set()
 
     def _wake(self, sid: str) -> None:
         ev = self._logs_changed.get(sid)
@@ -728,7 +743,10 @@ class Manager:
             rec.stopping = rec.stopping or "sessionwatch error (see the server log)"
         finally:
             rec.ready.set()
-            code = await proc.stop(step_s=3.0) if proc.running else await proc.wait()
+            # stdout closed: the process is ending by itself; else (an error here) stop it
+            code = await proc.wait(STOP_STEP_S if rec.stopping is None else 0.5)
+            if code is None:
+                code = await proc.stop()
             await proc.close()
             now = self.engine.clock.now()
             rec.exit_code = code

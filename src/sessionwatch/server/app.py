@@ -210,6 +210,7 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
     managed = Manager(engine, budgets=control.budgets)
     engine.add_source(managed)
     control.managed = managed  # POST /sessions/{id}/approve answers a managed process's requests too
+    engine.on_shutdown.append(managed.end_follows)
     entry: App | None = None
     webhooks: Webhooks | None = None
     if settings.webhooks:
