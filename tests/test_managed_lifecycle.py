@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import signal
 import threading
+
+import pytest
 from collections.abc import Callable
 
 from sessionwatch.managed.protocol import proc_start_time
 from tests.conftest import wait_for
-from tests.fakeapi import Turn
+from tests.fakeapi import Turn, Usage
 from tests.managed_kit import Managed, alive, claude_pids, managed  # noqa: F401
 
 
 def test_sigterm_stops_every_process_and_the_records_stay_resumable(managed: Callable[..., Managed]) -> None:
     gate = threading.Event()
-    m = managed([Turn.text("a done"), Turn.text("b done"), Turn.text("c is slow", gate=gate), Turn.text("a again")])
+    m = managed([Turn.text("a done", usage=Usage(5_000, 500)), Turn.text("b done"), Turn.text("c is slow", gate=gate),
+                 Turn.text("a again", usage=Usage(5_000, 500))])  # fmt: skip
     try:
         a = m.started("a", name="a")
         m.wait_status(a, "waiting")
@@ -47,6 +50,9 @@ def test_sigterm_stops_every_process_and_the_records_stay_resumable(managed: Cal
     assert r.status_code == 200, r.text
     s = m.wait_session(a, lambda s: s["status"] == "waiting" and s["managed"]["num_turns"] == 2, "the resumed turn")
     assert [x["content"] for x in m.logs(a, kind="reply")] == ["a done", "a again"]
+    # the cost goes on across the restart: the CLI's figure and the transcript's agree
+    s = m.wait_session(a, lambda s: s["tokens"]["output"] == 2 * 500, "the transcript's tokens of both processes")
+    assert s["managed"]["total_cost_usd"] == pytest.approx(s["cost_usd"], rel=0.01)
     assert len(claude_pids(m.where.home)) == 1
 
 
