@@ -5,13 +5,19 @@ next server on the same --db finds (pid and /proc start time) and kills."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
+from pathlib import Path
 
 import pytest
 from collections.abc import Callable
 
+from sessionwatch.config import Settings
+from sessionwatch.engine import Engine
+from sessionwatch.managed.manager import Manager, StartRequest
 from sessionwatch.managed.protocol import proc_start_time
+from sessionwatch.store.base import Actor
 from tests.conftest import wait_for
 from tests.fakeapi import Turn, Usage
 from tests.managed_kit import Managed, alive, claude_pids, managed  # noqa: F401
@@ -79,3 +85,27 @@ def test_a_process_left_by_a_killed_server_is_killed_by_the_next(managed: Callab
         assert s["controls"] == ["resume", "delete"]
     finally:
         gate.set()
+
+
+async def test_a_process_that_starts_while_the_server_shuts_down_is_stopped_at_once(tmp_path: Path) -> None:
+    # in-process, with a stand-in CLI that would run for minutes (never the real API)
+    fake = tmp_path / "claude"
+    fake.write_text("#!/bin/sh\nexec sleep 300\n")
+    fake.chmod(0o755)
+    (tmp_path / "projects").mkdir()
+    (tmp_path / "work").mkdir()
+    engine = Engine(Settings(projects_dir=tmp_path / "projects", db=tmp_path / "sw.db", claude_bin=str(fake)))
+    manager = Manager(engine)
+    engine.add_source(manager)
+    await engine.open()
+    try:
+        await manager.load()
+        rec = await manager.start(StartRequest(prompt="hello", cwd=str(tmp_path / "work")), Actor("local", None, None, None))
+        manager.end_follows()  # the shutdown is asked for before the process has started
+        assert rec.task is not None
+        await asyncio.wait_for(rec.task, 20)
+        assert (rec.state, rec.status_reason, rec.pid) == ("stopped", "server shut down", None)
+        assert engine.hub.sessions[rec.id].status == "ended"
+    finally:
+        await manager.close()
+        await engine.close()

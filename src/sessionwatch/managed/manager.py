@@ -723,7 +723,8 @@ class Manager:
                 await self._publish(rec)
                 return
             rec.pid, rec.proc_start = proc.pid, proc_start_time(proc.pid or 0)
-            if rec.stopping is not None:  # stopped (the server shutting down) while it was being started
+            if rec.stopping is not None or self._closing:  # stopped, or the server shutting down, while it was being started
+                rec.stopping = rec.stopping or "server shut down"
                 raise ProcessGone(rec.stopping)
             self._log(rec, [LogLine(ts=self.engine.clock.now(), level="info", source="system", kind="system", content=cut(f"started: {' '.join(proc.cmd[1:])}"))])
             await self._save(rec)
