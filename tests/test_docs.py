@@ -46,6 +46,7 @@ CODE_DEFAULTS: dict[tuple[str, str], Any] = {
     ("hook", "--server"): hook_command.DEFAULT_URL,
     ("hook", "--token-env"): hook_command.DEFAULT_TOKEN_ENV,
     ("hook", "--timeout"): hook_command.DEADLINE_S,
+    ("run", "--server"): config.DEFAULT_SERVER_URL,
 }
 
 

@@ -4,7 +4,7 @@
 // are approvals.js's.
 
 import { approveBody, approveError, awayText, canApprove, pendingLine } from './approvals.js';
-import { canKill, requireSignIn } from './auth.js';
+import { canKill, forbid, requireSignIn } from './auth.js';
 import { $, h, showMessage } from './dom.js';
 import { state } from './state.js';
 
@@ -12,7 +12,8 @@ const DENY_PROMPT = 'Deny this tool call? Claude Code gets your message (leave i
 
 /** Approve / Deny for the session's pending prompt, or null when it cannot be answered from here. */
 export function approveButtons(session) {
-  if (!canApprove(session)) return null;
+  // none for a token the server refused an action (403)
+  if (!canApprove(session) || state.forbidden) return null;
   const allowed = canKill();
   const what = pendingLine(session.pending);
   const button = (decision, label, cls) =>
@@ -60,6 +61,7 @@ export async function answer(id, pendingId, decision, el = null) {
     requireSignIn('Sign in to answer prompts.');
     return false;
   }
+  if (response.status === 403) forbid();
   let body = null;
   try {
     body = await response.json();

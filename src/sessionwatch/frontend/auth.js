@@ -6,16 +6,33 @@
 import { $ } from './dom.js';
 import { state } from './state.js';
 
-const hooks = { signedIn: () => {}, signedOut: () => {} };
+const hooks = { signedIn: () => {}, signedOut: () => {}, forbidden: () => {} };
 
-/** `signedIn()` runs once the page may read (start the connection), `signedOut()` once it may not. */
-export function onAuthChange({ signedIn, signedOut }) {
+/**
+ * `signedIn()` runs once the page may read (start the connection),
+ * `signedOut()` once it may not, `forbidden()` once the server refused this
+ * person's token an action (403: a role that only reads).
+ */
+export function onAuthChange({ signedIn, signedOut, forbidden = () => {} }) {
   hooks.signedIn = signedIn;
   hooks.signedOut = signedOut;
+  hooks.forbidden = forbidden;
 }
 
 export function canKill() {
   return !(state.auth.token_required && !state.auth.authenticated);
+}
+
+/** Whether this person may act on sessions: signed in, and no 403 for their token (nor a reading role from /auth). */
+export function mayAct() {
+  return canKill() && !state.forbidden && !['viewer', 'agent'].includes(state.auth.role);
+}
+
+/** The server refused an action with 403: hide what this token cannot do (until the next sign-in). */
+export function forbid() {
+  if (state.forbidden) return;
+  state.forbidden = true;
+  hooks.forbidden();
 }
 
 async function fetchAuth() {
@@ -48,6 +65,7 @@ export function requireSignIn(message = '') {
 }
 
 function signedIn() {
+  state.forbidden = false;
   $('signin').hidden = true;
   $('signin-error').textContent = '';
   $('signout').hidden = !state.auth.token_required;
@@ -99,7 +117,10 @@ function bindForm() {
 export async function startAuth() {
   bindForm();
   const auth = await fetchAuth();
-  if (auth) state.auth = { token_required: Boolean(auth.token_required), authenticated: Boolean(auth.authenticated) };
+  if (auth) {
+    state.auth = { token_required: Boolean(auth.token_required), authenticated: Boolean(auth.authenticated) };
+    if (typeof auth.role === 'string') state.auth.role = auth.role;
+  }
   if (state.auth.token_required && !state.auth.authenticated) requireSignIn();
   else signedIn();
 }

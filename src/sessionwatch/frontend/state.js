@@ -11,4 +11,5 @@ export const state = {
   notify: false,
   away: null, // the last GET / PUT /away answer
   detail: null, // the last /sessions/{id} answer for the selected session
+  forbidden: false, // the server answered 403 to an action with this person's token
 };

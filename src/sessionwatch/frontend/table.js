@@ -97,13 +97,16 @@ function fillRow(row, session, flash) {
   const now = Date.now();
   for (const col of COLUMNS) {
     const note = col.note ? col.note(session) : '';
+    const marker = col.marker ? col.marker(session) : '';
     const text = col.text(session, now);
     const td = row.cells[col.key];
-    if (row.texts[col.key] === text + note) continue;
-    row.texts[col.key] = text + note;
+    if (row.texts[col.key] === text + note + marker) continue;
+    row.texts[col.key] = text + note + marker;
     if (col.key === 'status') {
       const badge = h('span', { class: `status status-${session.status}` }, text);
       td.replaceChildren(...(note ? [badge, ' ', h('small', { class: 'status-note' }, note)] : [badge]));
+    } else if (marker) {
+      td.replaceChildren(h('span', { class: 'managed-marker', title: 'Managed by sessionwatch' }, marker), ' ', text);
     } else {
       td.textContent = text;
     }
@@ -128,7 +131,7 @@ function fillActions(row, session) {
   const td = row.cells.actions;
   if (session.source !== 'panel') {
     // Approve / Deny while the server holds the session's prompt open (away mode).
-    const key = `${session.pending?.id ?? ''}|${(session.controls ?? []).join(',')}|${canKill()}`;
+    const key = `${session.pending?.id ?? ''}|${(session.controls ?? []).join(',')}|${canKill()}|${state.forbidden}`;
     if (td.dataset.key === key) return;
     td.dataset.key = key;
     const buttons = approveButtons(session);
