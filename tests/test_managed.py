@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.fakeapi import Block, Turn, Usage
-from tests.managed_kit import Managed, alive, claude_pids, managed  # noqa: F401
+from tests.managed_kit import MODEL, Managed, alive, claude_pids, managed  # noqa: F401  (MODEL, Managed, managed: tests/test_web_managed.py imports them from here)
 from tests.sse import SSEClient
 
 
