@@ -132,5 +132,6 @@ RULES = Rules(
         "max_cost_usd": ("managed", "control"),
         "managed": ("managed",),
         "current_task": ("managed",),
+        "user": ("managed",),
     },
 )
