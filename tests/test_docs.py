@@ -29,6 +29,7 @@ import pytest
 
 from sessionwatch.cli import build_parser
 from sessionwatch import config
+from sessionwatch.cli import agent as agent_cli
 from sessionwatch.cli import hooks as hooks_cli
 from sessionwatch.config import Settings
 from sessionwatch.integrations import hook_command
@@ -46,6 +47,9 @@ CODE_DEFAULTS: dict[tuple[str, str], Any] = {
     ("hook", "--server"): hook_command.DEFAULT_URL,
     ("hook", "--token-env"): hook_command.DEFAULT_TOKEN_ENV,
     ("hook", "--timeout"): hook_command.DEADLINE_S,
+    ("agent", "--server"): config.DEFAULT_SERVER_URL,
+    ("agent", "--queue"): agent_cli.default_queue(),
+    ("agent", "--log-level"): config.DEFAULT_LOG_LEVEL,
 }
 
 
@@ -211,6 +215,7 @@ ENV_VALUES = {
     "--debounce-ms": "7",
     "--keepalive-s": "7",
     "--stale-after-s": "7",
+    "--agent-stale-after-s": "7",
     "--cleanup-after-s": "7",
     "--idle-after-s": "7",
     "--prices": "{tmp}/prices.json",

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 
 #: The subcommands, each a module of this package with ``add_parser(sub)``.
-COMMANDS = ("serve", "scan", "dashboard", "hooks", "hook")
+COMMANDS = ("serve", "scan", "dashboard", "hooks", "hook", "agent")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
