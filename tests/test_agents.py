@@ -1,0 +1,407 @@
+"""``sessionwatch agent`` for real: agents as separate processes, each with
+its own HOME, transcripts and host name, pushing to a real ``sessionwatch
+serve``; one of them cut off by a TCP proxy the test pauses.
+
+- three machines: the central ``/all`` ends with every session of every
+  machine exactly once, with its host; a stream client saw them in order
+  (ids increasing, the state it builds from the events equals ``/all``);
+- a batch sent twice changes nothing the second time; bad batches are 4xx;
+- an agent killed: its sessions ``stale`` ("agent <host> silent") after
+  ``--agent-stale-after-s``; a restarted server still shows them; a new
+  agent process with the same queue (the same agent id) brings them back;
+- an approval answered on the central dashboard reaches a Claude Code
+  session on an agent's machine (the real CLI, hooks to the agent's receiver).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .conftest import FIXTURES, Server, free_port, wait_for
+from .sse import SSEClient
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+class Proxy:
+    """A TCP proxy to ``target`` the test can cut (``pause``: connections
+    dropped, nothing listens) and let back (``resume``: the same port)."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.port = free_port()
+        self._server: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> Proxy:
+        srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("127.0.0.1", self.port))
+        srv.listen(64)
+        self._server = srv
+        threading.Thread(target=self._accept, args=(srv,), daemon=True).start()
+        return self
+
+    def _accept(self, srv: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = srv.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def pause(self) -> None:
+        assert self._server is not None
+        try:
+            self._server.shutdown(socket.SHUT_RDWR)  # wakes accept()
+        except OSError:
+            pass
+        self._server.close()
+        self._server = None
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    resume = start
+
+
+class Agent:
+    """One ``sessionwatch agent`` process on its own "machine" (a HOME)."""
+
+    def __init__(self, home: Path, host_name: str, server_url: str, log: Path, *extra: str) -> None:
+        self.home = home
+        self.host_name = host_name
+        self.server_url = server_url
+        self.port = free_port()
+        self.queue = home / "agent-queue.db"
+        self.log = log
+        self.extra = list(extra)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def projects_dir(self) -> Path:
+        return self.home / ".claude" / "projects"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Agent:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONWATCH_")}
+        env["HOME"] = str(self.home)
+        env.pop("XDG_DATA_HOME", None)
+        args = [
+            sys.executable, "-m", "sessionwatch", "agent",
+            "--server", self.server_url,
+            "--host-name", self.host_name,
+            "--port", str(self.port),
+            "--projects-dir", str(self.projects_dir),
+            "--queue", str(self.queue),
+            *self.extra,
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(args, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=env)
+
+        def healthy() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"agent exited: {self.log.read_text()[-2000:]}")
+            try:
+                return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, 30, f"agent {self.host_name} to answer /healthz")
+        return self
+
+    def local(self) -> dict[str, dict[str, Any]]:
+        """The sessions this agent's own engine shows, by id."""
+        return {s["id"]: s for s in httpx.get(self.url + "/all", timeout=5).json()["sessions"]}
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"agent {self.host_name} did not stop on SIGINT")
+        finally:
+            self.proc = None
+
+
+@pytest.fixture
+def agents(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
+    started: list[Agent] = []
+
+    def make(home: Path, host_name: str, server_url: str, *extra: str) -> Agent:
+        a = Agent(home, host_name, server_url, tmp_path / f"agent-{host_name}-{len(started)}.log", *extra)
+        started.append(a)
+        return a.start()
+
+    yield make
+    for a in started:
+        if a.proc is not None:
+            a.stop()
+
+
+def machine(root: Path, name: str, project_dirs: list[Path]) -> Path:
+    """A HOME with some of the fixture projects in its ~/.claude/projects."""
+    home = root / name
+    projects = home / ".claude" / "projects"
+    projects.mkdir(parents=True)
+    for d in project_dirs:
+        shutil.copytree(d, projects / d.name)
+    return home
+
+
+def central_all(srv: Server, **params: str) -> dict[str, dict[str, Any]]:
+    r = httpx.get(srv.url + "/all", params=params, timeout=5)
+    assert r.status_code == 200, r.text
+    sessions = r.json()["sessions"]
+    ids = [s["id"] for s in sessions]
+    assert len(ids) == len(set(ids)), "a session twice in /all"
+    return {s["id"]: s for s in sessions}
+
+
+def same_everywhere(srv: Server, machines: list[Agent]) -> bool:
+    """Central /all is exactly every agent's own sessions, each with its host."""
+    central = central_all(srv)
+    expected: dict[str, dict[str, Any]] = {}
+    for a in machines:
+        for sid, s in a.local().items():
+            expected[sid] = {**s, "host": a.host_name}
+    return central == expected
+
+
+def new_session(projects: Path, project: str, prompt: str) -> str:
+    sid = str(uuid.uuid4())
+    folder = projects / project
+    folder.mkdir(parents=True, exist_ok=True)
+    line = {
+        "type": "user", "sessionId": sid, "cwd": "/work/" + project, "uuid": str(uuid.uuid4()),
+        "timestamp": now_iso(), "message": {"role": "user", "content": prompt},
+    }  # fmt: skip
+    (folder / f"{sid}.jsonl").write_text(json.dumps(line) + "\n")
+    return sid
+
+
+def apply_events(events: list[Any]) -> dict[str, dict[str, Any]]:
+    """The state a stream client builds: init/refresh replace, created/updated upsert, deleted removes."""
+    state: dict[str, dict[str, Any]] = {}
+    for e in events:
+        sessions = e.data["sessions"]
+        if e.event in ("init", "refresh"):
+            state = {s["id"]: s for s in sessions}
+        elif e.event in ("session-created", "session-updated"):
+            state.update({s["id"]: s for s in sessions})
+        elif e.event == "session-deleted":
+            for s in sessions:
+                state.pop(s["id"], None)
+    return state
+
+
+def test_three_agents_one_cut_off_every_session_once_with_its_host_in_order(
+    tmp_path: Path, sw_server: Callable[..., Server], agents: Callable[..., Agent]
+) -> None:
+    (tmp_path / "central").mkdir()
+    srv = sw_server(projects_dir=tmp_path / "central")
+    stream = SSEClient(srv.url + "/stream").start()
+    assert stream.next().event == "init"
+    dirs = sorted(p for p in FIXTURES.iterdir() if p.is_dir())
+    names = ["alpha", "beta", "gamma"]
+    homes = [machine(tmp_path, n, dirs[i::3]) for i, n in enumerate(names)]
+    proxy = Proxy(srv.port).start()
+    machines = [
+        agents(homes[0], "alpha", srv.url),
+        agents(homes[1], "beta", f"http://127.0.0.1:{proxy.port}"),
+        agents(homes[2], "gamma", srv.url),
+    ]
+    wait_for(lambda: same_everywhere(srv, machines), 60, "every machine's sessions on the central server")
+    first = central_all(srv)
+    by_host = {n: {sid for sid, s in first.items() if s["host"] == n} for n in names}
+    for a in machines:
+        assert by_host[a.host_name] == set(a.local()), a.host_name
+        assert by_host[a.host_name], f"{a.host_name} has no sessions"
+    assert set(central_all(srv, host="beta")) == by_host["beta"]
+
+    # beta is cut off: its news waits in its queue; the others go on
+    proxy.pause()
+    beta, alpha = machines[1], machines[0]
+    cut_off = [new_session(beta.projects_dir, "-work-beta", f"while cut off {i}") for i in range(3)]
+    wait_for(lambda: set(cut_off) <= set(beta.local()), 30, "beta's own engine to see its new sessions")
+    gone = next(sid for sid in sorted(by_host["beta"]) if any(beta.projects_dir.rglob(f"{sid}.jsonl")))
+    for path in beta.projects_dir.rglob(f"{gone}*"):
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    wait_for(lambda: gone not in beta.local(), 30, "beta's own engine to drop a deleted session")
+    meanwhile = new_session(alpha.projects_dir, "-work-alpha", "alpha goes on")
+    wait_for(lambda: meanwhile in central_all(srv), 30, "alpha's new session while beta is cut off")
+    central = central_all(srv)
+    assert not set(cut_off) & set(central) and gone in central, "beta's news reached the server through a cut proxy"
+
+    proxy.resume()
+    wait_for(lambda: same_everywhere(srv, machines), 60, "beta's queued news after it is let back")
+    final = central_all(srv)
+    assert {final[sid]["host"] for sid in cut_off} == {"beta"} and gone not in final
+
+    # the stream client saw it all, in order, and ends with /all
+    def caught_up() -> bool:
+        return apply_events(seen) == final
+
+    seen: list[Any] = []
+
+    def drain() -> bool:
+        seen.extend(e for e in stream.drain() if e.event != "keepalive")
+        return caught_up()
+
+    seen.append(stream.next())  # at least one event since init
+    wait_for(drain, 30, "the stream client to end with /all")
+    ids = [int(e.id) for e in seen if e.id is not None]
+    assert ids == sorted(ids) and len(ids) == len(set(ids)), "event ids not increasing"
+    proxy.pause()
+
+
+def push(srv: Server, body: Any, **kw: Any) -> httpx.Response:
+    return httpx.post(srv.url + "/agents/push", json=body, timeout=5, **kw)
+
+
+def a_session(sid: str, **kw: Any) -> dict[str, Any]:
+    from sessionwatch.model import to_dict
+
+    from .sessions import session
+
+    return to_dict(session(sid, **kw))
+
+
+def test_a_batch_sent_twice_changes_nothing_the_second_time(tmp_path: Path, sw_server: Callable[..., Server]) -> None:
+    (tmp_path / "central").mkdir()
+    srv = sw_server(projects_dir=tmp_path / "central")
+    batch = {"agent": "a1", "host": "delta", "seq": 1, "upserts": [a_session("s-1", title="one")], "deletes": [], "sync": []}
+    r = push(srv, batch)
+    assert r.status_code == 200 and r.json()["duplicate"] is False and r.json()["resync"] is False, r.text
+    # an agent the server does not know, without sync, is asked for everything
+    assert push(srv, {**batch, "agent": "a2", "sync": None, "upserts": []}).json()["resync"] is True
+    last = httpx.get(srv.url + "/all").json()["last_event_id"]
+    again = push(srv, {**batch, "upserts": [a_session("s-1", title="changed on the way")]})
+    assert again.status_code == 200 and again.json() == {**r.json(), "duplicate": True}
+    after = httpx.get(srv.url + "/all").json()
+    assert after["last_event_id"] == last, "a repeated batch made an event"
+    [s] = after["sessions"]
+    assert (s["id"], s["title"], s["host"]) == ("s-1", "one", "delta")
+    # the next seq applies; a delete of another agent's id changes nothing
+    assert push(srv, {**batch, "seq": 2, "upserts": [], "deletes": ["s-1"]}).status_code == 200
+    assert httpx.get(srv.url + "/all").json()["sessions"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({"host": "h", "seq": 1}, "agent is required"),
+        ({"agent": "a/b", "host": "h", "seq": 1}, "agent must be 1 to 128 letters"),
+        ({"agent": "a", "host": "h", "seq": -1}, "seq must be an integer, 0 or more"),
+        ({"agent": "a", "host": "h", "seq": True}, "seq must be an integer, 0 or more"),
+        ({"agent": "a", "host": "h", "seq": 1, "upserts": {}}, "upserts must be a list of sessions"),
+        ({"agent": "a", "host": "h", "seq": 1, "upserts": [{"id": "x"}]}, "upserts[0] is not a session"),
+        ({"agent": "a", "host": "h", "seq": 1, "deletes": [1]}, "deletes must be a list of session ids"),
+        ([1, 2], "request body must be a JSON object"),
+    ],
+)
+def test_bad_batches_are_refused_with_a_sentence(shared_server: Server, body: Any, error: str) -> None:
+    r = push(shared_server, body)
+    assert r.status_code == 400 and r.json()["error"].startswith(error), r.text
+
+
+def test_commands_long_poll_validates_and_answers_with_the_away_switch(shared_server: Server) -> None:
+    r = httpx.get(shared_server.url + "/agents/a1/commands", params={"after": 0, "wait": 0})
+    assert r.status_code == 200 and r.json() == {"commands": [], "away": {"on": False, "by": None}}
+    assert httpx.get(shared_server.url + "/agents/a1/commands", params={"wait": 999}).status_code == 400
+    assert httpx.get(shared_server.url + "/agents/a1/commands", params={"after": "x"}).status_code == 400
+
+
+def test_a_killed_agent_goes_stale_and_comes_back_and_a_restarted_server_keeps_its_sessions(
+    tmp_path: Path, sw_server: Callable[..., Server], agents: Callable[..., Agent]
+) -> None:
+    (tmp_path / "central").mkdir()
+    flags = ["--agent-stale-after-s", "2"]
+    srv = sw_server(projects_dir=tmp_path / "central", extra_args=flags)
+    home = machine(tmp_path, "epsilon", sorted(p for p in FIXTURES.iterdir() if p.is_dir())[:2])
+    agent = agents(home, "epsilon", srv.url)
+    wait_for(lambda: same_everywhere(srv, [agent]), 60, "the agent's sessions")
+    ids = set(agent.local())
+    [listed] = httpx.get(srv.url + "/agents").json()["agents"]
+    assert (listed["host"], listed["sessions"], listed["stale"]) == ("epsilon", len(ids), False)
+    agent_id = listed["agent"]
+
+    agent.kill()
+
+    def all_stale() -> bool:
+        c = central_all(srv)
+        return set(c) == ids and all(
+            s["status"] == "stale" and s["status_reason"] == "agent epsilon silent" and s["is_stale"] for s in c.values()
+        )
+
+    wait_for(all_stale, 30, "the killed agent's sessions to be stale")
+
+    # a restarted server shows them at once, from its database
+    port = srv.port
+    srv.stop()
+    srv = sw_server(projects_dir=tmp_path / "central", extra_args=flags, port=port)
+    assert set(central_all(srv)) == ids
+    assert {s["host"] for s in central_all(srv).values()} == {"epsilon"}
+
+    # a new agent process with the same queue is the same agent: fresh again
+    again = agents(home, "epsilon", srv.url)
+    wait_for(lambda: same_everywhere(srv, [again]), 60, "the agent's sessions fresh again")
+    [listed] = httpx.get(srv.url + "/agents").json()["agents"]
+    assert (listed["agent"], listed["stale"]) == (agent_id, False)
