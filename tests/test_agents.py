@@ -405,3 +405,63 @@ def test_a_killed_agent_goes_stale_and_comes_back_and_a_restarted_server_keeps_i
     wait_for(lambda: same_everywhere(srv, [again]), 60, "the agent's sessions fresh again")
     [listed] = httpx.get(srv.url + "/agents").json()["agents"]
     assert (listed["agent"], listed["stale"]) == (agent_id, False)
+
+
+HOOK_EVENTS = ("UserPromptSubmit", "PreToolUse", "PermissionRequest", "PostToolUse", "PostToolUseFailure", "Stop", "SessionEnd")
+
+
+def test_an_approval_on_the_central_dashboard_reaches_claude_code_on_an_agents_machine(
+    tmp_path: Path, sw_server: Callable[..., Server], agents: Callable[..., Agent]
+) -> None:
+    """Away mode set centrally holds the Write's PermissionRequest in the agent's
+    hooks receiver; the central POST /approve goes down to the agent, which
+    answers Claude Code's hook: the file is written. A budget set centrally is
+    set on the agent and comes back in its pushed row."""
+    from .claude_cli import ClaudeHome, ClaudeRun, claude_bin, run_claude
+    from .fakeapi import FakeAPI, Turn
+
+    claude_bin()
+    where = ClaudeHome.create(tmp_path)
+    (tmp_path / "central").mkdir()
+    srv = sw_server(projects_dir=tmp_path / "central")
+    agent = agents(where.home, "zeta", srv.url, "--approval-wait-s", "60")
+    hooks = [{"type": "http", "url": agent.url + "/hooks", "timeout": 90}]
+    where.write_settings({"hooks": {e: [{"hooks": hooks}] for e in HOOK_EVENTS}})
+
+    httpx.put(srv.url + "/away", json={"on": True}).raise_for_status()
+    wait_for(lambda: httpx.get(agent.url + "/away").json()["on"], 30, "the agent to follow the central away switch")
+
+    target = where.cwd / "from-central.txt"
+    sid = str(uuid.uuid4())
+    out: list[ClaudeRun] = []
+    with FakeAPI([Turn.tool_use("Write", {"file_path": str(target), "content": "approved centrally\n"}), Turn.text("done")]) as api:
+        t = threading.Thread(target=lambda: out.append(run_claude(where, api.url, "write the file", "--session-id", sid, timeout=120)), daemon=True)
+        t.start()
+
+        def pending() -> dict[str, Any] | None:
+            s = central_all(srv).get(sid)
+            p = s and s["pending"]
+            return p if p and p["answerable"] else None
+
+        p = wait_for(pending, 60, "the held prompt to show, answerable, on the central server")
+        assert isinstance(p, dict) and p["tool"] == "Write"
+        assert central_all(srv)[sid]["host"] == "zeta" and central_all(srv)[sid]["status"] == "needs_approval"
+        r = httpx.post(srv.url + f"/sessions/{sid}/approve", json={"pending_id": p["id"], "decision": "allow"})
+        assert r.status_code == 200, r.text
+        assert (r.json()["host"], r.json()["by"]["who"]) == ("zeta", "local")
+        again = httpx.post(srv.url + f"/sessions/{sid}/approve", json={"pending_id": p["id"], "decision": "deny"})
+        assert again.status_code == 409, again.text
+        t.join(120)
+    assert out and out[0].returncode == 0, out[0].describe() if out else "the CLI did not finish"
+    assert target.read_text() == "approved centrally\n"
+    [central_record] = httpx.get(srv.url + f"/sessions/{sid}").json()["approvals"]
+    assert central_record["decision"] == "allow" and central_record["pending_id"] == p["id"]
+    [local_record] = httpx.get(agent.url + f"/sessions/{sid}").json()["approvals"]
+    assert local_record["decision"] == "allow" and local_record["by"]["who"] == "local"
+    wait_for(lambda: central_all(srv)[sid]["pending"] is None, 30, "the answered prompt to clear centrally")
+
+    # a budget set centrally is set on the agent, and its row comes back with it
+    r = httpx.put(srv.url + f"/sessions/{sid}/budget", json={"max_cost_usd": 5})
+    assert r.status_code == 200, r.text
+    wait_for(lambda: httpx.get(agent.url + f"/sessions/{sid}").json()["budget"]["own"] == 5, 30, "the budget on the agent")
+    wait_for(lambda: central_all(srv)[sid]["max_cost_usd"] == 5, 30, "the agent's row with the budget")
