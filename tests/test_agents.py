@@ -446,6 +446,8 @@ def test_an_approval_on_the_central_dashboard_reaches_claude_code_on_an_agents_m
         p = wait_for(pending, 60, "the held prompt to show, answerable, on the central server")
         assert isinstance(p, dict) and p["tool"] == "Write"
         assert central_all(srv)[sid]["host"] == "zeta" and central_all(srv)[sid]["status"] == "needs_approval"
+        [waiting] = httpx.get(srv.url + "/away").json()["waiting"]
+        assert (waiting["session_id"], waiting["pending_id"], waiting["host"]) == (sid, p["id"], "zeta")
         r = httpx.post(srv.url + f"/sessions/{sid}/approve", json={"pending_id": p["id"], "decision": "allow"})
         assert r.status_code == 200, r.text
         assert (r.json()["host"], r.json()["by"]["who"]) == ("zeta", "local")

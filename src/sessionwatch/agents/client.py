@@ -37,6 +37,7 @@ import httpx
 import msgspec
 
 from sessionwatch.agents.queue import Queue
+from sessionwatch.agents.wire import MAX_SESSIONS
 from sessionwatch.model import Session, encode
 from sessionwatch.store.base import Actor
 
@@ -129,6 +130,9 @@ class Agent:
             if changes:
                 await anyio.to_thread.run_sync(self.queue.put, changes)
             sync = list(self.engine.hub.sessions) if self._sync else None
+            if sync is not None and len(sync) > MAX_SESSIONS:
+                sync = None  # more than a batch may name: no forgetting, every session still goes out
+                self._sync = False
             batch = await anyio.to_thread.run_sync(self.queue.next_batch, self.agent_id, self.host, sync)
             heartbeat = False
             if batch is None:

@@ -250,6 +250,19 @@ class AgentRegistry:
             and st is not None and not st.stale and (sid, pending_id) not in self._answered
         )  # fmt: skip
 
+    def waiting(self, sid: str | None = None) -> list[dict[str, Any]]:
+        """Prompts agents hold that can be answered here (``GET /away``'s ``waiting``)."""
+        if sid is None:
+            rows: list[Row] = list(self.rows.values())
+        else:
+            rows = [self.rows[sid]] if sid in self.rows else []
+        out = []
+        for row in rows:
+            p = row.session.pending
+            if p is not None and self.has_pending(row.session.id, p.id):
+                out.append({"session_id": row.session.id, "pending_id": p.id, "tool": p.tool, "summary": p.summary, "since": p.since, "host": row.host})
+        return out
+
     async def approve(self, sid: str, pending_id: str, decision: Decision, message: str | None, by: Actor) -> dict[str, Any]:
         """Record the answer here, then send it down to the agent that holds the prompt."""
         row = self.rows[sid]

@@ -305,11 +305,13 @@ class Control:
             "changed_at": a.changed_at,
             "by": a.by,
             "approval_wait_s": self.wait_s,
-            "waiting": [h.to_json() for h in sorted(self._held.values(), key=lambda h: h.since)],
+            "waiting": [h.to_json() for h in sorted(self._held.values(), key=lambda h: h.since)]
+            + (self.agents.waiting() if self.agents is not None else []),
         }
 
     def waiting(self, sid: str) -> list[dict[str, Any]]:
-        return [h.to_json() for (s, _), h in self._held.items() if s == sid]
+        held = [h.to_json() for (s, _), h in self._held.items() if s == sid]
+        return held + (self.agents.waiting(sid) if self.agents is not None else [])
 
     def known(self, sid: str) -> bool:
         return sid in self.engine.hub.sessions or sid in self._states or (self.managed is not None and self.managed.knows(sid))
