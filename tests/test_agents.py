@@ -467,3 +467,61 @@ def test_an_approval_on_the_central_dashboard_reaches_claude_code_on_an_agents_m
     assert r.status_code == 200, r.text
     wait_for(lambda: httpx.get(agent.url + f"/sessions/{sid}").json()["budget"]["own"] == 5, 30, "the budget on the agent")
     wait_for(lambda: central_all(srv)[sid]["max_cost_usd"] == 5, 30, "the agent's row with the budget")
+
+
+def test_the_queue_keeps_the_latest_state_of_each_session_and_resends_a_batch_byte_for_byte(tmp_path: Path) -> None:
+    from sessionwatch.agents.queue import Queue
+
+    q = Queue(tmp_path / "q.db")
+    agent = q.agent_id
+    q.put([("a", b'{"id":"a","v":1}'), ("b", b'{"id":"b","v":1}')])
+    q.put([("a", b'{"id":"a","v":2}'), ("c", None)])
+    assert q.depth() == 3  # one row per session, however often it changed
+    batch = q.next_batch(agent, "h", ["a", "b"])
+    assert batch is not None
+    seq, body, new = batch
+    sent = json.loads(body)
+    assert (seq, new, sent["seq"], sent["sync"]) == (1, True, 1, ["a", "b"])
+    assert [u["id"] for u in sent["upserts"]] == ["b", "a"] and sent["upserts"][1]["v"] == 2
+    assert sent["deletes"] == ["c"]
+    # no answer: the same batch again, even after a restart and newer changes
+    q.put([("b", b'{"id":"b","v":3}')])
+    q.close()
+    q = Queue(tmp_path / "q.db")
+    assert q.agent_id == agent
+    assert q.next_batch(agent, "h", None) == (1, body, False)
+    q.acked(1)
+    # what changed after the batch was made stays for the next one
+    assert q.depth() == 1
+    batch = q.next_batch(agent, "h", None)
+    assert batch is not None and batch[0] == 2 and json.loads(batch[1])["upserts"] == [{"id": "b", "v": 3}]
+    q.acked(2)
+    assert q.next_batch(agent, "h", None) is None and q.depth() == 0
+    q.close()
+
+
+def test_a_silent_agents_prompt_cannot_be_answered_centrally(tmp_path: Path, sw_server: Callable[..., Server]) -> None:
+    (tmp_path / "central").mkdir()
+    srv = sw_server(projects_dir=tmp_path / "central", extra_args=["--agent-stale-after-s", "1"])
+    pending = {"id": "p1", "kind": "permission", "tool": "Bash", "summary": "Bash: ls", "since": None, "answerable": True}
+    s = a_session("s-9", status="needs_approval", pending=pending)
+    assert push(srv, {"agent": "a9", "host": "eta", "seq": 1, "upserts": [s], "sync": []}).status_code == 200
+    wait_for(lambda: central_all(srv)["s-9"]["status"] == "stale", 30, "the silent agent's session to be stale")
+    shown = central_all(srv)["s-9"]
+    assert shown["status_reason"] == "agent eta silent" and shown["pending"]["answerable"] is False
+    r = httpx.post(srv.url + "/sessions/s-9/approve", json={"pending_id": "p1", "decision": "allow"})
+    assert r.status_code == 409, r.text
+    # it pushes again (its heartbeat: the same seq): answerable, and the answer is queued for it
+    assert push(srv, {"agent": "a9", "host": "eta", "seq": 1}).json()["duplicate"] is True
+
+    def answered() -> bool:
+        # a loaded machine may let a second pass between the heartbeat and the answer: beat again
+        push(srv, {"agent": "a9", "host": "eta", "seq": 1})
+        r = httpx.post(srv.url + "/sessions/s-9/approve", json={"pending_id": "p1", "decision": "deny", "message": "no"})
+        assert r.status_code in (200, 409), r.text
+        return r.status_code == 200
+
+    wait_for(answered, 30, "the answer to be taken")
+    [c] = httpx.get(srv.url + "/agents/a9/commands", params={"after": 0, "wait": 0}).json()["commands"]
+    assert (c["kind"], c["session_id"], c["pending_id"], c["decision"], c["message"]) == ("approve", "s-9", "p1", "deny", "no")
+    assert httpx.get(srv.url + "/agents/a9/commands", params={"after": c["id"], "wait": 0}).json()["commands"] == []
