@@ -113,7 +113,7 @@ class Proxy:
 class Agent:
     """One ``sessionwatch agent`` process on its own "machine" (a HOME)."""
 
-    def __init__(self, home: Path, host_name: str, server_url: str, log: Path, *extra: str) -> None:
+    def __init__(self, home: Path, host_name: str, server_url: str, log: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         self.home = home
         self.host_name = host_name
         self.server_url = server_url
@@ -121,6 +121,7 @@ class Agent:
         self.queue = home / "agent-queue.db"
         self.log = log
         self.extra = list(extra)
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -135,6 +136,7 @@ class Agent:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONWATCH_")}
         env["HOME"] = str(self.home)
         env.pop("XDG_DATA_HOME", None)
+        env.update(self.env)
         args = [
             sys.executable, "-m", "sessionwatch", "agent",
             "--server", self.server_url,
@@ -185,8 +187,8 @@ class Agent:
 def agents(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
     started: list[Agent] = []
 
-    def make(home: Path, host_name: str, server_url: str, *extra: str) -> Agent:
-        a = Agent(home, host_name, server_url, tmp_path / f"agent-{host_name}-{len(started)}.log", *extra)
+    def make(home: Path, host_name: str, server_url: str, *extra: str, env: dict[str, str] | None = None) -> Agent:
+        a = Agent(home, host_name, server_url, tmp_path / f"agent-{host_name}-{len(started)}.log", *extra, env=env)
         started.append(a)
         return a.start()
 
@@ -525,3 +527,40 @@ def test_a_silent_agents_prompt_cannot_be_answered_centrally(tmp_path: Path, sw_
     [c] = httpx.get(srv.url + "/agents/a9/commands", params={"after": 0, "wait": 0}).json()["commands"]
     assert (c["kind"], c["session_id"], c["pending_id"], c["decision"], c["message"]) == ("approve", "s-9", "p1", "deny", "no")
     assert httpx.get(srv.url + "/agents/a9/commands", params={"after": c["id"], "wait": 0}).json()["commands"] == []
+
+
+def test_with_a_token_the_agent_pushes_with_it_and_a_wrong_one_keeps_everything_queued(
+    tmp_path: Path, sw_server: Callable[..., Server], agents: Callable[..., Agent]
+) -> None:
+    (tmp_path / "central").mkdir()
+    srv = sw_server(projects_dir=tmp_path / "central", extra_args=["--token", "t0ken"])
+    auth = {"Authorization": "Bearer t0ken"}
+    assert httpx.post(srv.url + "/agents/push", json={}).status_code == 401
+    dirs = sorted(p for p in FIXTURES.iterdir() if p.is_dir())
+    # (both from 127.0.0.1 here, so one address's sign-in budget: a wrong token waits a minute between tries)
+    wrong = agents(machine(tmp_path, "theta", dirs[:1]), "theta", srv.url, env={"SESSIONWATCH_TOKEN": "nope"})
+    right = agents(machine(tmp_path, "iota", dirs[1:2]), "iota", srv.url, env={"SESSIONWATCH_TOKEN": "t0ken"})
+
+    def iota_there() -> bool:
+        got = httpx.get(srv.url + "/all", headers=auth).json()["sessions"]
+        return {s["id"] for s in got} == set(right.local()) and {s["host"] for s in got} == {"iota"}
+
+    wait_for(iota_there, 60, "the agent with the right token to push")
+    wait_for(lambda: "cannot push to" in wrong.log.read_text() and "HTTP 401" in wrong.log.read_text(), 30, "the refused agent to say why")
+    assert [a["host"] for a in httpx.get(srv.url + "/agents", headers=auth).json()["agents"]] == ["iota"]
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--server", "ftp://x"], "--server must be an http(s) URL"),
+        (["--host-name", "bad name"], "--host-name must be 1 to 128 letters"),
+        (["--port", "70000"], "not a port number"),
+        (["--queue", "{tmp}"], "is a directory, not a file"),
+    ],
+)
+def test_agent_bad_flags_are_one_line_and_exit_2(tmp_path: Path, args: list[str], error: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONWATCH_")}
+    argv = [sys.executable, "-m", "sessionwatch", "agent", *(a.format(tmp=tmp_path) for a in args)]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60, env={**env, "HOME": str(tmp_path)})
+    assert r.returncode == 2 and error in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -49,6 +49,9 @@ BACKOFF_S: Final = (0.2, 5.0)
 POLL_WAIT_S: Final = 25.0
 #: Deletions (which hub listeners do not hear) are looked for this often.
 CHECK_S: Final = 0.5
+#: A token refused (401/403) or throttled (429, without Retry-After): tried again
+#: this much later, so a wrong token does not use up the address's sign-in budget.
+REFUSED_S: Final = 60.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,8 @@ class Agent:
         self._wake = asyncio.Event()
         self._sync = True
         self._unreachable = False
+        #: set by a 401/403/429: how long to wait before the next try
+        self._refused_for: float | None = None
         headers = {"Authorization": f"Bearer {options.token}"} if options.token else {}
         self.client = httpx.AsyncClient(base_url=options.server, headers=headers, timeout=httpx.Timeout(10.0), trust_env=False)
         engine.hub.listeners.append(self.observe)
@@ -151,7 +156,7 @@ class Agent:
                     self._sync = False
             answer = await self._post(body)
             if answer is None:  # not answered: the same batch again, later
-                await anyio.sleep(backoff)
+                await anyio.sleep(self._refused_for or backoff)
                 backoff = min(BACKOFF_S[1], backoff * 2)
                 continue
             backoff = BACKOFF_S[0]
@@ -181,6 +186,7 @@ class Agent:
         if r.status_code in (400, 413, 422):
             log.error("the server refused a batch (%s): %s; dropped", r.status_code, reason)
             return {}
+        self._refused_for = refused_wait(r)
         self._down(f"HTTP {r.status_code}: {reason}")
         return None
 
@@ -207,7 +213,7 @@ class Agent:
                 continue
             if r.status_code != 200:
                 log.debug("commands: HTTP %s: %s", r.status_code, _error(r))
-                await anyio.sleep(backoff)
+                await anyio.sleep(refused_wait(r) or backoff)
                 backoff = min(BACKOFF_S[1], backoff * 2)
                 continue
             backoff = BACKOFF_S[0]
@@ -244,6 +250,16 @@ class Agent:
                 await self.control.set_budget(sid, float(cap) if isinstance(cap, (int, float)) else None, by)
         except (NotPending, UnknownSession) as exc:
             log.info("%s from the server for %s: %s", kind, sid, exc)
+
+
+def refused_wait(r: httpx.Response) -> float | None:
+    """How long a refused token (401/403) or a throttled address (429) waits; None otherwise."""
+    if r.status_code == 429:
+        try:
+            return max(1.0, min(REFUSED_S * 5, float(r.headers.get("retry-after", REFUSED_S))))
+        except ValueError:
+            return REFUSED_S
+    return REFUSED_S if r.status_code in (401, 403) else None
 
 
 def _error(r: httpx.Response) -> str:
