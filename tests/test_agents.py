@@ -564,3 +564,26 @@ def test_agent_bad_flags_are_one_line_and_exit_2(tmp_path: Path, args: list[str]
     argv = [sys.executable, "-m", "sessionwatch", "agent", *(a.format(tmp=tmp_path) for a in args)]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=60, env={**env, "HOME": str(tmp_path)})
     assert r.returncode == 2 and error in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+from .test_web_e2e import browser, open_page, row_ids, wait_indicator, wait_rows  # noqa: E402,F401 - the web tests' fixtures
+
+
+def test_the_web_page_shows_each_sessions_host_and_filters_by_it(tmp_path: Path, sw_server: Callable[..., Server], open_page: Any) -> None:
+    (tmp_path / "central").mkdir()
+    srv = sw_server(projects_dir=tmp_path / "central")
+    for n, (agent, host) in enumerate((("a1", "alpha"), ("a2", "beta"))):
+        body = {"agent": agent, "host": host, "seq": 1, "sync": [], "upserts": [a_session(f"s-{n}-{i}", title=f"{host} {i}") for i in range(2)]}
+        assert push(srv, body).status_code == 200
+    page = open_page(srv.url + "/")
+    wait_indicator(page, ("Live",))
+    wait_rows(page, 4, 10_000)
+    assert page.inner_text('tr[data-id="s-1-0"] td[data-col="host"]') == "beta"
+    assert page.eval_on_selector_all("#host option", "os => os.map(o => o.value)") == ["", "alpha", "beta"]
+    page.select_option("#host", "beta")
+    wait_rows(page, 2, 10_000)
+    assert sorted(row_ids(page)) == ["s-1-0", "s-1-1"] and "host=beta" in page.url
+    # a new machine shows up in the menu as its sessions arrive
+    assert push(srv, {"agent": "a3", "host": "gamma", "seq": 1, "sync": [], "upserts": [a_session("s-2-0")]}).status_code == 200
+    page.wait_for_function("() => [...document.querySelectorAll('#host option')].some(o => o.value === 'gamma')", timeout=10_000)
+    assert sorted(row_ids(page)) == ["s-1-0", "s-1-1"]
