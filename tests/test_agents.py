@@ -366,7 +366,9 @@ def test_bad_batches_are_refused_with_a_sentence(shared_server: Server, body: An
 
 def test_commands_long_poll_validates_and_answers_with_the_away_switch(shared_server: Server) -> None:
     r = httpx.get(shared_server.url + "/agents/a1/commands", params={"after": 0, "wait": 0})
-    assert r.status_code == 200 and r.json() == {"commands": [], "away": {"on": False, "by": None}}
+    assert r.status_code == 200 and r.json() == {"commands": [], "latest": 0, "away": {"on": False, "by": None}}
+    # an agent that had commands from another database hears at once where this one stands
+    assert httpx.get(shared_server.url + "/agents/a1/commands", params={"after": 57, "wait": 30}).json()["latest"] == 0
     assert httpx.get(shared_server.url + "/agents/a1/commands", params={"wait": 999}).status_code == 400
     assert httpx.get(shared_server.url + "/agents/a1/commands", params={"after": "x"}).status_code == 400
 

@@ -218,6 +218,11 @@ class Agent:
                 continue
             backoff = BACKOFF_S[0]
             data = r.json()
+            latest = data.get("latest")
+            if isinstance(latest, int) and after > latest:
+                log.info("the server's commands start again (a new database): following from its first")
+                after = 0
+                await anyio.to_thread.run_sync(self.queue.set_command_after, after)
             await self._apply_away(data.get("away"))
             for command in data.get("commands") or []:
                 try:

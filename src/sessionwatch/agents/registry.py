@@ -305,8 +305,8 @@ class AgentRegistry:
         waited = False
         while True:
             event = self._wakes.setdefault(agent, anyio.Event())
-            rows = await store.agent_commands(agent, after)
-            if rows or waited or wait_s <= 0:
+            rows, latest = await store.agent_commands(agent, after)
+            if rows or waited or wait_s <= 0 or after > latest:
                 break
             with anyio.move_on_after(wait_s):
                 await event.wait()
@@ -314,5 +314,7 @@ class AgentRegistry:
         away = self.control.away if self.control is not None else None
         return {
             "commands": [{"id": i, "kind": kind, **orjson.loads(body)} for i, kind, body in rows],
+            # past it: the agent's last command came from another database (a new one here): start again from 0
+            "latest": latest,
             "away": {"on": bool(away and away.on), "by": away.by if away else None},
         }

@@ -290,8 +290,9 @@ class SharedStore(Protocol):
         """Something to send down to ``agent`` (an approval, a budget); its id."""
         ...
 
-    async def agent_commands(self, agent: str, after: int) -> list[tuple[int, str, bytes]]:
-        """``agent``'s commands after ``after`` (deleting those up to it: the agent has them)."""
+    async def agent_commands(self, agent: str, after: int) -> tuple[list[tuple[int, str, bytes]], int]:
+        """``agent``'s commands after ``after`` (deleting those up to it: the agent has them),
+        and the highest command id ever given (an agent past it follows another database)."""
         ...
 
 

@@ -485,9 +485,9 @@ class Store:
         assert row is not None
         return int(row[0])
 
-    async def agent_commands(self, agent: str, after: int) -> list[tuple[int, str, bytes]]:
-        """(id, kind, body) of ``agent``'s commands after ``after``, oldest first; those
-        up to ``after`` (the agent has them) are deleted."""
+    async def agent_commands(self, agent: str, after: int) -> tuple[list[tuple[int, str, bytes]], int]:
+        """(id, kind, body) of ``agent``'s commands after ``after``, oldest first (those
+        up to ``after``, which the agent has, are deleted), and the highest id ever given."""
         async with self.write_lock, self.conn.execute(
             "DELETE FROM agent_commands WHERE agent = ? AND id <= ?", (agent, after)
         ):
@@ -495,7 +495,10 @@ class Store:
         async with self.conn.execute(
             "SELECT id, kind, body FROM agent_commands WHERE agent = ? AND id > ? ORDER BY id LIMIT 1000", (agent, after)
         ) as cur:
-            return [(int(r[0]), r[1], bytes(r[2])) for r in await cur.fetchall()]
+            rows = [(int(r[0]), r[1], bytes(r[2])) for r in await cur.fetchall()]
+        async with self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'agent_commands'") as cur:
+            latest = await cur.fetchone()
+        return rows, int(latest[0]) if latest else 0
 
     async def write(self, writes: Sequence[Write]) -> None:
         """Run ``writes`` in one transaction, one trip (no events)."""
