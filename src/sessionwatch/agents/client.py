@@ -131,6 +131,7 @@ class Agent:
         backoff = BACKOFF_S[0]
         last_contact = 0.0
         while True:
+            self._wake.clear()  # before collecting: a change noted from here on wakes the wait below
             changes = self._collect()
             if changes:
                 await anyio.to_thread.run_sync(self.queue.put, changes)
@@ -143,7 +144,6 @@ class Agent:
             if batch is None:
                 wait = self.heartbeat_s - (time.monotonic() - last_contact)
                 if wait > 0:
-                    self._wake.clear()
                     with anyio.move_on_after(min(wait, CHECK_S)):
                         await self._wake.wait()
                     continue
