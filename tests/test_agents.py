@@ -50,6 +50,8 @@ class Proxy:
         self._server: socket.socket | None = None
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
+        #: the server's answers are lost: a connection that gets one is cut instead
+        self.drop_answers = False
 
     def start(self) -> Proxy:
         srv = socket.socket()
@@ -73,13 +75,14 @@ class Proxy:
                 continue
             with self._lock:
                 self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, answers in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(target=self._pipe, args=(a, b, answers), daemon=True).start()
 
-    @staticmethod
-    def _pipe(a: socket.socket, b: socket.socket) -> None:
+    def _pipe(self, a: socket.socket, b: socket.socket, answers: bool) -> None:
         try:
             while data := a.recv(65536):
+                if answers and self.drop_answers:
+                    break  # the request was served; its answer never arrives
                 b.sendall(data)
         except OSError:
             pass
@@ -589,3 +592,40 @@ def test_the_web_page_shows_each_sessions_host_and_filters_by_it(tmp_path: Path,
     assert push(srv, {"agent": "a3", "host": "gamma", "seq": 1, "sync": [], "upserts": [a_session("s-2-0")]}).status_code == 200
     page.wait_for_function("() => [...document.querySelectorAll('#host option')].some(o => o.value === 'gamma')", timeout=10_000)
     assert sorted(row_ids(page)) == ["s-1-0", "s-1-1"]
+
+
+def agent_batches(srv: Server) -> dict[str, float]:
+    text = httpx.get(srv.url + "/metrics").text
+    out = {}
+    for result in ("applied", "duplicate"):
+        found = [line for line in text.splitlines() if line.startswith(f'sessionwatch_agent_batches_total{{result="{result}"}}')]
+        out[result] = float(found[0].split()[-1]) if found else 0.0
+    return out
+
+
+def test_a_batch_whose_answer_is_lost_is_sent_again_and_applied_once(
+    tmp_path: Path, sw_server: Callable[..., Server], agents: Callable[..., Agent]
+) -> None:
+    (tmp_path / "central").mkdir()
+    srv = sw_server(projects_dir=tmp_path / "central")
+    proxy = Proxy(srv.port).start()
+    home = machine(tmp_path, "kappa", [])
+    agent = agents(home, "kappa", f"http://127.0.0.1:{proxy.port}")
+    sid = new_session(agent.projects_dir, "-work-kappa", "first")
+    wait_for(lambda: same_everywhere(srv, [agent]), 60, "the first session")
+    before = agent_batches(srv)
+    seq = httpx.get(srv.url + "/agents").json()["agents"][0]["seq"]
+
+    proxy.drop_answers = True
+    transcript = next(agent.projects_dir.rglob(f"{sid}.jsonl"))
+    line = json.loads(transcript.read_text())
+    with transcript.open("a") as f:
+        f.write(json.dumps({**line, "uuid": str(uuid.uuid4()), "timestamp": now_iso(), "message": {"role": "user", "content": "second"}}) + "\n")
+    wait_for(lambda: central_all(srv)[sid]["message_count"] == 2, 30, "the server to apply the batch whose answer is lost")
+    wait_for(lambda: agent_batches(srv)["duplicate"] > before["duplicate"], 30, "the agent to send the same batch again")
+    assert agent_batches(srv)["applied"] == before["applied"] + 1, "the batch re-sent was applied again"
+    proxy.drop_answers = False
+    wait_for(lambda: "reachable again" in agent.log.read_text(), 30, "the agent to get an answer again")
+    assert httpx.get(srv.url + "/agents").json()["agents"][0]["seq"] == seq + 1
+    assert same_everywhere(srv, [agent])
+    proxy.pause()

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import msgspec
 import orjson
+from prometheus_client import Counter
 
 from sessionwatch.agents.wire import Push
 from sessionwatch.model import Session, encode
@@ -78,6 +79,12 @@ class AgentRegistry:
         self.agents: dict[str, AgentState] = {}
         self._wakes: dict[str, anyio.Event] = {}
         self._answered: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self.batches = Counter(
+            "sessionwatch_agent_batches",
+            "Agent batches received: applied, or a seq already applied (re-sent after a lost answer, or a heartbeat)",
+            ["result"],
+            registry=engine.metrics.registry,
+        )
 
     @property
     def heartbeat_s(self) -> float:
@@ -220,6 +227,7 @@ class AgentRegistry:
                     if self._forget(p.agent, sid):
                         touched.add(sid)
                 st.seq = p.seq
+            self.batches.labels("duplicate" if duplicate else "applied").inc()
             answer.update(
                 seq=st.seq,
                 duplicate=duplicate,
