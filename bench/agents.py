@@ -6,7 +6,8 @@ server in this process. Prints:
 
 - **latency**: a transcript line appended on the agent's machine → the
   ``session-updated`` carrying it at the central stream client (N appends,
-  one at a time; p50/p90/max);
+  one at a time; p50/p90/max); the same for N PreToolUse hook events posted
+  to the agent's receiver;
 - **catch-up**: M new sessions written while the server is down (the agent
   keeps them in its queue), then the server started again: the time from its
   start until ``/all`` shows all M.
@@ -119,6 +120,28 @@ def run(appends: int, sessions: int) -> dict[str, Any]:
                         latencies.append((at - t0) * 1000)
                         break
                 time.sleep(0.05)
+            # hook events posted to the agent's receiver -> the central stream client
+            hook_lat = []
+            hsid = str(uuid.uuid4())
+            hooks_url = f"http://127.0.0.1:{ap}/hooks"
+            httpx.post(hooks_url, json={"hook_event_name": "SessionStart", "session_id": hsid, "cwd": "/bench", "source": "startup"})
+            for i in range(appends):
+                while True:
+                    try:
+                        events.get_nowait()
+                    except Empty:
+                        break
+                t0 = time.time()
+                marker = f"bm{i}"
+                body = {"hook_event_name": "PreToolUse", "session_id": hsid, "cwd": "/bench", "tool_name": marker,
+                        "tool_use_id": f"toolu_{i}", "tool_input": {}}  # fmt: skip
+                assert httpx.post(hooks_url, json=body).status_code == 200
+                while True:
+                    at, data = events.get(timeout=10)
+                    if any(s["id"] == hsid and marker in (s.get("status_reason") or "") for s in data["sessions"]):
+                        hook_lat.append((at - t0) * 1000)
+                        break
+                time.sleep(0.05)
             stop.set()
 
             # catch-up: the server down while the machine goes on
@@ -148,6 +171,9 @@ def run(appends: int, sessions: int) -> dict[str, Any]:
         "p50_ms": median(latencies),
         "p90_ms": pct(latencies, 90),
         "max_ms": max(latencies),
+        "hook_p50_ms": median(hook_lat),
+        "hook_p90_ms": pct(hook_lat, 90),
+        "hook_max_ms": max(hook_lat),
         "sessions_queued": sessions,
         "catch_up_s": catch_up,
     }
@@ -162,6 +188,10 @@ def main() -> None:
     print(
         f"line appended on the agent's machine -> central stream client: p50 {r['p50_ms']:.0f} ms, "
         f"p90 {r['p90_ms']:.0f} ms, max {r['max_ms']:.0f} ms ({r['appends']} appends)"
+    )
+    print(
+        f"hook event posted to the agent -> central stream client: p50 {r['hook_p50_ms']:.0f} ms, "
+        f"p90 {r['hook_p90_ms']:.0f} ms, max {r['hook_max_ms']:.0f} ms ({r['appends']} events)"
     )
     print(f"{r['sessions_queued']} sessions queued while the server was down: all on /all {r['catch_up_s']:.1f} s after it started")
 
