@@ -1,6 +1,6 @@
 """The ``sessionwatch`` command: the parser, assembled from one module per
 subcommand (:mod:`.serve`, :mod:`.scan`, :mod:`.dashboard`, :mod:`.hooks`,
-:mod:`.hook`), and dispatch.
+:mod:`.hook`, :mod:`.agent`), and dispatch.
 
 A user mistake is one line on stderr and exit status 2, never a traceback.
 

@@ -44,10 +44,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--token", help="the central server's token (default $SESSIONWATCH_TOKEN, else none)")
     p.add_argument("--host-name", metavar="NAME", help="this machine's name on the dashboards (default: the machine's host name)")
     p.add_argument("--port", type=common.port, help="the local hooks receiver's port on 127.0.0.1 (default 8765)")
-    p.add_argument("--projects-dir", type=Path, help="Claude Code transcripts (default ~/.claude/projects)")
-    p.add_argument("--claude-dir", type=Path, help="where Claude Code keeps sessions/<pid>.json (default: the parent of --projects-dir)")
+    p.add_argument("--projects-dir", type=Path, metavar="DIR", help="Claude Code transcripts (default ~/.claude/projects)")
+    p.add_argument("--claude-dir", type=Path, metavar="DIR", help="where Claude Code keeps sessions/<pid>.json (default: the parent of --projects-dir)")
     p.add_argument(
-        "--queue", type=Path, help="the local SQLite queue; the agent's own state goes beside it (default <user data dir>/sessionwatch/agent-queue.db)"
+        "--queue", type=Path, metavar="PATH", help="the local SQLite queue; the agent's own state goes beside it (default <user data dir>/sessionwatch/agent-queue.db)"
     )
     p.add_argument(
         "--approval-wait-s",
