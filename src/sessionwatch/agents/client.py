@@ -92,7 +92,7 @@ class Agent:
         #: set by a 401/403/429: how long to wait before the next try
         self._refused_for: float | None = None
         headers = {"Authorization": f"Bearer {options.token}"} if options.token else {}
-        self.client = httpx.AsyncClient(base_url=options.server, headers=headers, timeout=httpx.Timeout(10.0), trust_env=False)
+        self.client = httpx.AsyncClient(base_url=options.server, headers=headers, timeout=httpx.Timeout(10.0))
         engine.hub.listeners.append(self.observe)
 
     # --- the hub listener ----------------------------------------------------------------
