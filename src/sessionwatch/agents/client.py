@@ -127,7 +127,18 @@ class Agent:
     # --- pushing ---------------------------------------------------------------------------
 
     async def push_forever(self) -> None:
+        """Until cancelled: the pusher (see the module). An unexpected error
+        (the queue's disk, say) is logged and the loop goes on after a pause."""
         self._resync()
+        while True:
+            try:
+                await self._push_loop()
+            except Exception:  # noqa: BLE001 - the pusher must never die
+                log.exception("pushing failed; again in %g s", BACKOFF_S[1])
+                await anyio.sleep(BACKOFF_S[1])
+                self._resync()  # whatever was collected but not queued goes out again
+
+    async def _push_loop(self) -> None:
         backoff = BACKOFF_S[0]
         last_contact = 0.0
         while True:
@@ -171,6 +182,7 @@ class Agent:
     async def _post(self, body: bytes) -> dict[str, Any] | None:
         """POST one batch; its answer, {} for a batch the server can never take
         (dropped, logged), None if it must be sent again."""
+        self._refused_for = None
         try:
             r = await self.client.post("/agents/push", content=body, headers={"Content-Type": "application/json"})
         except httpx.HTTPError as exc:
@@ -180,7 +192,10 @@ class Agent:
             if self._unreachable:
                 self._unreachable = False
                 log.info("server %s reachable again; sending what waited", self.options.server)
-            data = r.json()
+            try:
+                data = r.json()
+            except ValueError:
+                data = {}  # taken; an answer we cannot read changes nothing here
             return data if isinstance(data, dict) else {}
         reason = _error(r)
         if r.status_code in (400, 413, 422):
@@ -198,6 +213,15 @@ class Agent:
     # --- following what comes down -----------------------------------------------------------
 
     async def follow_forever(self) -> None:
+        """Until cancelled: the follower (see the module); never dies of an error."""
+        while True:
+            try:
+                await self._follow_loop()
+            except Exception:  # noqa: BLE001 - the follower must never die
+                log.exception("following the server's commands failed; again in %g s", BACKOFF_S[1])
+                await anyio.sleep(BACKOFF_S[1])
+
+    async def _follow_loop(self) -> None:
         after = self.queue.command_after
         backoff = BACKOFF_S[0]
         while True:
