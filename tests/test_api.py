@@ -200,13 +200,13 @@ def test_token_is_enforced_everywhere_but_healthz(projects: Path, sw_server: Cal
     assert httpx.get(srv.url + "/all", headers={"Authorization": "Bearer s3cret"}).status_code == 200
     assert httpx.get(srv.url + "/all?token=s3cret").status_code == 200
     assert httpx.get(srv.url + "/all", headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert httpx.get(srv.url + "/auth").json() == {"token_required": True, "authenticated": False}
+    assert httpx.get(srv.url + "/auth").json() == {"token_required": True, "authenticated": False, "role": None, "name": None}
     assert httpx.post(srv.url + "/login", json={"token": "nope"}).status_code == 401
     with httpx.Client(base_url=srv.url) as c:
         r = c.post("/login", json={"token": "s3cret"})
         assert r.status_code == 200 and "httponly" in r.headers["set-cookie"].lower()
         assert c.get("/all").status_code == 200
-        assert c.get("/auth").json() == {"token_required": True, "authenticated": True}
+        assert c.get("/auth").json() == {"token_required": True, "authenticated": True, "role": "admin", "name": "admin"}
     stream = SSEClient(srv.url + "/stream?token=s3cret").start()
     assert stream.next().event == "init"
 

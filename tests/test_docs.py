@@ -47,6 +47,8 @@ CODE_DEFAULTS: dict[tuple[str, str], Any] = {
     ("hook", "--server"): hook_command.DEFAULT_URL,
     ("hook", "--token-env"): hook_command.DEFAULT_TOKEN_ENV,
     ("hook", "--timeout"): hook_command.DEADLINE_S,
+    ("run", "--server"): config.DEFAULT_SERVER_URL,
+    ("mcp", "--server"): config.DEFAULT_SERVER_URL,
     ("agent", "--server"): config.DEFAULT_SERVER_URL,
     ("agent", "--queue"): agent_cli.default_queue(),
     ("agent", "--log-level"): config.DEFAULT_LOG_LEVEL,

@@ -7,14 +7,29 @@ import { approveButtons } from './approve.js';
 import { requireSignIn } from './auth.js';
 import { $, h } from './dom.js';
 import { compactNumber, cost, duration, relativeTime, safeHttpUrl, totalTokens } from './format.js';
+import { ManagedPanel } from './controls.js';
+import { actionEntries, isManaged } from './managed.js';
 import { STATUS_LABELS } from './model.js';
 import { state } from './state.js';
 import { killButton, markSelected, saveView } from './table.js';
 
 let detailTimer = null;
 let detailRequest = 0;
+// The managed session's part of the panel (controls.js): kept across redraws
+// (the message box keeps its text, the conversation its stream) until the
+// panel closes or shows another session.
+let panel = null;
+const managedHost = h('div', { id: 'detail-managed' });
+const info = h('div', { id: 'detail-info' });
+
+function dropPanel() {
+  panel?.close();
+  panel = null;
+  managedHost.replaceChildren();
+}
 
 export function select(id) {
+  if (panel && panel.id !== id) dropPanel();
   state.view.session = id;
   saveView();
   markSelected(id);
@@ -22,11 +37,13 @@ export function select(id) {
   $('detail').hidden = false;
   document.body.classList.add('has-detail');
   $('detail-title').textContent = 'Session';
-  $('detail-body').replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
+  info.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
+  $('detail-body').replaceChildren(managedHost, info);
   loadDetail();
 }
 
 function closeDetail() {
+  dropPanel();
   state.view.session = '';
   state.detail = null;
   saveView();
@@ -68,12 +85,13 @@ async function loadDetail() {
 }
 
 function showDetailMessage(text) {
-  $('detail-body').replaceChildren(h('p', { class: 'muted' }, text));
+  info.replaceChildren(h('p', { class: 'muted' }, text));
 }
 
 export function showDetailGone() {
   if ($('detail').hidden) return;
   state.detail = null;
+  dropPanel();
   showDetailMessage('This session is gone: it ended and was removed.');
 }
 
@@ -109,6 +127,23 @@ function renderDetail(s) {
     ],
     ['Cost', cost(s.cost_usd)],
   ];
+  const md = s.managed_detail ?? {};
+  if (isManaged(s)) {
+    const m = s.managed;
+    fields.push(
+      ['Managed', `${m.kind === 'run' ? 'sessionwatch run' : 'started here'}: ${m.name ?? ''} (${m.state ?? ''})`],
+      ['Directory', md.cwd],
+      ['Permission mode', md.permission_mode],
+      ['Allowed tools', Array.isArray(md.allowed_tools) && md.allowed_tools.length ? md.allowed_tools.join(', ') : null],
+      ['Max turns', typeof md.max_turns === 'number' ? String(md.max_turns) : null],
+      ['System prompt', md.system_prompt],
+      ['Budget', typeof m.max_cost_usd === 'number' ? cost(m.max_cost_usd) : null],
+      ['Turns', typeof m.num_turns === 'number' ? String(m.num_turns) : null],
+      ['Claude Code cost', typeof m.total_cost_usd === 'number' ? `$${m.total_cost_usd.toFixed(4)}` : null],
+      ['Exit status', typeof m.exit_code === 'number' ? String(m.exit_code) : null],
+      ['Started by', md.user],
+    );
+  }
   if (s.source === 'panel') {
     fields.push(['PID', s.pid === undefined || s.pid === null ? null : String(s.pid)]);
     const href = safeHttpUrl(s.url);
@@ -121,8 +156,35 @@ function renderDetail(s) {
     dl.append(h('dt', {}, label), h('dd', {}, value));
   }
   const parts = [dl];
-  const answers = approveButtons(s);
+  // A managed session's Approve / Deny are in its own part, beside the conversation.
+  const answers = isManaged(s) ? null : approveButtons(s);
   if (answers) parts.push(h('div', { class: 'detail-actions' }, answers));
+  const actions = actionEntries(s);
+  if (actions.length) {
+    parts.push(
+      h('h3', {}, 'Actions'),
+      h(
+        'ul',
+        { class: 'actions-log' },
+        actions.map((a) =>
+          h(
+            'li',
+            { dataset: { action: a.action } },
+            h('span', { class: 'action' }, a.action),
+            a.detail ? ` ${a.detail}` : '',
+            h(
+              'small',
+              { class: 'by' },
+              ` by ${a.who}`,
+              a.where ? ` from ${a.where}` : '',
+              ' · ',
+              h('time', { datetime: a.when, title: a.when }, relativeTime(a.when, Date.now())),
+            ),
+          ),
+        ),
+      ),
+    );
+  }
   const decisions = approvalEntries(s);
   if (decisions.length) {
     parts.push(
@@ -182,7 +244,28 @@ function renderDetail(s) {
       );
     }
   }
-  $('detail-body').replaceChildren(...parts);
+  info.replaceChildren(...parts);
+  showManaged(s);
+  if ($('detail-body').firstChild !== managedHost) $('detail-body').replaceChildren(managedHost, info);
+}
+
+/** The managed part of the panel for session `s` (made when first needed), or none for other sessions. */
+function showManaged(s) {
+  if (!isManaged(s)) {
+    if (panel) dropPanel();
+    return;
+  }
+  if (!panel || panel.id !== s.id) {
+    dropPanel();
+    panel = new ManagedPanel(s.id, { onDeleted: () => showDetailGone() });
+    managedHost.replaceChildren(panel.el);
+  }
+  panel.update(s);
+}
+
+/** The open session changed (from the stream): its buttons follow at once, before the detail reloads. */
+export function updateManaged(session) {
+  if (panel && panel.id === session.id && state.view.session === session.id && isManaged(session)) panel.update(session);
 }
 
 /** The panel's "12 s ago". */
@@ -196,11 +279,15 @@ export function tickDetail(now) {
 export function bindDetail() {
   $('detail-close').addEventListener('click', closeDetail);
   document.addEventListener('keydown', (e) => {
-    if (e.key === 'Escape' && !$('detail').hidden) closeDetail();
+    if (e.key !== 'Escape' || $('detail').hidden) return;
+    // Escape in a message being written clears nothing: the panel stays with the text
+    if (e.target instanceof HTMLTextAreaElement && e.target.value) return;
+    closeDetail();
   });
   if (state.view.session) {
     $('detail').hidden = false;
     document.body.classList.add('has-detail');
+    $('detail-body').replaceChildren(managedHost, info);
     loadDetail();
   }
 }

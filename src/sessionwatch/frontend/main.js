@@ -5,9 +5,11 @@
 
 import { bindAway, loadAway, loadAwaySoon } from './approve.js';
 import { checkAuthAfterFailure, onAuthChange, requireSignIn, startAuth } from './auth.js';
+import { bindBanner, drawBanner } from './banner.js';
 import { Connection, STATES } from './connection.js';
-import { bindDetail, redrawDetail, refreshDetailSoon, select, showDetailGone, tickDetail } from './detail.js';
+import { bindDetail, redrawDetail, refreshDetailSoon, select, showDetailGone, tickDetail, updateManaged } from './detail.js';
 import { $, showMessage } from './dom.js';
+import { bindNewSession, refreshNewSession } from './newsession.js';
 import { notificationFor } from './notify.js';
 import { state } from './state.js';
 import { bindControls, buildHead, layout, onRows, refreshKillButtons, remove, replaceAll, tick, upsert } from './table.js';
@@ -55,11 +57,13 @@ function onMessage({ type, sessions }) {
   else return;
   state.loaded = true;
   layout();
+  drawBanner();
 }
 
 function onSnapshot({ sessions }) {
   replaceAll(sessions);
   layout();
+  drawBanner();
 }
 
 function startConnection() {
@@ -133,6 +137,7 @@ function bindNotifications() {
 
 function killButtonsChanged() {
   refreshKillButtons();
+  refreshNewSession();
   redrawDetail();
 }
 
@@ -143,7 +148,10 @@ async function main() {
       if (before) maybeNotify(before, after);
       // a prompt held or released: the switch's count of waiting prompts follows
       if ((before?.pending?.id ?? null) !== (after.pending?.id ?? null)) loadAwaySoon();
-      if (state.view.session === after.id) refreshDetailSoon();
+      if (state.view.session === after.id) {
+        updateManaged(after);
+        refreshDetailSoon();
+      }
     },
     gone: (id) => {
       if (state.view.session === id) showDetailGone();
@@ -160,11 +168,14 @@ async function main() {
       showConnection({ state: STATES.OFFLINE, attempt: 0, maxAttempts: 0, retryInMs: 0 });
       killButtonsChanged();
     },
+    forbidden: killButtonsChanged,
   });
   buildHead();
   bindControls();
   bindNotifications();
   bindAway();
+  bindNewSession({ open: select });
+  bindBanner({ open: select });
   $('conn').addEventListener('click', () => conn?.retryNow());
   window.addEventListener('online', () => conn?.retryNow());
   layout();

@@ -4,7 +4,7 @@
 // rest of the page is main.js's, through onRows().
 
 import { approveButtons } from './approve.js';
-import { canKill, requireSignIn } from './auth.js';
+import { can, canKill, requireSignIn } from './auth.js';
 import { $, h, showMessage } from './dom.js';
 import { compactNumber, cost } from './format.js';
 import { SOURCE_LABELS, STATUSES, STATUS_LABELS } from './model.js';
@@ -97,13 +97,16 @@ function fillRow(row, session, flash) {
   const now = Date.now();
   for (const col of COLUMNS) {
     const note = col.note ? col.note(session) : '';
+    const marker = col.marker ? col.marker(session) : '';
     const text = col.text(session, now);
     const td = row.cells[col.key];
-    if (row.texts[col.key] === text + note) continue;
-    row.texts[col.key] = text + note;
+    if (row.texts[col.key] === text + note + marker) continue;
+    row.texts[col.key] = text + note + marker;
     if (col.key === 'status') {
       const badge = h('span', { class: `status status-${session.status}` }, text);
       td.replaceChildren(...(note ? [badge, ' ', h('small', { class: 'status-note' }, note)] : [badge]));
+    } else if (marker) {
+      td.replaceChildren(h('span', { class: 'managed-marker', title: 'Managed by sessionwatch' }, marker), ' ', text);
     } else {
       td.textContent = text;
     }
@@ -128,17 +131,18 @@ function fillActions(row, session) {
   const td = row.cells.actions;
   if (session.source !== 'panel') {
     // Approve / Deny while the server holds the session's prompt open (away mode).
-    const key = `${session.pending?.id ?? ''}|${(session.controls ?? []).join(',')}|${canKill()}`;
+    const key = `${session.pending?.id ?? ''}|${(session.controls ?? []).join(',')}|${canKill()}|${state.forbidden}|${can('approve')}`;
     if (td.dataset.key === key) return;
     td.dataset.key = key;
     const buttons = approveButtons(session);
     td.replaceChildren(...(buttons ? [buttons] : []));
     return;
   }
-  const key = `${session.kill_requested}|${session.status}|${canKill()}`;
+  const key = `${session.kill_requested}|${session.status}|${canKill()}|${can('kill')}`;
   if (td.dataset.key === key) return;
   td.dataset.key = key;
-  td.replaceChildren(killButton(session));
+  const button = killButton(session);
+  td.replaceChildren(...(button ? [button] : []));
 }
 
 /** Redraw the Kill and Approve / Deny buttons after the sign-in changed. */
@@ -328,8 +332,9 @@ export function bindControls() {
 
 // --- kill ------------------------------------------------------------------------
 
-/** The Kill button of a Panel session (in its row and in the detail panel). */
+/** The Kill button of a Panel session (in its row and in the detail panel); null when the token's role may not kill. */
 export function killButton(session) {
+  if (canKill() && !can('kill')) return null;
   const requested = Boolean(session.kill_requested);
   const allowed = canKill();
   return h(

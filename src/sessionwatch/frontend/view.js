@@ -13,6 +13,7 @@ import {
   totalTokens,
 } from './format.js';
 import { NEEDS_APPROVAL, pendingLine } from './approvals.js';
+import { managedMarker } from './managed.js';
 import { SOURCES, STATUSES } from './model.js';
 
 const STATUS_RANK = Object.fromEntries(STATUSES.map((s, i) => [s, i]));
@@ -55,6 +56,8 @@ export const COLUMNS = Object.freeze([
     label: 'Title',
     sort: (s) => (s.title ?? s.current_task ?? '').toLowerCase(),
     text: (s) => s.title ?? s.current_task ?? '—',
+    // A managed session's name (a run's too), shown as a marker before the title.
+    marker: managedMarker,
   },
   { key: 'git_branch', label: 'Branch', sort: (s) => s.git_branch ?? '', text: (s) => s.git_branch ?? '—', optional: true },
   { key: 'model', label: 'Model', sort: (s) => s.model ?? '', text: (s) => shortModel(s.model), optional: true },
@@ -151,7 +154,7 @@ export function matches(session, view) {
   if (view.host && session.host !== view.host) return false;
   const q = view.q.trim().toLowerCase();
   if (!q) return true;
-  const haystack = [session.project, session.title, session.git_branch, session.current_task]
+  const haystack = [session.project, session.title, session.git_branch, session.current_task, managedMarker(session)]
     .filter((v) => typeof v === 'string')
     .join('\n')
     .toLowerCase();

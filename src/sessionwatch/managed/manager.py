@@ -556,8 +556,10 @@ class Manager:
             raise ApiError(409, f"session {sid!r} is a managed session of this server, not a run")
         else:
             new = False
-        state = data["state"]
-        rec.state = {"ended": "stopped", "failed": "error"}.get(state, state)
+        state = {"ended": "stopped", "failed": "error"}.get(data["state"], data["state"])
+        if new or state != rec.state:
+            rec.last_activity = now  # a heartbeat alone is not activity
+        rec.state = state
         rec.status_reason = data.get("status_reason")
         rec.pid = data.get("pid")
         rec.model = data.get("model") or rec.model

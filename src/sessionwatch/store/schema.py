@@ -190,10 +190,26 @@ MIGRATIONS: list[tuple[str, str]] = [
         """,
     ),
     (
+        # Named tokens with roles (``sessionwatch token``; sessionwatch/access.py): only each
+        # token's SHA-256, never the token. A revoked token keeps its row (and its name:
+        # the audit refers to it).
+        "0007_tokens",
+        """
+        CREATE TABLE IF NOT EXISTS tokens (
+            name TEXT PRIMARY KEY,
+            role TEXT NOT NULL,
+            hash TEXT NOT NULL UNIQUE,
+            created_at REAL NOT NULL,
+            last_used_at REAL,
+            revoked_at REAL
+        );
+        """,
+    ),
+    (
         # Agents (sessionwatch/agents): each agent's last applied batch and sign of life,
         # the sessions agents pushed (the whole Session JSON, keyed by session id), and
         # what waits to be sent down to an agent (approvals, budgets), until it has them.
-        "0007_agents",
+        "0008_agents",
         """
         CREATE TABLE IF NOT EXISTS agents (
             agent TEXT PRIMARY KEY,

@@ -43,6 +43,8 @@ from sessionwatch.store.base import (
     NewEvent,
     PanelRow,
     RowGone,
+    TokenExists,
+    TokenRow,
     TranscriptRow,
     Write,
 )
@@ -439,6 +441,42 @@ class Store:
                 {"action": r[0], "detail": r[1], "at": r[2], "by": Actor(r[3], r[4], r[5], r[6]).to_json()}
                 for r in await cur.fetchall()
             ]
+
+    # --- named tokens (shared) ---------------------------------------------------------------
+
+    _TOKEN_COLUMNS = "name, role, hash, created_at, last_used_at, revoked_at"
+
+    async def token_create(self, row: TokenRow) -> None:
+        try:
+            await self.write([
+                Write(
+                    f"INSERT INTO tokens ({self._TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                    (row.name, row.role, row.hash, row.created_at, row.last_used_at, row.revoked_at),
+                )
+            ])  # fmt: skip
+        except sqlite3.IntegrityError:
+            raise TokenExists(f"a token named {row.name!r} exists already (revoked tokens keep their names)") from None
+
+    async def tokens(self) -> list[TokenRow]:
+        async with self.conn.execute(f"SELECT {self._TOKEN_COLUMNS} FROM tokens ORDER BY created_at, name") as cur:
+            return [TokenRow(*r) for r in await cur.fetchall()]
+
+    async def token_by_hash(self, token_hash: str) -> TokenRow | None:
+        async with self.conn.execute(f"SELECT {self._TOKEN_COLUMNS} FROM tokens WHERE hash = ?", (token_hash,)) as cur:
+            r = await cur.fetchone()
+        return TokenRow(*r) if r else None
+
+    async def token_revoke(self, name: str, when: float) -> TokenRow | None:
+        await self.write([Write("UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", (when, name))])
+        async with self.conn.execute(f"SELECT {self._TOKEN_COLUMNS} FROM tokens WHERE name = ?", (name,)) as cur:
+            r = await cur.fetchone()
+        return TokenRow(*r) if r else None
+
+    async def token_touch(self, uses: dict[str, float]) -> None:
+        await self.write([
+            Write("UPDATE tokens SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE hash = ?", (t, h))
+            for h, t in uses.items()
+        ])  # fmt: skip
 
     # --- agents (shared): their batches, their sessions, commands for them ------------------------
 
