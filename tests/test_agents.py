@@ -534,17 +534,28 @@ def test_a_silent_agents_prompt_cannot_be_answered_centrally(tmp_path: Path, sw_
     assert httpx.get(srv.url + "/agents/a9/commands", params={"after": c["id"], "wait": 0}).json()["commands"] == []
 
 
+def bearer_of(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 def test_with_a_token_the_agent_pushes_with_it_and_a_wrong_one_keeps_everything_queued(
     tmp_path: Path, sw_server: Callable[..., Server], agents: Callable[..., Agent]
 ) -> None:
     (tmp_path / "central").mkdir()
+    made = subprocess.run(
+        [sys.executable, "-m", "sessionwatch", "token", "create", "iota-laptop", "--role", "agent", "--db", str(tmp_path / "sessionwatch.db")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    agent_token = made.stdout.strip()
     srv = sw_server(projects_dir=tmp_path / "central", extra_args=["--token", "t0ken"])
     auth = {"Authorization": "Bearer t0ken"}
     assert httpx.post(srv.url + "/agents/push", json={}).status_code == 401
     dirs = sorted(p for p in FIXTURES.iterdir() if p.is_dir())
     # (both from 127.0.0.1 here, so one address's sign-in budget: a wrong token waits a minute between tries)
     wrong = agents(machine(tmp_path, "theta", dirs[:1]), "theta", srv.url, env={"SESSIONWATCH_TOKEN": "nope"})
-    right = agents(machine(tmp_path, "iota", dirs[1:2]), "iota", srv.url, env={"SESSIONWATCH_TOKEN": "t0ken"})
+    # a named token with the agent role: enough to push and to follow the commands
+    right = agents(machine(tmp_path, "iota", dirs[1:2]), "iota", srv.url, env={"SESSIONWATCH_TOKEN": agent_token})
 
     def iota_there() -> bool:
         got = httpx.get(srv.url + "/all", headers=auth).json()["sessions"]
@@ -553,6 +564,9 @@ def test_with_a_token_the_agent_pushes_with_it_and_a_wrong_one_keeps_everything_
     wait_for(iota_there, 60, "the agent with the right token to push")
     wait_for(lambda: "cannot push to" in wrong.log.read_text() and "HTTP 401" in wrong.log.read_text(), 30, "the refused agent to say why")
     assert [a["host"] for a in httpx.get(srv.url + "/agents", headers=auth).json()["agents"]] == ["iota"]
+    # the agent's token may not act: the approvals come from an operator on the dashboard
+    assert httpx.put(srv.url + "/away", json={"on": True}, headers=bearer_of(agent_token)).status_code == 403
+    assert httpx.get(srv.url + "/agents/x/commands", params={"wait": 0}, headers=bearer_of(agent_token)).status_code == 200
 
 
 @pytest.mark.parametrize(
