@@ -1,6 +1,6 @@
 """The ``sessionwatch`` command: the parser, assembled from one module per
 subcommand (:mod:`.serve`, :mod:`.scan`, :mod:`.dashboard`, :mod:`.hooks`,
-:mod:`.hook`, :mod:`.run`, :mod:`.mcp`, :mod:`.token`), and dispatch.
+:mod:`.hook`, :mod:`.run`, :mod:`.mcp`, :mod:`.token`, :mod:`.agent`), and dispatch.
 
 A user mistake is one line on stderr and exit status 2, never a traceback.
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 
 #: The subcommands, each a module of this package with ``add_parser(sub)``.
-COMMANDS = ("serve", "scan", "dashboard", "hooks", "hook", "run", "mcp", "token")
+COMMANDS = ("serve", "scan", "dashboard", "hooks", "hook", "run", "mcp", "token", "agent")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -219,6 +219,20 @@ export function layout() {
     : null;
   renderTotals(visible, byStatus);
   renderEmpty(visible.length);
+  renderHosts();
+}
+
+/** The Host menu: every host a session names (and the one chosen, even with no session left). */
+function renderHosts() {
+  const select = $('host');
+  const hosts = new Set([...state.sessions.values()].map((s) => s.host).filter((h) => typeof h === 'string' && h));
+  if (state.view.host) hosts.add(state.view.host);
+  const wanted = [...hosts].sort();
+  const shown = [...select.options].slice(1).map((o) => o.value);
+  if (wanted.join('\n') === shown.join('\n')) return;
+  while (select.options.length > 1) select.remove(1);
+  for (const host of wanted) select.append(h('option', { value: host }, host));
+  select.value = state.view.host;
 }
 
 function renderEmpty(visibleCount) {
@@ -292,6 +306,7 @@ function setFilter(key, value) {
   state.view[key] = value;
   if (key === 'source') $('source').value = value;
   if (key === 'status') $('status').value = value;
+  if (key === 'host') $('host').value = value;
   saveView();
   layout();
 }
@@ -311,6 +326,7 @@ export function bindControls() {
   });
   $('source').addEventListener('change', (e) => setFilter('source', e.target.value));
   $('status').addEventListener('change', (e) => setFilter('status', e.target.value));
+  $('host').addEventListener('change', (e) => setFilter('host', e.target.value));
   $('controls').addEventListener('submit', (e) => e.preventDefault());
 }
 

@@ -17,7 +17,7 @@ from sessionwatch.store.base import LoggedEvent
 
 RETRY_MS = 2000
 #: What a kept event holds besides its messages, counted with them: the
-#: record, per session the (source, project) pair a filtered replay selects
+#: record, per session the (source, project, host) a filtered replay selects
 #: by, per cached filter its key.
 RECORD_COST = 200
 SESSION_COST = 80
@@ -30,6 +30,7 @@ class _Key(msgspec.Struct):
 
     source: Any = None
     project: Any = None
+    host: Any = None
 
 
 class _Logged(msgspec.Struct):
@@ -48,19 +49,23 @@ _raw_of = msgspec.json.Decoder(_Logged)
 
 @dataclass(frozen=True)
 class Filter:
-    """A subscriber's ``?source=`` and ``?project=`` choice."""
+    """A subscriber's ``?source=``, ``?project=`` and ``?host=`` choice."""
 
     source: str | None = None
     project: str | None = None
+    #: the machine (``Session.host``, exact)
+    host: str | None = None
 
     def __bool__(self) -> bool:
-        return self.source is not None or self.project is not None
+        return self.source is not None or self.project is not None or self.host is not None
 
     def match(self, session: Session) -> bool:
-        return self.match_key(session.source, session.project or "")
+        return self.match_key(session.source, session.project or "", session.host)
 
-    def match_key(self, source: Any, project: str) -> bool:
+    def match_key(self, source: Any, project: str, host: Any = None) -> bool:
         if self.source is not None and source != self.source:
+            return False
+        if self.host is not None and host != self.host:
             return False
         if self.project is not None:
             return self.project.lower() in project.lower()
@@ -140,7 +145,7 @@ class Kept:
         event_id: int,
         kind: str,
         timestamp: float,
-        keys: list[tuple[Any, str]] | None,
+        keys: list[tuple[Any, str, Any]] | None,
         messages: dict[Filter, bytes | None],
     ) -> None:
         self.id = event_id
@@ -150,7 +155,7 @@ class Kept:
         #: back from the log names ids only): every filter then gets it whole.
         self.keys = keys
         self.messages = messages
-        self.size = RECORD_COST + sum(SESSION_COST + len(p) for _, p in keys or ())
+        self.size = RECORD_COST + sum(SESSION_COST + len(p) for _, p, _ in keys or ())
         self.size += sum(_cost(f, m) for f, m in messages.items())
 
     @classmethod
@@ -158,16 +163,16 @@ class Kept:
         """An event this hub just published."""
         assert event.id is not None
         assert event.encode() is not None  # the unfiltered message, always
-        keys = [(s.source, s.project or "") for s in event.sessions]
+        keys = [(s.source, s.project or "", s.host) for s in event.sessions]
         return cls(event.id, event.type, event.timestamp, keys, dict(event._encoded))
 
     @classmethod
     def from_log(cls, row: LoggedEvent) -> Kept:
         """An event read back from the log (a resume older than the window)."""
         event = Event(row.type, [], row.at, row.id, _data=row.data)
-        keys: list[tuple[Any, str]] | None = None
+        keys: list[tuple[Any, str, Any]] | None = None
         if row.type != "session-deleted":  # deleting an id a client does not show is a no-op
-            keys = [(k.source, str(k.project or "")) for k in _keys_of.decode(row.data).sessions]
+            keys = [(k.source, str(k.project or ""), k.host) for k in _keys_of.decode(row.data).sessions]
         return cls(row.id, row.type, row.at, keys, {NO_FILTER: event.encode()})
 
     def encode(self, flt: Filter) -> tuple[bytes | None, int]:
@@ -178,7 +183,7 @@ class Kept:
         assert full is not None
         if self.keys is None:
             return full, 0
-        picked = [i for i, (source, project) in enumerate(self.keys) if flt.match_key(source, project)]
+        picked = [i for i, (source, project, host) in enumerate(self.keys) if flt.match_key(source, project, host)]
         message: bytes | None
         if len(picked) == len(self.keys):
             message = full  # the same sessions: the same bytes

@@ -26,6 +26,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sessionwatch.agents import api as agents_api
+from sessionwatch.agents.registry import AgentRegistry
 from sessionwatch.control import Control
 from sessionwatch.control import api as control_api
 from sessionwatch.managed import api as managed_api
@@ -188,6 +190,10 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
     control.managed = managed  # POST /sessions/{id}/approve answers a managed process's requests too
     engine.on_shutdown.append(managed.end_follows)
     tokens = auth.TokenBook(settings.token)
+    agents = AgentRegistry(engine, control)  # sessions other machines' agents push (sessionwatch/agents)
+    engine.add_source(agents)
+    control.agents = agents  # an approval or a budget for an agent's session goes down to it
+    engine.on_shutdown.append(agents.wake_all)
     entry: App | None = None
     webhooks: Webhooks | None = None
     if settings.webhooks:
@@ -227,11 +233,13 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
             await control.load()
             managed.budgets = control.budgets
             await managed.load()
+            await agents.load()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(engine.run)
                 tg.start_soon(control.run)
                 tg.start_soon(managed.run)
                 tg.start_soon(tokens.run, engine.store)
+                tg.start_soon(agents.run)
                 if webhooks is not None:
                     tg.start_soon(webhooks.run)
                 try:
@@ -253,6 +261,7 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
         *api.routes,
         *control_api.routes,
         *managed_api.routes,
+        *agents_api.routes,
         *auth.routes,
     ]
     auth.guard(routes)  # each route behind its role (auth.ROUTE_ROLES)
@@ -272,6 +281,7 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
     app.state.engine = engine
     app.state.control = control
     app.state.managed = managed
+    app.state.agents = agents
     app.state.throttle = throttle = auth.Throttle()
     app.state.tokens = tokens
     app.add_middleware(auth.TokenMiddleware, book=tokens, throttle=throttle)

@@ -82,6 +82,7 @@ ROUTE_ROLES: Final[dict[tuple[str, str], Role]] = {
     ("GET", "/metrics"): "viewer",
     ("GET", "/openapi.json"): "viewer",
     ("GET", "/away"): "viewer",
+    ("GET", "/agents"): "viewer",
     ("POST", "/hooks"): "agent",
     ("POST", "/sessions"): "agent",
     ("POST", "/sessions/{session_id}/heartbeat"): "agent",
@@ -90,6 +91,7 @@ ROUTE_ROLES: Final[dict[tuple[str, str], Role]] = {
     ("DELETE", "/sessions/{session_id}"): "agent",
     ("POST", "/runs"): "agent",
     ("POST", "/agents/push"): "agent",
+    ("GET", "/agents/{agent}/commands"): "agent",  # an agent's long poll (sessionwatch/agents)
     ("POST", "/refresh"): "operator",
     ("POST", "/sessions/{session_id}/approve"): "operator",
     ("PUT", "/away"): "operator",

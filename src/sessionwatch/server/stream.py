@@ -41,7 +41,8 @@ def parse_filter(request: Request) -> Filter:
     if source is not None and source not in SOURCES:
         raise BadRequest("source must be " + " or ".join(f'"{s}"' for s in SOURCES))
     project = request.query_params.get("project") or None
-    return Filter(source, project)
+    host = request.query_params.get("host") or None
+    return Filter(source, project, host)
 
 
 def parse_last_event_id(request: Request) -> int | None:

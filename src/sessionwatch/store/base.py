@@ -293,6 +293,35 @@ class SharedStore(Protocol):
         """A session's budget changes, oldest first: {"max_cost_usd", "changed_at", "by"}."""
         ...
 
+    # agents (sessionwatch/agents; tables of migration 0007_agents)
+
+    async def load_agents(self) -> list[tuple[str, str, int, float]]:
+        """(agent, host, seq, last_seen) of every agent that ever pushed."""
+        ...
+
+    async def load_agent_sessions(self) -> list[tuple[str, str, str, bytes, int, float]]:
+        """(id, agent, host, session JSON, seq, updated_at) of every session agents pushed."""
+        ...
+
+    def agent_seen(self, agent: str, host: str, seq: int, when: float) -> list[Write]:
+        """An agent's sign of life and its last applied ``seq`` (never lowered)."""
+        ...
+
+    def agent_sessions_put(
+        self, agent: str, host: str, seq: int, when: float, rows: Sequence[tuple[str, bytes]], deleted: Sequence[str]
+    ) -> list[Write]:
+        """Sessions an agent pushed (id, Session JSON), and ids it no longer has."""
+        ...
+
+    async def add_agent_command(self, agent: str, kind: str, body: bytes, when: float) -> int:
+        """Something to send down to ``agent`` (an approval, a budget); its id."""
+        ...
+
+    async def agent_commands(self, agent: str, after: int) -> tuple[list[tuple[int, str, bytes]], int]:
+        """``agent``'s commands after ``after`` (deleting those up to it: the agent has them),
+        and the highest command id ever given (an agent past it follows another database)."""
+        ...
+
 
 class ManagedStore(Protocol):
     """Managed sessions' records, logs and actions (sessionwatch/managed)."""

@@ -205,4 +205,35 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        # Agents (sessionwatch/agents): each agent's last applied batch and sign of life,
+        # the sessions agents pushed (the whole Session JSON, keyed by session id), and
+        # what waits to be sent down to an agent (approvals, budgets), until it has them.
+        "0008_agents",
+        """
+        CREATE TABLE IF NOT EXISTS agents (
+            agent TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            last_seen REAL NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS agent_sessions (
+            id TEXT PRIMARY KEY,
+            agent TEXT NOT NULL,
+            host TEXT NOT NULL,
+            session BLOB NOT NULL,
+            seq INTEGER NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS agent_sessions_agent ON agent_sessions(agent);
+        CREATE TABLE IF NOT EXISTS agent_commands (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            agent TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            body BLOB NOT NULL,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS agent_commands_agent ON agent_commands(agent, id);
+        """,
+    ),
 ]

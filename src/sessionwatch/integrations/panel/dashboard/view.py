@@ -32,6 +32,8 @@ from sessionwatch.integrations.panel.dashboard.rows import Filters, can_approve,
 __all__ = ["CONNECTION_LABELS", "CSS", "DashboardView"]
 
 log = logging.getLogger("sessionwatch.dashboard")
+#: The Host menu's first choice.
+ALL_HOSTS = "All hosts"
 
 #: Connection state -> (label, colour) of the indicator.
 CONNECTION_LABELS: dict[str, tuple[str, str]] = {
@@ -129,7 +131,9 @@ class DashboardView:
         self.text_filter = pn.widgets.TextInput(
             label="Search", placeholder="project, title, branch, task…", width=260
         )
-        for widget in (self.source_filter, self.status_filter):
+        #: one machine's sessions (agents report many); options follow the hosts sessions name
+        self.host_filter = pn.widgets.Select(label="Host", options={ALL_HOSTS: ""}, value="", width=180)
+        for widget in (self.source_filter, self.status_filter, self.host_filter):
             widget.param.watch(self._on_filter, "value")
         self.text_filter.param.watch(self._on_filter, "value_input")
         self.retry = pn.widgets.Button(label="Reconnect now", color="light", visible=False)
@@ -188,7 +192,7 @@ class DashboardView:
                 self.away,
                 self.away_label,
             ),
-            pn.Row(self.source_filter, self.status_filter, self.text_filter),
+            pn.Row(self.source_filter, self.status_filter, self.host_filter, self.text_filter),
             self.confirm,
             self.deny,
             self.message,
@@ -258,6 +262,7 @@ class DashboardView:
     def _apply(self) -> None:
         self._show_connection()
         sessions = self.feed.sessions()
+        self._show_hosts(sessions)
         wanted = {
             sid: session_row(s) for sid, s in sessions.items() if self.filters.match(sid, s)
         }
@@ -320,11 +325,20 @@ class DashboardView:
         )
         self.retry.visible = self.feed.state not in ("live", "connecting")
 
+    def _show_hosts(self, sessions: dict[str, Any]) -> None:
+        hosts = {h for s in sessions.values() if isinstance(h := s.get("host"), str) and h}
+        if self.filters.host:
+            hosts.add(self.filters.host)
+        options = {ALL_HOSTS: "", **{h: h for h in sorted(hosts)}}
+        if options != self.host_filter.options:
+            self.host_filter.options = options
+
     def _on_filter(self, *events: Any) -> None:
         self.filters = Filters(
             sources=tuple(self.source_filter.value),
             statuses=tuple(self.status_filter.value),
             text=self.text_filter.value_input or "",
+            host=self.host_filter.value or "",
         )
         self._full = True
         self._apply()
