@@ -286,3 +286,22 @@ def test_secrets_typed_into_panel_fields_are_not_returned(shared: Server) -> Non
         assert key not in httpx.get(url + "/all?source=panel").text
     finally:
         httpx.delete(url + f"/sessions/{sid}")
+
+
+def test_all_filters_by_status_and_refuses_an_unknown_one(projects: Path, sw_server: Callable[..., Server]) -> None:
+    srv = sw_server()
+    # the fixtures are all idle; a run reporting makes one running and one waiting
+    for sid, state in (("run-1", "running"), ("run-2", "waiting")):
+        r = httpx.post(srv.url + "/runs", json={"session_id": sid, "state": state, "cwd": "/w"})
+        assert r.status_code == 200, r.text
+    every = httpx.get(srv.url + "/all").json()["sessions"]
+    assert {s["status"] for s in every} == {"idle", "running", "waiting"}
+    one = httpx.get(srv.url + "/all", params={"status": "running"}).json()["sessions"]
+    assert [s["id"] for s in one] == ["run-1"]
+    both = httpx.get(srv.url + "/all?status=running,waiting").json()["sessions"]
+    assert sorted(s["id"] for s in both) == ["run-1", "run-2"]
+    assert len(httpx.get(srv.url + "/all?status=idle&status=running").json()["sessions"]) == len(every) - 1
+    r = httpx.get(srv.url + "/all", params={"status": "asleep"})
+    assert r.status_code == 400 and "status must be one or more of" in r.json()["error"]
+    r = httpx.get(srv.url + "/stream", params={"status": "asleep"})
+    assert r.status_code == 400
