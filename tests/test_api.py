@@ -200,13 +200,13 @@ def test_token_is_enforced_everywhere_but_healthz(projects: Path, sw_server: Cal
     assert httpx.get(srv.url + "/all", headers={"Authorization": "Bearer s3cret"}).status_code == 200
     assert httpx.get(srv.url + "/all?token=s3cret").status_code == 200
     assert httpx.get(srv.url + "/all", headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert httpx.get(srv.url + "/auth").json() == {"token_required": True, "authenticated": False}
+    assert httpx.get(srv.url + "/auth").json() == {"token_required": True, "authenticated": False, "role": None, "name": None}
     assert httpx.post(srv.url + "/login", json={"token": "nope"}).status_code == 401
     with httpx.Client(base_url=srv.url) as c:
         r = c.post("/login", json={"token": "s3cret"})
         assert r.status_code == 200 and "httponly" in r.headers["set-cookie"].lower()
         assert c.get("/all").status_code == 200
-        assert c.get("/auth").json() == {"token_required": True, "authenticated": True}
+        assert c.get("/auth").json() == {"token_required": True, "authenticated": True, "role": "admin", "name": "admin"}
     stream = SSEClient(srv.url + "/stream?token=s3cret").start()
     assert stream.next().event == "init"
 
@@ -286,3 +286,22 @@ def test_secrets_typed_into_panel_fields_are_not_returned(shared: Server) -> Non
         assert key not in httpx.get(url + "/all?source=panel").text
     finally:
         httpx.delete(url + f"/sessions/{sid}")
+
+
+def test_all_filters_by_status_and_refuses_an_unknown_one(projects: Path, sw_server: Callable[..., Server]) -> None:
+    srv = sw_server()
+    # the fixtures are all idle; a run reporting makes one running and one waiting
+    for sid, state in (("run-1", "running"), ("run-2", "waiting")):
+        r = httpx.post(srv.url + "/runs", json={"session_id": sid, "state": state, "cwd": "/w"})
+        assert r.status_code == 200, r.text
+    every = httpx.get(srv.url + "/all").json()["sessions"]
+    assert {s["status"] for s in every} == {"idle", "running", "waiting"}
+    one = httpx.get(srv.url + "/all", params={"status": "running"}).json()["sessions"]
+    assert [s["id"] for s in one] == ["run-1"]
+    both = httpx.get(srv.url + "/all?status=running,waiting").json()["sessions"]
+    assert sorted(s["id"] for s in both) == ["run-1", "run-2"]
+    assert len(httpx.get(srv.url + "/all?status=idle&status=running").json()["sessions"]) == len(every) - 1
+    r = httpx.get(srv.url + "/all", params={"status": "asleep"})
+    assert r.status_code == 400 and "status must be one or more of" in r.json()["error"]
+    r = httpx.get(srv.url + "/stream", params={"status": "asleep"})
+    assert r.status_code == 400

@@ -113,3 +113,63 @@ def test_throttle_is_per_client_behind_a_trusted_proxy(sw_server: ServerFactory,
             c.post("/login", json={"token": f"g{i}"}, headers=attacker)
         assert c.post("/login", json={"token": "s3cret"}, headers=attacker).status_code == 429
         assert c.post("/login", json={"token": "s3cret"}, headers=owner).status_code == 200
+
+
+# --- named tokens (TokenBook) ---------------------------------------------------------
+
+
+class FakeTokens:
+    """A TokenStore that records the batches of last uses it is given."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self.rows = rows
+        self.touched: list[dict[str, float]] = []
+
+    async def tokens(self) -> list[Any]:
+        return self.rows
+
+    async def token_touch(self, uses: dict[str, float]) -> None:
+        self.touched.append(dict(uses))
+
+
+async def test_token_book_knows_live_named_tokens_and_the_admin() -> None:
+    from sessionwatch.access import hash_token
+    from sessionwatch.server.auth import TokenBook
+    from sessionwatch.store.base import TokenRow
+
+    book = TokenBook(None)
+    assert not book.required
+    store = FakeTokens([TokenRow("ann", "viewer", hash_token("t-ann"), 1.0), TokenRow("old", "operator", hash_token("t-old"), 1.0, revoked_at=2.0)])
+    await book.load(store)  # type: ignore[arg-type]
+    assert book.required
+    assert book.identify("t-ann") is not None and book.identify("t-ann").name == "ann"  # type: ignore[union-attr]
+    assert book.identify("t-old") is None and book.identify("") is None
+    admin = TokenBook("s3cret")
+    assert admin.required and admin.identify("s3cret").role == "admin"  # type: ignore[union-attr]
+
+
+async def test_last_uses_are_written_at_most_once_a_minute_per_token() -> None:
+    from sessionwatch.access import hash_token
+    from sessionwatch.server.auth import TOUCH_S, TokenBook
+    from sessionwatch.store.base import TokenRow
+
+    now = [1000.0]
+    book = TokenBook(None, clock=lambda: now[0])
+    store = FakeTokens([TokenRow("ann", "viewer", hash_token("t"), 1.0)])
+    await book.load(store)  # type: ignore[arg-type]
+    for _ in range(100):
+        book.identify("t")
+    await book.touch(store)  # type: ignore[arg-type]
+    assert store.touched == [{hash_token("t"): 1000.0}]  # the first use at once
+    now[0] += 10
+    book.identify("t")
+    await book.touch(store)  # type: ignore[arg-type]
+    assert len(store.touched) == 1  # within the minute: nothing written
+    now[0] += TOUCH_S
+    book.identify("t")
+    await book.touch(store)  # type: ignore[arg-type]
+    assert store.touched[-1] == {hash_token("t"): 1000.0 + 10 + TOUCH_S}
+    now[0] += 1
+    book.identify("t")
+    await book.touch(store, everything=True)  # type: ignore[arg-type]  # shutdown: whatever is left
+    assert store.touched[-1] == {hash_token("t"): now[0]} and len(store.touched) == 3

@@ -23,6 +23,6 @@ def test_bench_smoke_runs_and_prints_the_table() -> None:
     assert "| figure | measured | target | met? |" in r.stdout
     for figure in ("append → client", "memory per SSE connection", "cold index",
                    "one line appended", "warm restart", "fan-out", "tracker heartbeats", "kill latency",
-                   "tracker registrations with", "replay window memory"):
+                   "tracker registrations with", "replay window memory", "`POST /managed`"):
         assert figure in r.stdout, figure
     assert "failed:" not in r.stdout

@@ -239,6 +239,19 @@ def test_filters_apply_to_live_updates(view: tuple[Feed, DashboardView, dict[str
     assert set(table_rows(dash)) == {"c", "d"}
 
 
+def test_the_host_menu_lists_the_hosts_and_keeps_one_machines_sessions(view: tuple[Feed, DashboardView, dict[str, int]]) -> None:
+    feed, dash, _ = view
+    sessions = [claude_session("a", host="alpha"), claude_session("b", host="beta"), panel_session("p")]
+    feed._on_event("init", "1", event("init", sessions))
+    assert list(dash.host_filter.options) == ["All hosts", "alpha", "beta", "box"]
+    dash.host_filter.value = "beta"
+    assert set(table_rows(dash)) == {"b"}
+    feed._on_event("session-created", "2", event("session-created", [claude_session("c", host="gamma")]))
+    assert set(table_rows(dash)) == {"b"} and "gamma" in dash.host_filter.options
+    dash.host_filter.value = ""
+    assert set(table_rows(dash)) == {"a", "b", "c", "p"}
+
+
 # --------------------------------------------------------------------------
 # Connection states: the web page's fallback rules
 # --------------------------------------------------------------------------

@@ -142,3 +142,30 @@ def test_an_answer_that_comes_too_late_shows_the_api_sentence(srv: Server, tab: 
     tab._request_answer(sid, prompt.pending_id, "allow", None, "Write: note.txt")
     wait_for(lambda: "no longer pending (already answered: deny)" in tab.message.object, 10, "the 409 sentence")
     assert tab.message.object.startswith("Could not answer the prompt: ")
+
+
+# --- the token's role (named tokens): Kill, Approve / Deny and Away only for an operator ---------
+
+
+@pytest.mark.parametrize(("role", "acting"), [("viewer", False), ("agent", False), ("operator", True), ("admin", True)])
+def test_controls_show_only_for_a_role_that_may_act(
+    projects: Path, tmp_path: Path, sw_server: Callable[..., Server], role: str, acting: bool
+) -> None:
+    from .test_roles import ADMIN_TOKEN, create_token
+
+    db = tmp_path / "sessionwatch.db"
+    token = ADMIN_TOKEN if role == "admin" else create_token(db, f"panel-{role}", role)
+    srv = sw_server(projects_dir=projects, db=db, extra_args=["--token", ADMIN_TOKEN])
+    feed = Feed(srv.url, token).start()
+    try:
+        view = DashboardView(feed, srv.url, token)
+        wait_for(lambda: view.role == role, 10, "the tab to learn its token's role")
+        hidden = {"kill", "approve", "deny"} & set(view.table.hidden_columns)
+        assert (hidden == set(), view.away.visible, view.may_act()) == (acting, acting, acting)
+        if not acting:  # a click on a hidden column's cell does nothing either
+            sid = httpx.post(srv.url + "/sessions", json={"app_name": "x"}, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=5).json()["session_id"]
+            wait_for(lambda: (view._apply(), sid in view.rows)[1], 10, "the Panel row")
+            view._on_click(Click("kill", row_of(view, sid)))
+            assert not view.confirm.open
+    finally:
+        feed.stop()

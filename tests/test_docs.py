@@ -29,6 +29,7 @@ import pytest
 
 from sessionwatch.cli import build_parser
 from sessionwatch import config
+from sessionwatch.cli import agent as agent_cli
 from sessionwatch.cli import hooks as hooks_cli
 from sessionwatch.config import Settings
 from sessionwatch.integrations import hook_command
@@ -47,6 +48,10 @@ CODE_DEFAULTS: dict[tuple[str, str], Any] = {
     ("hook", "--token-env"): hook_command.DEFAULT_TOKEN_ENV,
     ("hook", "--timeout"): hook_command.DEADLINE_S,
     ("run", "--server"): config.DEFAULT_SERVER_URL,
+    ("mcp", "--server"): config.DEFAULT_SERVER_URL,
+    ("agent", "--server"): config.DEFAULT_SERVER_URL,
+    ("agent", "--queue"): agent_cli.default_queue(),
+    ("agent", "--log-level"): config.DEFAULT_LOG_LEVEL,
 }
 
 
@@ -212,6 +217,7 @@ ENV_VALUES = {
     "--debounce-ms": "7",
     "--keepalive-s": "7",
     "--stale-after-s": "7",
+    "--agent-stale-after-s": "7",
     "--cleanup-after-s": "7",
     "--idle-after-s": "7",
     "--prices": "{tmp}/prices.json",

@@ -248,3 +248,33 @@ async def test_a_dropped_subscriber_ends_its_stream_and_resumes_where_it_left() 
     assert b'"id":"a"' in (await fast.next() or b"")
     back = messages(hub, hub.subscribe(last_event_id=0))
     assert [m.split(b"\n")[0] for m in back[1:]] == [b"id: %d" % i for i in range(1, 12)]
+
+
+def test_a_status_filter_sends_a_session_that_leaves_it_as_a_deletion_and_replays_the_same() -> None:
+    hub = Hub(first_id=0)
+    hub.load([sess("a", status="running"), sess("b", status="waiting")])
+    flt = Filter(status=frozenset({"needs_approval", "running"}))
+    live = hub.subscribe(flt)
+    (init,) = messages(hub, live)
+    assert b'"id":"a"' in init and b'"id":"b"' not in init
+    hub.apply({"a": sess("a", status="waiting")})  # id 1: leaves the view
+    (gone,) = messages(hub, live)
+    assert gone.startswith(b"event: session-deleted\ndata: ") and b'"sessions":[{"id":"a"}]' in gone  # no id: line
+    hub.apply({"b": sess("b", status="needs_approval"), "a": sess("a", status="idle")})  # id 2: b comes in, a stays out
+    got = messages(hub, live)
+    assert [m.split(b"\n")[0] for m in got] == [b"event: session-deleted", b"id: 2"]
+    assert b'"id":"b"' in got[1] and b'"id":"a"' not in got[1]
+    hub.apply({"a": None})  # id 3: deleting an id the client may not show goes through (a no-op for it)
+    (deleted,) = messages(hub, live)
+    assert deleted.startswith(b"id: 3\nevent: session-deleted")
+    # a client resuming from 0 gets exactly what the live one got
+    replay = messages(hub, hub.subscribe(flt, last_event_id=0))
+    assert replay[1:] == [gone, *got, deleted]
+    # and so does one reading the events back from the log's rows
+    from sessionwatch.hub.events import Kept
+    from sessionwatch.store.base import LoggedEvent
+
+    rows = [k for k in hub.buffer]
+    logged = [Kept.from_log(LoggedEvent(k.id, 0, k.type, k.messages[Filter()][k.messages[Filter()].index(b"\ndata: ") + 7 : -2], k.timestamp)) for k in rows]  # type: ignore[index]
+    again = [m for k in logged for m in (k.encode(flt)[0] or b"").split(b"\n\n") if m]
+    assert again == [gone, *got, deleted]

@@ -206,6 +206,8 @@ class Settings:
     debounce_ms: int = 500
     keepalive_s: float = 30.0
     stale_after_s: float = 120.0
+    #: an agent silent this long has its sessions shown ``stale`` (sessionwatch/agents)
+    agent_stale_after_s: float = 60.0
     cleanup_after_s: float = 600.0
     idle_after_s: float = 300.0
     prices: Path | None = None
@@ -255,6 +257,7 @@ class Settings:
         debounce_ms: int | None = None,
         keepalive_s: float | None = None,
         stale_after_s: float | None = None,
+        agent_stale_after_s: float | None = None,
         cleanup_after_s: float | None = None,
         idle_after_s: float | None = None,
         prices: Path | None = None,
@@ -297,6 +300,11 @@ class Settings:
             ),
             stale_after_s=(
                 stale_after_s if stale_after_s is not None else _env_float("STALE_AFTER_S", 120.0)
+            ),
+            agent_stale_after_s=(
+                agent_stale_after_s
+                if agent_stale_after_s is not None
+                else _env_float("AGENT_STALE_AFTER_S", 60.0)
             ),
             cleanup_after_s=(
                 cleanup_after_s
@@ -361,6 +369,8 @@ class Settings:
             cap = getattr(self, name)
             if cap is not None and not (cap >= 0 and cap < float("inf")):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a number of dollars, 0 or more")
+        if not self.agent_stale_after_s > 0:
+            raise ConfigError("--agent-stale-after-s must be more than 0")
         for name in ("stale_after_s", "cleanup_after_s", "idle_after_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must not be negative")

@@ -577,8 +577,12 @@ class Engine:
             await self._persist()
         for sid in self.live.apply(await anyio.to_thread.run_sync(self.live.scan)):
             changes[sid] = self._view(sid, now)
+        # another machine's sessions (sessionwatch/agents) come projected: no idle rule here
+        relayed = [src for src in self.sources if src.name == "agents"]
         for sid, s in self.hub.sessions.items():
             if s.source == "claude" and sid not in changes and sid not in self.remote:
+                if relayed and not self.index.claims(sid) and any(src.claims(sid) for src in relayed):
+                    continue
                 if self.hooks.claims(sid) or self.live.claims(sid):
                     # the hooks' and the registry's idle rule: project again, the hub diffs
                     view = self._view(sid, now)

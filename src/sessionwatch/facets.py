@@ -121,8 +121,14 @@ class Rules:
 #: A managed process (sessionwatch/managed: one the server runs, or a
 #: ``sessionwatch run``) speaks stream-json, which is exact: its facet comes
 #: first for the fields it gives, and it owns a row before the transcript.
+#: A session an agent pushed (sessionwatch/agents: another machine's session,
+#: already projected there from its own transcript, hooks, registry and
+#: control) is owned by ``agents``: after the server's own first-hand sources
+#: (an id the server sees itself is fresher there than relayed, and a relayed
+#: copy must not shadow it), before Panel trackers (a tracker cannot take a
+#: Claude session's id). Its facet is the whole row, so no field rule names it.
 RULES = Rules(
-    owners=("claude", "managed", "hooks", "live", "panel"),
+    owners=("claude", "managed", "hooks", "live", "agents", "panel"),
     fields={
         "status": ("managed", "live", "hooks"),
         "status_reason": ("managed", "live", "control", "hooks"),
@@ -132,5 +138,6 @@ RULES = Rules(
         "max_cost_usd": ("managed", "control"),
         "managed": ("managed",),
         "current_task": ("managed",),
+        "user": ("managed",),
     },
 )

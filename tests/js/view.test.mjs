@@ -79,6 +79,16 @@ test('search looks at project, title and branch; every word must match', () => {
   assert.ok(!matches(s, { ...DEFAULT_VIEW, status: 'idle' }));
 });
 
+test('the Host filter keeps one machine\'s sessions and round-trips through the query string', () => {
+  const here = session('a', { host: 'alpha' });
+  const there = session('b', { host: 'beta' });
+  const view = { ...DEFAULT_VIEW, host: 'alpha' };
+  assert.deepEqual(visibleSessions([here, there], view).map((s) => s.id), ['a']);
+  assert.ok(!matches(session('c', { host: null }), view));
+  assert.equal(viewQuery(view), '?host=alpha');
+  assert.deepEqual(parseView('?host=alpha'), view);
+});
+
 test('sorting by any column, both ways, ties broken by id', () => {
   const list = [
     session('b', { message_count: 5, status: 'idle', cost_usd: null }),

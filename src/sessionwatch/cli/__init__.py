@@ -1,6 +1,6 @@
 """The ``sessionwatch`` command: the parser, assembled from one module per
 subcommand (:mod:`.serve`, :mod:`.scan`, :mod:`.dashboard`, :mod:`.hooks`,
-:mod:`.hook`, :mod:`.run`), and dispatch.
+:mod:`.hook`, :mod:`.run`, :mod:`.mcp`, :mod:`.token`, :mod:`.agent`), and dispatch.
 
 A user mistake is one line on stderr and exit status 2, never a traceback.
 
@@ -8,7 +8,7 @@ Only what every command needs is imported here and in the subcommand
 modules' top level: `scan` is timed against ccusage with process start-up
 included (DESIGN.md "Speed and size"), so the server's modules (uvicorn,
 Starlette, prometheus_client, aiosqlite) load inside `serve`'s
-``run``, Panel inside `dashboard`'s, orjson when JSON is printed.
+``run``, Panel inside `dashboard`'s, the MCP SDK inside `mcp`'s, orjson when JSON is printed.
 
 ``sessionwatch hook`` (the relay Claude Code runs on every hook event) goes
 to :mod:`sessionwatch.integrations.hook_command` before anything else is
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 
 #: The subcommands, each a module of this package with ``add_parser(sub)``.
-COMMANDS = ("serve", "scan", "dashboard", "hooks", "hook", "run")
+COMMANDS = ("serve", "scan", "dashboard", "hooks", "hook", "run", "mcp", "token", "agent")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -75,6 +75,7 @@ def settings(args: argparse.Namespace, *, db: Path | None = None) -> Settings:
         debounce_ms=getattr(args, "debounce_ms", None),
         keepalive_s=getattr(args, "keepalive_s", None),
         stale_after_s=getattr(args, "stale_after_s", None),
+        agent_stale_after_s=getattr(args, "agent_stale_after_s", None),
         cleanup_after_s=getattr(args, "cleanup_after_s", None),
         idle_after_s=args.idle_after_s,
         prices=args.prices.expanduser() if args.prices else None,

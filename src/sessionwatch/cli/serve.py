@@ -49,6 +49,9 @@ def add_parser(sub: Any) -> None:
     serve.add_argument("--debounce-ms", type=common.non_negative_int, help="watcher debounce (default 500)")
     serve.add_argument("--keepalive-s", type=common.positive_float, help="SSE keepalive period (default 30)")
     serve.add_argument("--stale-after-s", type=common.positive_float, help="Panel session stale after this long without heartbeat (default 120)")
+    serve.add_argument(
+        "--agent-stale-after-s", type=common.positive_float, help="an agent silent this long has its sessions shown stale (default 60)"
+    )
     serve.add_argument("--cleanup-after-s", type=common.positive_float, help="stale Panel session deleted after this long (default 600)")
     serve.add_argument(
         "--approval-wait-s",

@@ -51,12 +51,17 @@ class ClientError(SessionwatchError):
 
 
 class AuthError(ClientError):
-    """401/403: the server rejected the token (or none was given)."""
+    """401/403: the server rejected the token (or none was given), or, 403,
+    the token's role may not do this (``sentence`` says which role it needs)."""
 
-    def __init__(self, url: str, status: int) -> None:
+    def __init__(self, url: str, status: int, sentence: str | None = None) -> None:
         self.url = url
         self.status = status
-        super().__init__(f"the server at {url} rejected the token ({status})")
+        self.sentence = sentence
+        if sentence:
+            super().__init__(f"the server at {url} refused: {sentence} ({status})")
+        else:
+            super().__init__(f"the server at {url} rejected the token ({status})")
 
 
 class ServerUnreachable(ClientError):
@@ -65,6 +70,7 @@ class ServerUnreachable(ClientError):
     def __init__(self, url: str, reason: str, status: int | None = None) -> None:
         self.url = url
         self.status = status
+        self.reason = reason
         super().__init__(f"the server at {url} is unreachable ({reason})")
 
 
@@ -95,8 +101,10 @@ def check(base_url: str, response: httpx.Response) -> httpx.Response:
     status = response.status_code
     if status < 400:
         return response
-    if status in (401, 403):
+    if status == 401:
         raise AuthError(base_url, status)
+    if status == 403:
+        raise AuthError(base_url, status, error_sentence(response))
     if status >= 500:
         raise ServerUnreachable(base_url, f"it answered {status}", status)
     raise ApiError(status, error_sentence(response))

@@ -1,6 +1,6 @@
 """The routes of control: ``GET``/``PUT /away``, ``POST /sessions/{id}/approve``,
-``PUT /sessions/{id}/budget`` (operator role once tokens have roles; with
-``--token`` today, the token). Every change is recorded with who, when and from where."""
+``PUT /sessions/{id}/budget`` (their roles: server/auth.py ``ROUTE_ROLES``).
+Every change is recorded with who (the token's name), when and from where."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from sessionwatch.access import identity_of
 from sessionwatch.control.core import DECISIONS, Control, Decision, NotPending, UnknownSession
 from sessionwatch.errors import ApiError
-from sessionwatch.server.api import _session_id, _str, engine_of, read_json
+from sessionwatch.server.api import _session_id, _str, read_json
 from sessionwatch.store.base import Actor
 
 #: The longest ``message`` a deny may carry to the model.
@@ -27,13 +28,14 @@ def control_of(request: Request) -> Control:
 
 
 def actor(request: Request) -> Actor:
-    """Who is asking: the token's name ("admin": today's only token, ``--token``;
-    "local" without one), the client address (the proxy's client behind
-    ``--trusted-proxies``), and ``Origin`` / ``User-Agent`` when sent."""
-    token = engine_of(request).settings.token
+    """Who is asking: the token's name (a named token's, "admin" for the
+    ``--token``, "local" when the server has no token), the client address
+    (the proxy's client behind ``--trusted-proxies``), and ``Origin`` /
+    ``User-Agent`` when sent."""
+    ident = identity_of(request)  # server/auth.py TokenMiddleware put it there
     h = request.headers
     return Actor(
-        who="admin" if token else "local",
+        who=ident.name if ident is not None else "local",
         address=request.client.host if request.client else None,
         origin=(h.get("origin") or None) and h["origin"][:MAX_HEADER],
         user_agent=(h.get("user-agent") or None) and h["user-agent"][:MAX_HEADER],

@@ -56,6 +56,7 @@ from sessionwatch.sources.hooks.events import HookEvent, HookState, fold
 from sessionwatch.store.base import Actor, Approval
 
 if TYPE_CHECKING:
+    from sessionwatch.agents.registry import AgentRegistry
     from sessionwatch.engine import Engine
     from sessionwatch.managed.manager import Manager
 
@@ -158,6 +159,8 @@ class Control:
         self._gone: OrderedDict[tuple[str, str], str] = OrderedDict()
         #: managed sessions (sessionwatch/managed): their processes' permission requests are answered here too
         self.managed: Manager | None = None
+        #: agents' sessions (sessionwatch/agents): answers and budgets for them go down to their agent
+        self.agents: AgentRegistry | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -285,6 +288,8 @@ class Control:
         now = self.engine.clock.now()
         await self.engine.store.write(self.engine.store.set_flag(AWAY, "on" if on else "off", now, by))
         self.away = _Away(on, now, by.to_json())
+        if self.agents is not None:
+            self.agents.wake_all()  # the agents follow the switch
         if not on:
             for key, held in list(self._held.items()):
                 if not held.claimed:
@@ -300,11 +305,13 @@ class Control:
             "changed_at": a.changed_at,
             "by": a.by,
             "approval_wait_s": self.wait_s,
-            "waiting": [h.to_json() for h in sorted(self._held.values(), key=lambda h: h.since)],
+            "waiting": [h.to_json() for h in sorted(self._held.values(), key=lambda h: h.since)]
+            + (self.agents.waiting() if self.agents is not None else []),
         }
 
     def waiting(self, sid: str) -> list[dict[str, Any]]:
-        return [h.to_json() for (s, _), h in self._held.items() if s == sid]
+        held = [h.to_json() for (s, _), h in self._held.items() if s == sid]
+        return held + (self.agents.waiting(sid) if self.agents is not None else [])
 
     def known(self, sid: str) -> bool:
         return sid in self.engine.hub.sessions or sid in self._states or (self.managed is not None and self.managed.knows(sid))
@@ -313,6 +320,8 @@ class Control:
         """Answer a held prompt; :class:`UnknownSession` or :class:`NotPending` if it cannot be."""
         if self.managed is not None and self.managed.has_pending(sid, pending_id):
             return await self.managed.approve(sid, pending_id, decision, message, by)
+        if self.agents is not None and self.agents.has_pending(sid, pending_id):
+            return await self.agents.approve(sid, pending_id, decision, message, by)
         key = (sid, pending_id)
         held = self._held.get(key)
         if held is None or held.claimed or held.answer.done():
@@ -365,6 +374,8 @@ class Control:
             return [sid]
 
         await self.engine.changed("budget", change)
+        if self.agents is not None:
+            await self.agents.budget(sid, max_cost_usd, by)
         return await self.budget_json(sid)
 
     async def budget_json(self, sid: str) -> dict[str, Any]:

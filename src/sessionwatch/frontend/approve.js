@@ -4,16 +4,18 @@
 // are approvals.js's.
 
 import { approveBody, approveError, awayText, canApprove, pendingLine } from './approvals.js';
-import { canKill, forbid, requireSignIn } from './auth.js';
+import { can, canKill, forbid, requireSignIn } from './auth.js';
 import { $, h, showMessage } from './dom.js';
 import { state } from './state.js';
 
 const DENY_PROMPT = 'Deny this tool call? Claude Code gets your message (leave it empty for none):';
 
-/** Approve / Deny for the session's pending prompt, or null when it cannot be answered from here. */
+/** Approve / Deny for the session's pending prompt, or null when it cannot be answered from here
+ * (or the token's role may not answer prompts). */
 export function approveButtons(session) {
-  // none for a token the server refused an action (403)
+  // none for a token the server refused an action (403), or whose role may not answer
   if (!canApprove(session) || state.forbidden) return null;
+  if (canKill() && !can('approve')) return null;
   const allowed = canKill();
   const what = pendingLine(session.pending);
   const button = (decision, label, cls) =>
@@ -84,8 +86,9 @@ function showAway(away) {
   const t = awayText(away);
   const box = $('away');
   box.checked = t.on;
-  box.disabled = !canKill();
+  box.disabled = !can('away');
   const toggle = $('away-toggle');
+  toggle.hidden = canKill() && !can('away'); // a viewer or agent token: not theirs to switch
   toggle.title = t.title;
   toggle.dataset.on = t.on ? 'on' : 'off';
   toggle.querySelector('.away-label').textContent = t.label;
@@ -93,6 +96,7 @@ function showAway(away) {
 
 /** Read the switch from GET /away (after signing in, and whenever the page comes back into view). */
 export async function loadAway() {
+  $('away-toggle').hidden = canKill() && !can('away');
   try {
     const response = await fetch('away', { cache: 'no-store', headers: { Accept: 'application/json' } });
     if (response.ok) showAway(await response.json());

@@ -1,7 +1,8 @@
 // Sign-in: whether the server needs its token, the sign-in form that trades
 // it for an HttpOnly cookie, sign-out, and noticing a sign-in that expired.
 // What happens to the rest of the page on either side is main.js's, through
-// onAuthChange().
+// onAuthChange(). The token's role (GET /auth, POST /login) decides which
+// controls the page shows: can(action).
 
 import { $ } from './dom.js';
 import { state } from './state.js';
@@ -19,13 +20,14 @@ export function onAuthChange({ signedIn, signedOut, forbidden = () => {} }) {
   hooks.forbidden = forbidden;
 }
 
+/** Signed in, or the server needs no token. */
 export function canKill() {
   return !(state.auth.token_required && !state.auth.authenticated);
 }
 
 /** Whether this person may act on sessions: signed in, and no 403 for their token (nor a reading role from /auth). */
 export function mayAct() {
-  return canKill() && !state.forbidden && !['viewer', 'agent'].includes(state.auth.role);
+  return canKill() && !state.forbidden && can('message');
 }
 
 /** The server refused an action with 403: hide what this token cannot do (until the next sign-in). */
@@ -33,6 +35,47 @@ export function forbid() {
   if (state.forbidden) return;
   state.forbidden = true;
   hooks.forbidden();
+}
+
+// Roles are cumulative (DESIGN.md, Security); the role each action needs is
+// the role of its route (server/auth.py ROUTE_ROLES).
+const ROLES = ['viewer', 'agent', 'operator', 'admin'];
+const NEEDS = {
+  read: 'viewer',
+  logs: 'viewer',
+  approve: 'operator',
+  away: 'operator',
+  budget: 'operator',
+  kill: 'operator',
+  refresh: 'operator',
+  start: 'operator',
+  message: 'operator',
+  interrupt: 'operator',
+  stop: 'operator',
+  resume: 'operator',
+  delete: 'operator', // a managed session (a Panel one deregisters itself, agent)
+};
+
+/** The signed-in token's role ("admin" when the server needs no token), or null. */
+export function role() {
+  if (!canKill()) return null;
+  return state.auth.role ?? (state.auth.token_required ? null : 'admin');
+}
+
+/** Whether the signed-in token may do `action` ("approve", "kill", "away", "budget", "stop", ...):
+ * the page hides what it may not. An action not listed needs admin. */
+export function can(action) {
+  const r = role();
+  return r !== null && ROLES.indexOf(r) >= ROLES.indexOf(NEEDS[action] ?? 'admin');
+}
+
+function authOf(answer) {
+  return {
+    token_required: Boolean(answer.token_required),
+    authenticated: Boolean(answer.authenticated),
+    role: answer.role ?? null,
+    name: answer.name ?? null,
+  };
 }
 
 async function fetchAuth() {
@@ -56,7 +99,7 @@ export async function checkAuthAfterFailure() {
 }
 
 export function requireSignIn(message = '') {
-  state.auth = { token_required: true, authenticated: false };
+  state.auth = { token_required: true, authenticated: false, role: null, name: null };
   $('signin').hidden = false;
   $('signin-error').textContent = message;
   $('signout').hidden = true;
@@ -89,7 +132,17 @@ function bindForm() {
     }
     if (response.ok) {
       $('token').value = '';
-      state.auth = { token_required: true, authenticated: true };
+      let who = {};
+      try {
+        who = await response.json();
+      } catch {
+        // no role said: fetchAuth() below tells
+      }
+      state.auth = { token_required: true, authenticated: true, role: who.role ?? null, name: who.name ?? null };
+      if (state.auth.role === null) {
+        const auth = await fetchAuth();
+        if (auth) state.auth = authOf(auth);
+      }
       signedIn();
     } else if (response.status === 401) {
       $('signin-error').textContent = 'That token is not right.';
@@ -117,10 +170,7 @@ function bindForm() {
 export async function startAuth() {
   bindForm();
   const auth = await fetchAuth();
-  if (auth) {
-    state.auth = { token_required: Boolean(auth.token_required), authenticated: Boolean(auth.authenticated) };
-    if (typeof auth.role === 'string') state.auth.role = auth.role;
-  }
+  if (auth) state.auth = authOf(auth);
   if (state.auth.token_required && !state.auth.authenticated) requireSignIn();
   else signedIn();
 }

@@ -7,7 +7,7 @@ export const state = {
   rows: new Map(), // id -> {tr, cells: {key: td}, texts: {key: text}}
   loaded: false, // at least one init / snapshot applied
   view: parseView(location.search),
-  auth: { token_required: false, authenticated: true },
+  auth: { token_required: false, authenticated: true, role: 'admin', name: 'local' }, // GET /auth
   notify: false,
   away: null, // the last GET / PUT /away answer
   detail: null, // the last /sessions/{id} answer for the selected session

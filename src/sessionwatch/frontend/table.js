@@ -4,7 +4,7 @@
 // rest of the page is main.js's, through onRows().
 
 import { approveButtons } from './approve.js';
-import { canKill, requireSignIn } from './auth.js';
+import { can, canKill, requireSignIn } from './auth.js';
 import { $, h, showMessage } from './dom.js';
 import { compactNumber, cost } from './format.js';
 import { SOURCE_LABELS, STATUSES, STATUS_LABELS } from './model.js';
@@ -131,17 +131,18 @@ function fillActions(row, session) {
   const td = row.cells.actions;
   if (session.source !== 'panel') {
     // Approve / Deny while the server holds the session's prompt open (away mode).
-    const key = `${session.pending?.id ?? ''}|${(session.controls ?? []).join(',')}|${canKill()}|${state.forbidden}`;
+    const key = `${session.pending?.id ?? ''}|${(session.controls ?? []).join(',')}|${canKill()}|${state.forbidden}|${can('approve')}`;
     if (td.dataset.key === key) return;
     td.dataset.key = key;
     const buttons = approveButtons(session);
     td.replaceChildren(...(buttons ? [buttons] : []));
     return;
   }
-  const key = `${session.kill_requested}|${session.status}|${canKill()}`;
+  const key = `${session.kill_requested}|${session.status}|${canKill()}|${can('kill')}`;
   if (td.dataset.key === key) return;
   td.dataset.key = key;
-  td.replaceChildren(killButton(session));
+  const button = killButton(session);
+  td.replaceChildren(...(button ? [button] : []));
 }
 
 /** Redraw the Kill and Approve / Deny buttons after the sign-in changed. */
@@ -218,6 +219,20 @@ export function layout() {
     : null;
   renderTotals(visible, byStatus);
   renderEmpty(visible.length);
+  renderHosts();
+}
+
+/** The Host menu: every host a session names (and the one chosen, even with no session left). */
+function renderHosts() {
+  const select = $('host');
+  const hosts = new Set([...state.sessions.values()].map((s) => s.host).filter((h) => typeof h === 'string' && h));
+  if (state.view.host) hosts.add(state.view.host);
+  const wanted = [...hosts].sort();
+  const shown = [...select.options].slice(1).map((o) => o.value);
+  if (wanted.join('\n') === shown.join('\n')) return;
+  while (select.options.length > 1) select.remove(1);
+  for (const host of wanted) select.append(h('option', { value: host }, host));
+  select.value = state.view.host;
 }
 
 function renderEmpty(visibleCount) {
@@ -291,6 +306,7 @@ function setFilter(key, value) {
   state.view[key] = value;
   if (key === 'source') $('source').value = value;
   if (key === 'status') $('status').value = value;
+  if (key === 'host') $('host').value = value;
   saveView();
   layout();
 }
@@ -310,13 +326,15 @@ export function bindControls() {
   });
   $('source').addEventListener('change', (e) => setFilter('source', e.target.value));
   $('status').addEventListener('change', (e) => setFilter('status', e.target.value));
+  $('host').addEventListener('change', (e) => setFilter('host', e.target.value));
   $('controls').addEventListener('submit', (e) => e.preventDefault());
 }
 
 // --- kill ------------------------------------------------------------------------
 
-/** The Kill button of a Panel session (in its row and in the detail panel). */
+/** The Kill button of a Panel session (in its row and in the detail panel); null when the token's role may not kill. */
 export function killButton(session) {
+  if (canKill() && !can('kill')) return null;
   const requested = Boolean(session.kill_requested);
   const allowed = canKill();
   return h(

@@ -43,6 +43,8 @@ export const COLUMNS = Object.freeze([
     note: statusNote,
   },
   { key: 'source', label: 'Source', sort: (s) => s.source ?? '', text: (s) => s.source ?? '—' },
+  // The machine (an agent's --host-name; a tracker's host); filtered by the Host menu.
+  { key: 'host', label: 'Host', sort: (s) => s.host ?? '', text: (s) => s.host ?? '—', optional: true },
   {
     key: 'project',
     label: 'Project',
@@ -111,6 +113,7 @@ export const DEFAULT_VIEW = Object.freeze({
   q: '',
   source: '',
   status: '',
+  host: '',
   sort: 'last_activity',
   dir: 'desc',
   session: '',
@@ -125,6 +128,7 @@ export function parseView(search) {
   view.source = SOURCES.includes(source) ? source : '';
   const status = params.get('status') ?? '';
   view.status = STATUSES.includes(status) ? status : '';
+  view.host = (params.get('host') ?? '').slice(0, 200);
   const sort = params.get('sort') ?? '';
   view.sort = COLUMN_KEYS.includes(sort) ? sort : DEFAULT_VIEW.sort;
   const dir = params.get('dir') ?? '';
@@ -136,7 +140,7 @@ export function parseView(search) {
 /** The query string for a view, leaving out defaults ("" when all are defaults). */
 export function viewQuery(view) {
   const params = new URLSearchParams();
-  for (const key of ['q', 'source', 'status', 'sort', 'dir', 'session']) {
+  for (const key of ['q', 'source', 'status', 'host', 'sort', 'dir', 'session']) {
     if (view[key] && view[key] !== DEFAULT_VIEW[key]) params.set(key, view[key]);
   }
   const s = params.toString();
@@ -147,6 +151,7 @@ export function viewQuery(view) {
 export function matches(session, view) {
   if (view.source && session.source !== view.source) return false;
   if (view.status && session.status !== view.status) return false;
+  if (view.host && session.host !== view.host) return false;
   const q = view.q.trim().toLowerCase();
   if (!q) return true;
   const haystack = [session.project, session.title, session.git_branch, session.current_task, managedMarker(session)]

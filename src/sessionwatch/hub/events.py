@@ -17,7 +17,7 @@ from sessionwatch.store.base import LoggedEvent
 
 RETRY_MS = 2000
 #: What a kept event holds besides its messages, counted with them: the
-#: record, per session the (source, project) pair a filtered replay selects
+#: record, per session the (source, project, host) a filtered replay selects
 #: by, per cached filter its key.
 RECORD_COST = 200
 SESSION_COST = 80
@@ -28,8 +28,15 @@ DELTAS = ("session-created", "session-updated", "session-deleted")
 class _Key(msgspec.Struct):
     """What a replay filters a logged session by."""
 
+    id: Any = None
     source: Any = None
     project: Any = None
+    host: Any = None
+    status: Any = None
+
+
+#: (id, source, project, host, status) of a session in an event: what filters select by
+Key = tuple[Any, Any, str, Any, Any]
 
 
 class _Logged(msgspec.Struct):
@@ -48,23 +55,54 @@ _raw_of = msgspec.json.Decoder(_Logged)
 
 @dataclass(frozen=True)
 class Filter:
-    """A subscriber's ``?source=`` and ``?project=`` choice."""
+    """A subscriber's ``?source=``, ``?project=``, ``?host=`` and ``?status=`` choice.
+
+    With ``status``, a session that changes to a status outside the choice
+    leaves the subscriber's view: the update reaches it as a ``session-deleted``
+    of that id (sent just before the event's own message, without an ``id:``,
+    so a client that resumes gets both again)."""
 
     source: str | None = None
     project: str | None = None
+    #: the machine (``Session.host``, exact)
+    host: str | None = None
+    #: the statuses shown (any of them)
+    status: frozenset[str] | None = None
 
     def __bool__(self) -> bool:
-        return self.source is not None or self.project is not None
+        return self.source is not None or self.project is not None or self.host is not None or self.status is not None
 
     def match(self, session: Session) -> bool:
-        return self.match_key(session.source, session.project or "")
+        return self.match_key(session.source, session.project or "", session.host, session.status)
 
-    def match_key(self, source: Any, project: str) -> bool:
+    def match_key(self, source: Any, project: str, host: Any = None, status: Any = None) -> bool:
         if self.source is not None and source != self.source:
+            return False
+        if self.host is not None and host != self.host:
+            return False
+        if self.status is not None and status is not None and status not in self.status:
             return False
         if self.project is not None:
             return self.project.lower() in project.lower()
         return True
+
+    def split(self, keys: Sequence[Key], kind: str) -> tuple[list[int], list[int]]:
+        """Which sessions of an event of ``kind`` the subscriber gets, and which
+        leave its view (an update to a status it does not show)."""
+        shown: list[int] = []
+        leaving: list[int] = []
+        for i, (_, source, project, host, status) in enumerate(keys):
+            if kind == "session-deleted":
+                status = None  # a deletion of an id the client does not show is a no-op
+            if self.match_key(source, project, host, status):
+                shown.append(i)
+            elif kind == "session-updated" and self.status is not None and self.match_key(source, project, host, None):
+                leaving.append(i)
+        return shown, leaving
+
+
+def key_of(session: Session) -> Key:
+    return (session.id, session.source, session.project or "", session.host, session.status)
 
 
 NO_FILTER = Filter()
@@ -89,17 +127,32 @@ class Event:
         """The SSE message for subscribers with ``flt``; None if nothing matches."""
         if not retry and flt in self._encoded:
             return self._encoded[flt]
+        message: bytes | None
         if not flt:
             message = _message(self.type, self.id, self.data(), retry=retry)
         else:
-            sessions = [s for s in self.sessions if flt.match(s)]
-            if not sessions and self.type in DELTAS:
-                self._encoded[flt] = None
-                return None
-            message = _message(self.type, self.id, _data(self.type, sessions, self.timestamp), retry=retry)
+            shown, leaving = flt.split([key_of(s) for s in self.sessions], self.type)
+            message = _filtered(
+                self.type, self.id, self.timestamp, [self.sessions[i] for i in shown],
+                [self.sessions[i].id for i in leaving], retry=retry,
+            )  # fmt: skip
         if not retry:
             self._encoded[flt] = message
         return message
+
+
+def _filtered(
+    kind: str, event_id: int | None, timestamp: float, sessions: Sequence[Session | msgspec.Raw], leaving: Sequence[str],
+    *, retry: bool = False,
+) -> bytes | None:
+    """A filtered event's message: the sessions it shows, after a deletion of
+    those leaving the view (no ``id:``: the event's own message carries it)."""
+    head = b""
+    if leaving:
+        head = _message("session-deleted", None, encode({"type": "session-deleted", "sessions": [{"id": i} for i in leaving], "timestamp": timestamp}), retry=retry)
+    if not sessions and kind in DELTAS:
+        return head or None
+    return head + _message(kind, event_id, _data(kind, sessions, timestamp), retry=retry and not head)
 
 
 def _data(kind: str, sessions: Sequence[Session | msgspec.Raw], timestamp: float) -> bytes:
@@ -140,17 +193,17 @@ class Kept:
         event_id: int,
         kind: str,
         timestamp: float,
-        keys: list[tuple[Any, str]] | None,
+        keys: list[Key] | None,
         messages: dict[Filter, bytes | None],
     ) -> None:
         self.id = event_id
         self.type = kind
         self.timestamp = timestamp
-        #: (source, project) per session; None when unknown (a deletion read
+        #: what filters select by, per session; None when unknown (a deletion read
         #: back from the log names ids only): every filter then gets it whole.
         self.keys = keys
         self.messages = messages
-        self.size = RECORD_COST + sum(SESSION_COST + len(p) for _, p in keys or ())
+        self.size = RECORD_COST + sum(SESSION_COST + len(k[2]) for k in keys or ())
         self.size += sum(_cost(f, m) for f, m in messages.items())
 
     @classmethod
@@ -158,16 +211,16 @@ class Kept:
         """An event this hub just published."""
         assert event.id is not None
         assert event.encode() is not None  # the unfiltered message, always
-        keys = [(s.source, s.project or "") for s in event.sessions]
+        keys = [key_of(s) for s in event.sessions]
         return cls(event.id, event.type, event.timestamp, keys, dict(event._encoded))
 
     @classmethod
     def from_log(cls, row: LoggedEvent) -> Kept:
         """An event read back from the log (a resume older than the window)."""
         event = Event(row.type, [], row.at, row.id, _data=row.data)
-        keys: list[tuple[Any, str]] | None = None
+        keys: list[Key] | None = None
         if row.type != "session-deleted":  # deleting an id a client does not show is a no-op
-            keys = [(k.source, str(k.project or "")) for k in _keys_of.decode(row.data).sessions]
+            keys = [(k.id, k.source, str(k.project or ""), k.host, k.status) for k in _keys_of.decode(row.data).sessions]
         return cls(row.id, row.type, row.at, keys, {NO_FILTER: event.encode()})
 
     def encode(self, flt: Filter) -> tuple[bytes | None, int]:
@@ -178,16 +231,15 @@ class Kept:
         assert full is not None
         if self.keys is None:
             return full, 0
-        picked = [i for i, (source, project) in enumerate(self.keys) if flt.match_key(source, project)]
+        shown, leaving = flt.split(self.keys, self.type)
         message: bytes | None
-        if len(picked) == len(self.keys):
+        if len(shown) == len(self.keys):
             message = full  # the same sessions: the same bytes
-        elif not picked and self.type in DELTAS:
+        elif not shown and not leaving and self.type in DELTAS:
             message = None
         else:
             sessions = _raw_of.decode(full[full.index(b"\ndata: ") + 7 : -2]).sessions
-            data = _data(self.type, [sessions[i] for i in picked], self.timestamp)
-            message = _message(self.type, self.id, data)
+            message = _filtered(self.type, self.id, self.timestamp, [sessions[i] for i in shown], [self.keys[i][0] for i in leaving])
         self.messages[flt] = message
         cost = _cost(flt, None if message is full else message)
         self.size += cost

@@ -46,13 +46,23 @@ def _cap(data: dict[str, Any], key: str) -> float | None:
     return float(value)
 
 
+def _arg(data: dict[str, Any], key: str, *, required: bool = False, limit: int = 1000) -> str | None:
+    """A string that goes on Claude Code's command line (or is a path): no NUL character."""
+    value = _str(data, key, required=required, limit=limit)
+    if value is not None and "\x00" in value:
+        raise ApiError(400, f"{key} must not contain a NUL character")
+    return value
+
+
 def _tools(data: dict[str, Any]) -> tuple[str, ...]:
     value = data.get("allowed_tools")
     if value is None:
         return ()
     if isinstance(value, str):
         value = [t for t in value.split(",")]
-    if not isinstance(value, list) or not all(isinstance(t, str) and t.strip() and len(t) <= 200 for t in value) or len(value) > 100:
+    if not isinstance(value, list) or len(value) > 100 or not all(
+        isinstance(t, str) and t.strip() and len(t) <= 200 and "\x00" not in t for t in value
+    ):
         raise ApiError(400, 'allowed_tools must be a list of tool names, like ["Read", "Bash(git:*)"]')
     return tuple(t.strip() for t in value)
 
@@ -64,7 +74,7 @@ def start_request(data: dict[str, Any]) -> StartRequest:
     if unknown:
         raise ApiError(400, f"unknown field {unknown[0]!r} (fields: {', '.join(sorted(known))})")
     prompt = _str(data, "prompt", required=True, limit=MAX_PROMPT)
-    cwd = _str(data, "cwd", required=True, limit=4096)
+    cwd = _arg(data, "cwd", required=True, limit=4096)
     name = _str(data, "name", limit=100)
     if name is not None and not name.strip():
         raise ApiError(400, "name must not be empty")
@@ -76,8 +86,8 @@ def start_request(data: dict[str, Any]) -> StartRequest:
         prompt=prompt,
         cwd=cwd,
         name=name.strip() if name else None,
-        model=_str(data, "model", limit=200) or None,
-        system_prompt=_str(data, "system_prompt", limit=MAX_PROMPT) or None,
+        model=_arg(data, "model", limit=200) or None,
+        system_prompt=_arg(data, "system_prompt", limit=MAX_PROMPT) or None,
         max_cost_usd=_cap(data, "max_cost_usd"),
         permission_mode=mode,
         allowed_tools=_tools(data),

@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,8 +136,14 @@ class Record:
     stopping: str | None = None
     #: a run: a person asked it to stop (told in the answer to its next report)
     stop_asked: bool = False
+    #: set once the process has started and had its first message (or failed to start):
+    #: a message sent before then waits for it instead of finding no process
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
     last_activity: float | None = None
     last_report: float | None = None
+    #: what the CLI restores as its running total on ``--resume`` (the transcript's last
+    #: ``cost-state``; 0 for a CLI that writes none): its results' totals start from there
+    cost_restored: float = 0.0
 
     @property
     def live(self) -> bool:
@@ -207,6 +214,11 @@ class Manager:
         self._buffers: dict[str, list[LogLine]] = {}
         self._logs_changed: dict[str, asyncio.Event] = {}
         self._closing = False
+        #: starts between their checks and their record being in ``records`` (their names):
+        #: counted against --max-managed and the names, so concurrent starts keep the limits
+        self._starting: set[str] = set()
+        #: stops begun from a check (a reference each, so none is collected mid-way)
+        self._stops: set[asyncio.Task[None]] = set()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -317,6 +329,7 @@ class Manager:
             ),  # fmt: skip
             "max_cost_usd": self.cap(rec),
             "current_task": rec.current_task,
+            "user": rec.user,
         }
         if rec.last_activity is not None and (transcript_ts is None or rec.last_activity > transcript_ts):
             fields["last_activity"] = iso(rec.last_activity)
@@ -374,7 +387,7 @@ class Manager:
     # --- what people do ---------------------------------------------------------------
 
     def live_count(self) -> int:
-        return sum(1 for r in self.records.values() if r.kind == "server" and r.live)
+        return len(self._starting) + sum(1 for r in self.records.values() if r.kind == "server" and r.live)
 
     def _record(self, sid: str) -> Record:
         rec = self.records.get(sid)
@@ -390,12 +403,14 @@ class Manager:
 
     def check_cwd(self, raw: str) -> str:
         """``cwd``: an existing directory, under ``--workspace-root`` when set (400 otherwise)."""
+        if "\x00" in raw:
+            raise ApiError(400, "cwd must not contain a NUL character")
         path = Path(raw).expanduser()
         if not path.is_absolute():
             raise ApiError(400, "cwd must be an absolute path")
         try:
             real = path.resolve(strict=True)
-        except (OSError, RuntimeError):
+        except (OSError, RuntimeError, ValueError):
             raise ApiError(400, f"cwd {raw} does not exist") from None
         if not real.is_dir():
             raise ApiError(400, f"cwd {raw} is not a directory")
@@ -403,6 +418,14 @@ class Manager:
         if root is not None and real != root and root not in real.parents:
             raise ApiError(400, f"cwd {raw} is outside the workspace root {root}")
         return str(real)
+
+    def _free_name(self, base: str) -> str:
+        """``base-N`` that no record has (N from the number of records up)."""
+        taken = {r.name for r in self.records.values()} | self._starting
+        n = len(self.records) + 1
+        while f"{base}-{n}" in taken:
+            n += 1
+        return f"{base}-{n}"
 
     async def start(self, req: StartRequest, by: Actor) -> Record:
         """``POST /managed``: launch a process; the record is shown at once."""
@@ -414,8 +437,8 @@ class Manager:
             raise ApiError(400, 'permission_mode "bypassPermissions" is refused: start the server with --allow-bypass-permissions to allow it')
         if self.live_count() >= self.max_managed:
             raise ApiError(429, f"{self.max_managed} managed sessions are running, the most --max-managed allows: stop one first")
-        name = req.name or f"{Path(cwd).name or 'session'}-{len(self.records) + 1}"
-        if any(r.name == name and r.live for r in self.records.values()):
+        name = req.name or self._free_name(Path(cwd).name or "session")
+        if name in self._starting or any(r.name == name and r.live for r in self.records.values()):
             raise ApiError(409, f"a running managed session is already named {name!r}")
         claude = self._claude()
         now = self.engine.clock.now()
@@ -430,7 +453,11 @@ class Manager:
             claude, session_id=rec.id, model=req.model, system_prompt=req.system_prompt,
             permission_mode=mode, allowed_tools=req.allowed_tools, max_turns=req.max_turns,
         )  # fmt: skip
-        await self._publish(rec, extra=self.engine.store.record_action(rec.id, "start", name, now, by), new=True)
+        self._starting.add(name)
+        try:
+            await self._publish(rec, extra=self.engine.store.record_action(rec.id, "start", name, now, by), new=True)
+        finally:
+            self._starting.discard(name)
         self._launch(rec, cmd, req.prompt)
         return rec
 
@@ -442,10 +469,15 @@ class Manager:
             raise ApiError(503, "the server is shutting down")
         if self.live_count() >= self.max_managed:
             raise ApiError(429, f"{self.max_managed} managed sessions are running, the most --max-managed allows: stop one first")
+        if self._over_budget(rec):
+            # a resumed process would spend on its first message before the check stops it again
+            raise ApiError(409, f"the session has reached its budget (${self.cap(rec) or 0:.2f}): raise it with PUT /sessions/{sid}/budget first")
         claude = self._claude()
         now = self.engine.clock.now()
         rec.cost_before = rec.total_cost_usd or rec.cost_before
+        # live from here, before any await: a second resume meanwhile is a 409
         rec.state, rec.status_reason, rec.exit_code, rec.stopping = "starting", None, None, None
+        rec.cost_restored = await asyncio.to_thread(restored_cost, self._transcript_of(rec))
         rec.updated_at = rec.last_activity = now
         if text:
             rec.current_task = _task_of(text)
@@ -459,6 +491,10 @@ class Manager:
 
     async def send(self, sid: str, text: str, by: Actor) -> Record:
         rec = self._server_record(sid)
+        if rec.live and rec.proc is not None and not rec.ready.is_set():
+            # just started: the process may not run yet, and its first message goes first
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(rec.ready.wait(), 30)
         if not rec.live or rec.proc is None:
             raise ApiError(409, "the session is not running: resume it first")
         if rec.stopping is not None:
@@ -664,9 +700,19 @@ class Manager:
         except ConfigError as exc:
             raise ApiError(503, str(exc)) from None
 
+    def _transcript_of(self, rec: Record) -> str | None:
+        """The transcript the CLI reads on ``--resume`` (it runs with the server's
+        environment), else the one the index knows, else None."""
+        config = os.environ.get("CLAUDE_CONFIG_DIR") or os.path.join(os.path.expanduser("~"), ".claude")
+        own = os.path.join(config, "projects", re.sub(r"[^A-Za-z0-9]", "-", rec.cwd), f"{rec.id}.jsonl")
+        if os.path.isfile(own):
+            return own
+        return next((f.path for f in self.engine.index.files_of(rec.id) if f.kind == "main"), None)
+
     def _launch(self, rec: Record, cmd: list[str], prompt: str | None) -> None:
         env = {k: v for k, v in os.environ.items() if k != "CLAUDECODE"}
         rec.proc = ClaudeProcess(cmd, rec.cwd, env, interactive=True)
+        rec.ready = asyncio.Event()
         rec.task = asyncio.create_task(self._drive(rec, prompt), name=f"managed {rec.id}")
 
     async def _drive(self, rec: Record, prompt: str | None) -> None:
@@ -685,7 +731,10 @@ class Manager:
                 await self._publish(rec)
                 return
             rec.pid, rec.proc_start = proc.pid, proc_start_time(proc.pid or 0)
-            self._log(rec, [LogLine(ts=self.engine.clock.now(), level="info", source="system", kind="system", content=f"started: {' '.join(proc.cmd[1:])}")])
+            if rec.stopping is not None or self._closing:  # stopped, or the server shutting down, while it was being started
+                rec.stopping = rec.stopping or "server shut down"
+                raise ProcessGone(rec.stopping)
+            self._log(rec, [LogLine(ts=self.engine.clock.now(), level="info", source="system", kind="system", content=cut(f"started: {' '.join(proc.cmd[1:])}"))])
             await self._save(rec)
             await proc.initialize()
             if prompt:
@@ -693,6 +742,7 @@ class Manager:
             else:
                 rec.state, rec.status_reason = "waiting", "resumed: waiting for a message"
                 await self._publish(rec)
+            rec.ready.set()
             async for msg in proc.lines():
                 await self._fold(rec, msg)
         except ProcessGone:
@@ -701,6 +751,7 @@ class Manager:
             log.exception("managed session %s failed", sid)
             rec.stopping = rec.stopping or "sessionwatch error (see the server log)"
         finally:
+            rec.ready.set()
             # stdout closed: the process is ending by itself; else (an error here) stop it
             code = await proc.wait(STOP_STEP_S if rec.stopping is None else 0.5)
             if code is None:
@@ -786,7 +837,8 @@ class Manager:
         elif kind == "result":
             cost = msg.get("total_cost_usd")
             if isinstance(cost, (int, float)):
-                rec.total_cost_usd = round(rec.cost_before + float(cost), 6)
+                # a resumed CLI's total goes on from the transcript's last cost-state (2.1.3xx)
+                rec.total_cost_usd = round(rec.cost_before + max(0.0, float(cost) - rec.cost_restored), 6)
             # num_turns and duration_ms are the message's own; total_cost_usd is the process's running total
             if isinstance(msg.get("num_turns"), int):
                 rec.num_turns += msg["num_turns"]
@@ -820,7 +872,9 @@ class Manager:
     def _stop_soon(self, rec: Record, why: str) -> None:
         rec.stopping = why
         self._log(rec, [LogLine(ts=self.engine.clock.now(), level="warn", source="system", kind="system", content=f"stopping: {why} (cap ${self.cap(rec) or 0:.2f})")])
-        asyncio.get_running_loop().create_task(self._stop_process(rec))
+        task = asyncio.get_running_loop().create_task(self._stop_process(rec))
+        self._stops.add(task)
+        task.add_done_callback(self._stops.discard)
 
     async def _stop_process(self, rec: Record) -> None:
         proc = rec.proc
@@ -857,6 +911,37 @@ class Manager:
 
 def _after(query: LogQuery, after: int) -> LogQuery:
     return LogQuery(query.session_id, after, query.limit, query.min_level, query.sources, query.kinds)
+
+
+def restored_cost(path: str | None, chunk: int = 1 << 20) -> float:
+    """The ``totalCostUSD`` of a transcript's last ``cost-state`` line (what
+    Claude Code 2.1.3xx restores as its running total on ``--resume``), 0 if
+    none; read from the end."""
+    marker = b'"type":"cost-state"'
+    if path is None:
+        return 0.0
+    try:
+        with open(path, "rb") as f:
+            end = f.seek(0, os.SEEK_END)
+            tail = b""
+            while end > 0:
+                start = max(0, end - chunk)
+                f.seek(start)
+                data = f.read(end - start) + tail
+                lines = data.split(b"\n")
+                tail = lines[0] if start > 0 else b""
+                for line in reversed(lines[1:] if start > 0 else lines):
+                    if marker in line:
+                        try:
+                            value = msgspec.json.decode(line).get("totalCostUSD")
+                        except (msgspec.DecodeError, AttributeError):
+                            continue
+                        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+                            return float(value)
+                end = start
+    except OSError:
+        pass
+    return 0.0
 
 
 def _task_of(text: str) -> str:

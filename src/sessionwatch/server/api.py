@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from sessionwatch.access import identity_of, require
 from sessionwatch.engine import Engine
 from sessionwatch.errors import ApiError, BadRequest
 from sessionwatch.model import PANEL_SETTABLE, Session, encode, to_dict
@@ -289,7 +290,11 @@ async def kill(request: Request) -> Response:
     data = await read_json(request)
     by = _str(data, "by", limit=MAX_ID)
     await _panel_session(engine, sid)
-    who = by or (request.client.host if request.client else None)
+    ident = identity_of(request)
+    if ident is None or ident.name == "local":  # no token: what the client says, else its address
+        who = by or (request.client.host if request.client else None)
+    else:  # the token's name; what the client says of itself after it
+        who = f"{ident.name} ({by})" if by else ident.name
     await engine.kill(sid, who)
     return JSONResponse({"kill_requested": True})
 
@@ -301,6 +306,7 @@ async def delete_session(request: Request) -> Response:
     if managed.knows(sid):  # a stopped managed session or an ended run: forget its record and logs
         from sessionwatch.control.api import actor
 
+        require(request, "operator", "DELETE /sessions/{session_id} of a managed session")
         await managed.delete(sid, actor(request))
         return JSONResponse({"deleted": True})
     await _panel_session(engine, sid)

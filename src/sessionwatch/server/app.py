@@ -3,7 +3,8 @@ every background task.
 
 Outermost first: :class:`~sessionwatch.server.security.RequestGuard` (Host and
 CSRF checks), then :class:`App` (``/stream`` here, the rest to Starlette),
-then :class:`TokenMiddleware` and the routes.
+then :class:`~sessionwatch.server.auth.TokenMiddleware` (who the token is) and
+the routes, each behind its role (``server/auth.py`` ``ROUTE_ROLES``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sessionwatch.agents import api as agents_api
+from sessionwatch.agents.registry import AgentRegistry
 from sessionwatch.control import Control
 from sessionwatch.control import api as control_api
 from sessionwatch.managed import api as managed_api
@@ -40,29 +43,6 @@ from sessionwatch.webhooks import Webhooks, dashboard_url
 log = logging.getLogger(__name__)
 
 FRONTEND = Path(__file__).parent.parent / "frontend"
-
-
-class TokenMiddleware:
-    """With ``--token``, every path but the public ones needs it."""
-
-    def __init__(self, app: ASGIApp, token: str | None, throttle: auth.Throttle) -> None:
-        self.app = app
-        self.token = token
-        self.throttle = throttle
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.token is None or scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path: str = scope["path"]
-        public = path in ("/", "/healthz", "/auth", "/login", "/logout", "/favicon.ico") or (
-            path.startswith("/static/")
-        )
-        answer = None if public else auth.check(Request(scope), self.token, self.throttle)
-        if answer is None:
-            await self.app(scope, receive, send)
-            return
-        await answer(scope, receive, send)
 
 
 class NoCache:
@@ -152,7 +132,7 @@ class App:
         self.starlette = starlette
         self.engine = engine
         self.state = starlette.state
-        self.token = engine.settings.token
+        self.tokens: auth.TokenBook = starlette.state.tokens
         self.throttle: auth.Throttle = starlette.state.throttle
         #: one line saying why the lifespan could not start, once it failed
         self.startup_error: str | None = None
@@ -171,14 +151,12 @@ class App:
         if scope["type"] != "http" or scope["path"] != "/stream":
             await self.starlette(scope, receive, send)
             return
-        response: Response | None
+        response: Response
         request = Request(scope)
         if request.method not in ("GET", "HEAD"):
             response = JSONResponse({"error": "method not allowed"}, status_code=405)
-        elif self.token is not None and (
-            response := auth.check(request, self.token, self.throttle)
-        ) is not None:
-            pass
+        elif self.tokens.required and isinstance(who := auth.authenticate(request, self.tokens, self.throttle), Response):
+            response = who  # any token may read the stream (viewer)
         else:
             try:
                 response = stream_response(
@@ -211,6 +189,11 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
     engine.add_source(managed)
     control.managed = managed  # POST /sessions/{id}/approve answers a managed process's requests too
     engine.on_shutdown.append(managed.end_follows)
+    tokens = auth.TokenBook(settings.token)
+    agents = AgentRegistry(engine, control)  # sessions other machines' agents push (sessionwatch/agents)
+    engine.add_source(agents)
+    control.agents = agents  # an approval or a budget for an agent's session goes down to it
+    engine.on_shutdown.append(agents.wake_all)
     entry: App | None = None
     webhooks: Webhooks | None = None
     if settings.webhooks:
@@ -246,13 +229,17 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
         gc.collect()
         gc.freeze()
         try:
+            await tokens.load(engine.store)  # before the first request: named tokens turn auth on
             await control.load()
             managed.budgets = control.budgets
             await managed.load()
+            await agents.load()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(engine.run)
                 tg.start_soon(control.run)
                 tg.start_soon(managed.run)
+                tg.start_soon(tokens.run, engine.store)
+                tg.start_soon(agents.run)
                 if webhooks is not None:
                     tg.start_soon(webhooks.run)
                 try:
@@ -261,6 +248,10 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
                     engine.stop_event.set()
                     with anyio.CancelScope(shield=True):
                         await managed.close()  # no Claude Code process outlives the server
+                        try:
+                            await tokens.touch(engine.store, everything=True)
+                        except Exception:  # noqa: BLE001 - a last use lost is no reason to fail the shutdown
+                            log.warning("could not record the tokens' last use", exc_info=True)
                     tg.cancel_scope.cancel()
         finally:
             await engine.close()
@@ -270,8 +261,10 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
         *api.routes,
         *control_api.routes,
         *managed_api.routes,
+        *agents_api.routes,
         *auth.routes,
     ]
+    auth.guard(routes)  # each route behind its role (auth.ROUTE_ROLES)
     if FRONTEND.is_dir():
         static = NoCache(StaticFiles(directory=FRONTEND))
         routes.append(Mount("/static", static, name="static"))
@@ -288,8 +281,10 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
     app.state.engine = engine
     app.state.control = control
     app.state.managed = managed
+    app.state.agents = agents
     app.state.throttle = throttle = auth.Throttle()
-    app.add_middleware(TokenMiddleware, token=settings.token, throttle=throttle)
+    app.state.tokens = tokens
+    app.add_middleware(auth.TokenMiddleware, book=tokens, throttle=throttle)
     entry = App(app, engine)
     return entry
 

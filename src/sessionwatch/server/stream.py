@@ -27,7 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from sessionwatch.errors import BadRequest
 from sessionwatch.hub.core import Hub
-from sessionwatch.model import SOURCES
+from sessionwatch.model import SOURCES, STATUSES
 from sessionwatch.hub.events import Filter
 
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -41,7 +41,15 @@ def parse_filter(request: Request) -> Filter:
     if source is not None and source not in SOURCES:
         raise BadRequest("source must be " + " or ".join(f'"{s}"' for s in SOURCES))
     project = request.query_params.get("project") or None
-    return Filter(source, project)
+    host = request.query_params.get("host") or None
+    statuses: frozenset[str] | None = None
+    raw = ",".join(request.query_params.getlist("status"))
+    if raw:
+        statuses = frozenset(x for x in raw.split(",") if x)
+        unknown = sorted(statuses - set(STATUSES))
+        if unknown:
+            raise BadRequest(f"status must be one or more of {', '.join(STATUSES)} (comma-separated), got {unknown[0]!r}")
+    return Filter(source, project, host, statuses)
 
 
 def parse_last_event_id(request: Request) -> int | None:

@@ -8,7 +8,8 @@ the PostgreSQL store (``store/postgres.py``) implements the same three.
 - :class:`SharedStore`: what every server on the database shares: the
   sessions trackers report and their kills; the away switch, approvals and
   budget changes (sessionwatch/control). Later the sessions of processes
-  sessionwatch runs, agents and tokens go here too. Every write names the columns it changes (never a row
+  sessionwatch runs and agents go here too (named tokens are shared too:
+  :class:`TokenStore`). Every write names the columns it changes (never a row
   rewritten from a copy in memory: other servers and direct-mode trackers
   write the same rows), and is returned as :class:`Write` statements rather
   than run: the hub runs them with the change's events (below).
@@ -50,6 +51,9 @@ __all__ = [
     "PanelRow",
     "RowGone",
     "SharedStore",
+    "TokenExists",
+    "TokenRow",
+    "TokenStore",
     "TranscriptRow",
     "Write",
 ]
@@ -67,6 +71,10 @@ STORE_BYTES = 128 * 1024 * 1024
 class RowGone(SessionwatchError):
     """A write that must change a row found none (another process deleted
     it): the transaction was rolled back, events included."""
+
+
+class TokenExists(SessionwatchError):
+    """A named token with this name exists already (revoked ones too: the audit refers to their names)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +147,25 @@ class Approval:
     summary: str | None
     decided_at: float
     by: Actor
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    """A named token as the store keeps it: its hash, never the token."""
+
+    name: str
+    role: str
+    hash: str
+    created_at: float
+    last_used_at: float | None = None
+    revoked_at: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``token list --json`` shows: everything but the hash."""
+        return {
+            "name": self.name, "role": self.role, "created_at": self.created_at,
+            "last_used_at": self.last_used_at, "revoked_at": self.revoked_at,
+        }  # fmt: skip
 
 
 #: A managed session's log levels, lowest first.
@@ -266,6 +293,35 @@ class SharedStore(Protocol):
         """A session's budget changes, oldest first: {"max_cost_usd", "changed_at", "by"}."""
         ...
 
+    # agents (sessionwatch/agents; tables of migration 0007_agents)
+
+    async def load_agents(self) -> list[tuple[str, str, int, float]]:
+        """(agent, host, seq, last_seen) of every agent that ever pushed."""
+        ...
+
+    async def load_agent_sessions(self) -> list[tuple[str, str, str, bytes, int, float]]:
+        """(id, agent, host, session JSON, seq, updated_at) of every session agents pushed."""
+        ...
+
+    def agent_seen(self, agent: str, host: str, seq: int, when: float) -> list[Write]:
+        """An agent's sign of life and its last applied ``seq`` (never lowered)."""
+        ...
+
+    def agent_sessions_put(
+        self, agent: str, host: str, seq: int, when: float, rows: Sequence[tuple[str, bytes]], deleted: Sequence[str]
+    ) -> list[Write]:
+        """Sessions an agent pushed (id, Session JSON), and ids it no longer has."""
+        ...
+
+    async def add_agent_command(self, agent: str, kind: str, body: bytes, when: float) -> int:
+        """Something to send down to ``agent`` (an approval, a budget); its id."""
+        ...
+
+    async def agent_commands(self, agent: str, after: int) -> tuple[list[tuple[int, str, bytes]], int]:
+        """``agent``'s commands after ``after`` (deleting those up to it: the agent has them),
+        and the highest command id ever given (an agent past it follows another database)."""
+        ...
+
 
 class ManagedStore(Protocol):
     """Managed sessions' records, logs and actions (sessionwatch/managed)."""
@@ -290,6 +346,27 @@ class ManagedStore(Protocol):
     def record_action(self, session_id: str, action: str, detail: str | None, when: float, by: Actor) -> list[Write]: ...
 
     async def actions(self, session_id: str) -> list[dict[str, Any]]: ...
+
+
+class TokenStore(Protocol):
+    """Named tokens with roles (``sessionwatch token``, server/auth.py)."""
+
+    async def token_create(self, row: TokenRow) -> None:
+        """Add a token; :class:`TokenExists` if one has its name already."""
+
+    async def tokens(self) -> list[TokenRow]:
+        """Every token, revoked ones too, oldest first."""
+
+    async def token_by_hash(self, token_hash: str) -> TokenRow | None:
+        """The token with this hash (revoked or not), or None."""
+
+    async def token_revoke(self, name: str, when: float) -> TokenRow | None:
+        """Revoke the token named ``name`` (a revoked one stays as it was);
+        the row as it is now, or None if there is no such token."""
+
+    async def token_touch(self, uses: dict[str, float]) -> None:
+        """Record when tokens were last used (hash → time), many at once:
+        the server batches them, never a write per request."""
 
 
 class EventLog(Protocol):
@@ -328,7 +405,7 @@ class EventLog(Protocol):
         ...
 
 
-class Database(NodeStore, SharedStore, ManagedStore, Protocol):
+class Database(NodeStore, SharedStore, ManagedStore, TokenStore, Protocol):
     """One backend: the node-local part, the shared part, and its event log."""
 
     def event_log(self, origin: int | None = None) -> EventLog:

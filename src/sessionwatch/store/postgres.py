@@ -54,6 +54,8 @@ from sessionwatch.store.base import (
     NewEvent,
     PanelRow,
     RowGone,
+    TokenExists,
+    TokenRow,
     TranscriptRow,
     Write,
 )
@@ -489,6 +491,101 @@ class PgStore:
             session_id,
         )
         return [{"action": r[0], "detail": r[1], "at": r[2], "by": _actor(r, 3)} for r in rows]
+
+
+    # --- named tokens (shared) ---------------------------------------------------------------
+
+    _TOKEN_COLUMNS = "name, role, hash, created_at, last_used_at, revoked_at"
+
+    async def token_create(self, row: TokenRow) -> None:
+        asyncpg = import_asyncpg()
+        try:
+            await self.pool.execute(
+                f"INSERT INTO tokens ({self._TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)",
+                row.name, row.role, row.hash, float(row.created_at),
+                None if row.last_used_at is None else float(row.last_used_at),
+                None if row.revoked_at is None else float(row.revoked_at),
+            )  # fmt: skip
+        except asyncpg.UniqueViolationError:
+            raise TokenExists(f"a token named {row.name!r} exists already (revoked tokens keep their names)") from None
+
+    async def tokens(self) -> list[TokenRow]:
+        rows = await self.pool.fetch(f"SELECT {self._TOKEN_COLUMNS} FROM tokens ORDER BY created_at, name")
+        return [TokenRow(*r) for r in rows]
+
+    async def token_by_hash(self, token_hash: str) -> TokenRow | None:
+        r = await self.pool.fetchrow(f"SELECT {self._TOKEN_COLUMNS} FROM tokens WHERE hash = $1", token_hash)
+        return TokenRow(*r) if r else None
+
+    async def token_revoke(self, name: str, when: float) -> TokenRow | None:
+        await self.pool.execute(
+            "UPDATE tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL", float(when), name
+        )
+        r = await self.pool.fetchrow(f"SELECT {self._TOKEN_COLUMNS} FROM tokens WHERE name = $1", name)
+        return TokenRow(*r) if r else None
+
+    async def token_touch(self, uses: dict[str, float]) -> None:
+        if uses:
+            await self.pool.execute(
+                "UPDATE tokens t SET last_used_at = GREATEST(COALESCE(t.last_used_at, 0), u.at)"
+                " FROM unnest($1::text[], $2::float8[]) AS u(hash, at) WHERE t.hash = u.hash",
+                list(uses), [float(t) for t in uses.values()],
+            )  # fmt: skip
+
+    # --- agents (shared): their batches, their sessions, commands for them ------------------------
+
+    async def load_agents(self) -> list[tuple[str, str, int, float]]:
+        rows = await self.pool.fetch("SELECT agent, host, seq, last_seen FROM agents")
+        return [(r[0], r[1], int(r[2]), float(r[3])) for r in rows]
+
+    async def load_agent_sessions(self) -> list[tuple[str, str, str, bytes, int, float]]:
+        rows = await self.pool.fetch("SELECT id, agent, host, session, seq, updated_at FROM agent_sessions")
+        return [(r[0], r[1], r[2], bytes(r[3]), int(r[4]), float(r[5])) for r in rows]
+
+    def agent_seen(self, agent: str, host: str, seq: int, when: float) -> list[Write]:
+        return [
+            Write(
+                "INSERT INTO agents (agent, host, seq, last_seen) VALUES ($1, $2, $3, $4) ON CONFLICT (agent)"
+                " DO UPDATE SET host = excluded.host, seq = GREATEST(agents.seq, excluded.seq),"
+                " last_seen = excluded.last_seen",
+                (agent, host, int(seq), float(when)),
+            )
+        ]
+
+    def agent_sessions_put(
+        self, agent: str, host: str, seq: int, when: float, rows: Sequence[tuple[str, bytes]], deleted: Sequence[str]
+    ) -> list[Write]:
+        writes = [
+            Write(
+                "INSERT INTO agent_sessions (id, agent, host, session, seq, updated_at) VALUES ($1, $2, $3, $4, $5, $6)"
+                " ON CONFLICT (id) DO UPDATE SET agent = excluded.agent, host = excluded.host,"
+                " session = excluded.session, seq = excluded.seq, updated_at = excluded.updated_at",
+                (sid, agent, host, body, int(seq), float(when)),
+            )
+            for sid, body in rows
+        ]
+        writes += [Write("DELETE FROM agent_sessions WHERE id = $1 AND agent = $2", (sid, agent)) for sid in deleted]
+        return writes
+
+    async def add_agent_command(self, agent: str, kind: str, body: bytes, when: float) -> int:
+        return int(await self.pool.fetchval(
+            "INSERT INTO agent_commands (agent, kind, body, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+            agent, kind, body, float(when),
+        ))  # fmt: skip
+
+    async def agent_commands(self, agent: str, after: int) -> tuple[list[tuple[int, str, bytes]], int]:
+        async with self.pool.acquire() as conn:
+            await conn.execute("DELETE FROM agent_commands WHERE agent = $1 AND id <= $2", agent, after)
+            rows = await conn.fetch(
+                "SELECT id, kind, body FROM agent_commands WHERE agent = $1 AND id > $2 ORDER BY id LIMIT 1000",
+                agent, after,
+            )  # fmt: skip
+            # the identity's sequence: the highest id ever given (NULL before the first)
+            latest = await conn.fetchval(
+                "SELECT last_value FROM pg_sequences WHERE schemaname = current_schema()"
+                " AND sequencename = pg_get_serial_sequence('agent_commands', 'id')::regclass::name"
+            )
+        return [(int(r[0]), r[1], bytes(r[2])) for r in rows], int(latest or 0)
 
 
 _FLOAT_COLUMNS = frozenset({"max_cost_usd", "cost_before", "total_cost_usd", "created_at", "updated_at"})

@@ -189,6 +189,53 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX IF NOT EXISTS managed_actions_session ON managed_actions(session_id);
         """,
     ),
+    (
+        # Named tokens with roles (``sessionwatch token``; sessionwatch/access.py): only each
+        # token's SHA-256, never the token. A revoked token keeps its row (and its name:
+        # the audit refers to it).
+        "0007_tokens",
+        """
+        CREATE TABLE IF NOT EXISTS tokens (
+            name TEXT PRIMARY KEY,
+            role TEXT NOT NULL,
+            hash TEXT NOT NULL UNIQUE,
+            created_at REAL NOT NULL,
+            last_used_at REAL,
+            revoked_at REAL
+        );
+        """,
+    ),
+    (
+        # Agents (sessionwatch/agents): each agent's last applied batch and sign of life,
+        # the sessions agents pushed (the whole Session JSON, keyed by session id), and
+        # what waits to be sent down to an agent (approvals, budgets), until it has them.
+        "0008_agents",
+        """
+        CREATE TABLE IF NOT EXISTS agents (
+            agent TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            last_seen REAL NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS agent_sessions (
+            id TEXT PRIMARY KEY,
+            agent TEXT NOT NULL,
+            host TEXT NOT NULL,
+            session BLOB NOT NULL,
+            seq INTEGER NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS agent_sessions_agent ON agent_sessions(agent);
+        CREATE TABLE IF NOT EXISTS agent_commands (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            agent TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            body BLOB NOT NULL,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS agent_commands_agent ON agent_commands(agent, id);
+        """,
+    ),
 ]
 
 
@@ -344,6 +391,47 @@ PG_MIGRATIONS: list[tuple[str, str]] = [
             who TEXT NOT NULL, address TEXT, origin TEXT, user_agent TEXT
         );
         CREATE INDEX IF NOT EXISTS managed_actions_session ON managed_actions(session_id);
+        """,
+    ),
+    (
+        "0007_tokens",
+        """
+        CREATE TABLE IF NOT EXISTS tokens (
+            name TEXT PRIMARY KEY,
+            role TEXT NOT NULL,
+            hash TEXT NOT NULL UNIQUE,
+            created_at DOUBLE PRECISION NOT NULL,
+            last_used_at DOUBLE PRECISION,
+            revoked_at DOUBLE PRECISION
+        );
+        """,
+    ),
+    (
+        "0008_agents",
+        """
+        CREATE TABLE IF NOT EXISTS agents (
+            agent TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            last_seen DOUBLE PRECISION NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS agent_sessions (
+            id TEXT PRIMARY KEY,
+            agent TEXT NOT NULL,
+            host TEXT NOT NULL,
+            session BYTEA NOT NULL,
+            seq BIGINT NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS agent_sessions_agent ON agent_sessions(agent);
+        CREATE TABLE IF NOT EXISTS agent_commands (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            agent TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            body BYTEA NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS agent_commands_agent ON agent_commands(agent, id);
         """,
     ),
 ]

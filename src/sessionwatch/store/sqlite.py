@@ -43,6 +43,8 @@ from sessionwatch.store.base import (
     NewEvent,
     PanelRow,
     RowGone,
+    TokenExists,
+    TokenRow,
     TranscriptRow,
     Write,
 )
@@ -439,6 +441,102 @@ class Store:
                 {"action": r[0], "detail": r[1], "at": r[2], "by": Actor(r[3], r[4], r[5], r[6]).to_json()}
                 for r in await cur.fetchall()
             ]
+
+    # --- named tokens (shared) ---------------------------------------------------------------
+
+    _TOKEN_COLUMNS = "name, role, hash, created_at, last_used_at, revoked_at"
+
+    async def token_create(self, row: TokenRow) -> None:
+        try:
+            await self.write([
+                Write(
+                    f"INSERT INTO tokens ({self._TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                    (row.name, row.role, row.hash, row.created_at, row.last_used_at, row.revoked_at),
+                )
+            ])  # fmt: skip
+        except sqlite3.IntegrityError:
+            raise TokenExists(f"a token named {row.name!r} exists already (revoked tokens keep their names)") from None
+
+    async def tokens(self) -> list[TokenRow]:
+        async with self.conn.execute(f"SELECT {self._TOKEN_COLUMNS} FROM tokens ORDER BY created_at, name") as cur:
+            return [TokenRow(*r) for r in await cur.fetchall()]
+
+    async def token_by_hash(self, token_hash: str) -> TokenRow | None:
+        async with self.conn.execute(f"SELECT {self._TOKEN_COLUMNS} FROM tokens WHERE hash = ?", (token_hash,)) as cur:
+            r = await cur.fetchone()
+        return TokenRow(*r) if r else None
+
+    async def token_revoke(self, name: str, when: float) -> TokenRow | None:
+        await self.write([Write("UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", (when, name))])
+        async with self.conn.execute(f"SELECT {self._TOKEN_COLUMNS} FROM tokens WHERE name = ?", (name,)) as cur:
+            r = await cur.fetchone()
+        return TokenRow(*r) if r else None
+
+    async def token_touch(self, uses: dict[str, float]) -> None:
+        await self.write([
+            Write("UPDATE tokens SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE hash = ?", (t, h))
+            for h, t in uses.items()
+        ])  # fmt: skip
+
+    # --- agents (shared): their batches, their sessions, commands for them ------------------------
+
+    async def load_agents(self) -> list[tuple[str, str, int, float]]:
+        """(agent, host, seq, last_seen) of every agent that ever pushed."""
+        async with self.conn.execute("SELECT agent, host, seq, last_seen FROM agents") as cur:
+            return [(r[0], r[1], int(r[2]), float(r[3])) for r in await cur.fetchall()]
+
+    async def load_agent_sessions(self) -> list[tuple[str, str, str, bytes, int, float]]:
+        """(id, agent, host, session JSON, seq, updated_at) of every pushed session."""
+        async with self.conn.execute("SELECT id, agent, host, session, seq, updated_at FROM agent_sessions") as cur:
+            return [(r[0], r[1], r[2], bytes(r[3]), int(r[4]), float(r[5])) for r in await cur.fetchall()]
+
+    def agent_seen(self, agent: str, host: str, seq: int, when: float) -> list[Write]:
+        return [
+            Write(
+                "INSERT INTO agents (agent, host, seq, last_seen) VALUES (?, ?, ?, ?) ON CONFLICT(agent)"
+                " DO UPDATE SET host = excluded.host, seq = MAX(seq, excluded.seq), last_seen = excluded.last_seen",
+                (agent, host, seq, when),
+            )
+        ]
+
+    def agent_sessions_put(
+        self, agent: str, host: str, seq: int, when: float, rows: Sequence[tuple[str, bytes]], deleted: Sequence[str]
+    ) -> list[Write]:
+        writes = [
+            Write(
+                "INSERT INTO agent_sessions (id, agent, host, session, seq, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET agent = excluded.agent, host = excluded.host,"
+                " session = excluded.session, seq = excluded.seq, updated_at = excluded.updated_at",
+                (sid, agent, host, body, seq, when),
+            )
+            for sid, body in rows
+        ]
+        writes += [Write("DELETE FROM agent_sessions WHERE id = ? AND agent = ?", (sid, agent)) for sid in deleted]
+        return writes
+
+    async def add_agent_command(self, agent: str, kind: str, body: bytes, when: float) -> int:
+        async with self.write_lock, self.conn.execute(
+            "INSERT INTO agent_commands (agent, kind, body, created_at) VALUES (?, ?, ?, ?) RETURNING id",
+            (agent, kind, body, when),
+        ) as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def agent_commands(self, agent: str, after: int) -> tuple[list[tuple[int, str, bytes]], int]:
+        """(id, kind, body) of ``agent``'s commands after ``after``, oldest first (those
+        up to ``after``, which the agent has, are deleted), and the highest id ever given."""
+        async with self.write_lock, self.conn.execute(
+            "DELETE FROM agent_commands WHERE agent = ? AND id <= ?", (agent, after)
+        ):
+            pass
+        async with self.conn.execute(
+            "SELECT id, kind, body FROM agent_commands WHERE agent = ? AND id > ? ORDER BY id LIMIT 1000", (agent, after)
+        ) as cur:
+            rows = [(int(r[0]), r[1], bytes(r[2])) for r in await cur.fetchall()]
+        async with self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'agent_commands'") as cur:
+            latest = await cur.fetchone()
+        return rows, int(latest[0]) if latest else 0
 
     async def write(self, writes: Sequence[Write]) -> None:
         """Run ``writes`` in one transaction, one trip (no events)."""

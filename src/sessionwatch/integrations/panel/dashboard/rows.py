@@ -159,11 +159,15 @@ class Filters:
     sources: tuple[str, ...] = SOURCES
     statuses: tuple[str, ...] = STATUSES
     text: str = ""
+    #: one machine's sessions (``Session.host``, exact); "" for every host
+    host: str = ""
 
     def match(self, sid: str, session: Session) -> bool:
         if session.get("source") not in self.sources:
             return False
         if session.get("status") not in self.statuses:
+            return False
+        if self.host and session.get("host") != self.host:
             return False
         return search_matches(session, self.text)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import panel
 
+from sessionwatch.access import ROLES, allows
 from sessionwatch.clients import ApiError, AuthError, ClientError, ServerUnreachable, SyncApi
 from sessionwatch.clients.control import Decision, approve, get_away, set_away
 from sessionwatch.integrations.panel import bokeh_compat
@@ -31,6 +32,8 @@ from sessionwatch.integrations.panel.dashboard.rows import Filters, can_approve,
 __all__ = ["CONNECTION_LABELS", "CSS", "DashboardView"]
 
 log = logging.getLogger("sessionwatch.dashboard")
+#: The Host menu's first choice.
+ALL_HOSTS = "All hosts"
 
 #: Connection state -> (label, colour) of the indicator.
 CONNECTION_LABELS: dict[str, tuple[str, str]] = {
@@ -128,7 +131,9 @@ class DashboardView:
         self.text_filter = pn.widgets.TextInput(
             label="Search", placeholder="project, title, branch, task…", width=260
         )
-        for widget in (self.source_filter, self.status_filter):
+        #: one machine's sessions (agents report many); options follow the hosts sessions name
+        self.host_filter = pn.widgets.Select(label="Host", options={ALL_HOSTS: ""}, value="", width=180)
+        for widget in (self.source_filter, self.status_filter, self.host_filter):
             widget.param.watch(self._on_filter, "value")
         self.text_filter.param.watch(self._on_filter, "value_input")
         self.retry = pn.widgets.Button(label="Reconnect now", color="light", visible=False)
@@ -187,7 +192,7 @@ class DashboardView:
                 self.away,
                 self.away_label,
             ),
-            pn.Row(self.source_filter, self.status_filter, self.text_filter),
+            pn.Row(self.source_filter, self.status_filter, self.host_filter, self.text_filter),
             self.confirm,
             self.deny,
             self.message,
@@ -199,8 +204,11 @@ class DashboardView:
         self.feed.subscribe(self._on_feed)
         if bokeh_compat.session_context(self.doc) is not None:
             bokeh_compat.on_session_destroyed(self._on_destroyed)
+        #: the token's role (GET /auth); None until known: the controls show, the server decides
+        self.role: str | None = None
         self._apply()
         self._in_thread(self._load_away)
+        self._in_thread(self._load_role)
 
     # -- feed -> table ---------------------------------------------------------
 
@@ -254,6 +262,7 @@ class DashboardView:
     def _apply(self) -> None:
         self._show_connection()
         sessions = self.feed.sessions()
+        self._show_hosts(sessions)
         wanted = {
             sid: session_row(s) for sid, s in sessions.items() if self.filters.match(sid, s)
         }
@@ -316,11 +325,20 @@ class DashboardView:
         )
         self.retry.visible = self.feed.state not in ("live", "connecting")
 
+    def _show_hosts(self, sessions: dict[str, Any]) -> None:
+        hosts = {h for s in sessions.values() if isinstance(h := s.get("host"), str) and h}
+        if self.filters.host:
+            hosts.add(self.filters.host)
+        options = {ALL_HOSTS: "", **{h: h for h in sorted(hosts)}}
+        if options != self.host_filter.options:
+            self.host_filter.options = options
+
     def _on_filter(self, *events: Any) -> None:
         self.filters = Filters(
             sources=tuple(self.source_filter.value),
             statuses=tuple(self.status_filter.value),
             text=self.text_filter.value_input or "",
+            host=self.host_filter.value or "",
         )
         self._full = True
         self._apply()
@@ -330,8 +348,30 @@ class DashboardView:
 
     # -- kill -------------------------------------------------------------------
 
+    # -- the token's role: Kill, Approve / Deny and Away only for an operator or admin ---------
+
+    def _load_role(self) -> None:
+        try:
+            with SyncApi(self.server_url, self.token, timeout_s=REQUEST_TIMEOUT_S) as api:
+                role = api.request("GET", "/auth").json().get("role")
+        except (ClientError, ValueError, AttributeError) as error:
+            log.debug("GET /auth failed: %s", error)
+            return
+        if role in ROLES:
+            self._schedule(lambda: self._show_role(str(role)))
+
+    def may_act(self) -> bool:
+        """Whether this tab's token may kill, approve and switch away mode (operator or above)."""
+        return self.role is None or allows(self.role, "operator")  # type: ignore[arg-type]
+
+    def _show_role(self, role: str) -> None:
+        self.role = role
+        acting = self.may_act()
+        self.table.hidden_columns = ["id"] if acting else ["id", "kill", "approve", "deny"]
+        self.away.visible = acting
+
     def _on_click(self, event: Any) -> None:
-        if event.column not in ("kill", "approve", "deny"):
+        if event.column not in ("kill", "approve", "deny") or not self.may_act():
             return
         try:
             sid = str(self.table.value["id"].iloc[event.row])
@@ -372,8 +412,8 @@ class DashboardView:
         try:
             with SyncApi(self.server_url, self.token, timeout_s=REQUEST_TIMEOUT_S) as api:
                 api.request("POST", f"/sessions/{sid}/kill", json={"by": "panel-dashboard"})
-        except AuthError:
-            self._say("Kill failed: the server rejected the token.")
+        except AuthError as error:
+            self._say(f"Kill failed: {html.escape(error.sentence or 'the server rejected the token.')}")
         except ServerUnreachable as error:
             self._say(f"Kill failed: the server did not answer ({html.escape(str(error))}).")
         except ApiError as error:
@@ -422,8 +462,8 @@ class DashboardView:
         try:
             with SyncApi(self.server_url, self.token, timeout_s=REQUEST_TIMEOUT_S) as api:
                 approve(api, sid, pending_id, decision, message)
-        except AuthError:
-            self._say("Could not answer the prompt: the server rejected the token.")
+        except AuthError as error:
+            self._say(f"Could not answer the prompt: {html.escape(error.sentence or 'the server rejected the token.')}")
         except ServerUnreachable as error:
             self._say(f"Could not answer the prompt: the server did not answer ({html.escape(str(error))}).")
         except ApiError as error:
@@ -463,8 +503,8 @@ class DashboardView:
         try:
             with SyncApi(self.server_url, self.token, timeout_s=REQUEST_TIMEOUT_S) as api:
                 away = set_away(api, on)
-        except AuthError:
-            self._say("Could not change away mode: the server rejected the token.")
+        except AuthError as error:
+            self._say(f"Could not change away mode: {html.escape(error.sentence or 'the server rejected the token.')}")
         except ServerUnreachable as error:
             self._say(f"Could not change away mode: the server did not answer ({html.escape(str(error))}).")
         except ApiError as error:

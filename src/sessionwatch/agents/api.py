@@ -1,0 +1,66 @@
+"""The server's agent routes: ``POST /agents/push`` (agent role once tokens
+have roles; ``--token`` today), ``GET /agents/{agent}/commands`` (the agent's
+long poll for what comes down to it) and ``GET /agents`` (who reports)."""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sessionwatch.agents.registry import AgentRegistry
+from sessionwatch.agents.wire import name_problem, parse_push
+from sessionwatch.errors import ApiError
+from sessionwatch.server.api import read_json
+
+#: The longest a commands request waits for something to send.
+MAX_WAIT_S: Final = 60.0
+
+
+def agents_of(request: Request) -> AgentRegistry:
+    a: AgentRegistry = request.app.state.agents
+    return a
+
+
+async def push(request: Request) -> Response:
+    batch = parse_push(await read_json(request))
+    return JSONResponse(await agents_of(request).push(batch))
+
+
+async def commands(request: Request) -> Response:
+    agent = request.path_params["agent"]
+    problem = name_problem("the agent id", agent)
+    if problem:
+        raise ApiError(404, problem)
+    q = request.query_params
+    try:
+        after = int(q.get("after") or 0)
+        wait = float(q.get("wait") or 25)
+    except ValueError:
+        raise ApiError(400, "after must be an integer and wait a number of seconds") from None
+    if after < 0 or not math.isfinite(wait) or not 0 <= wait <= MAX_WAIT_S:
+        raise ApiError(400, f"after must be 0 or more and wait between 0 and {MAX_WAIT_S:g} seconds")
+    return JSONResponse(await agents_of(request).commands(agent, after, wait))
+
+
+async def list_agents(request: Request) -> Response:
+    reg = agents_of(request)
+    return JSONResponse(
+        {
+            "agents": [
+                {"agent": a, "host": st.host, "seq": st.seq, "last_seen": st.last_seen, "stale": st.stale, "sessions": len(st.ids)}
+                for a, st in sorted(reg.agents.items())
+            ],
+            "stale_after_s": reg.stale_after_s,
+        }
+    )
+
+
+routes = [
+    Route("/agents", list_agents, methods=["GET"]),
+    Route("/agents/push", push, methods=["POST"]),
+    Route("/agents/{agent}/commands", commands, methods=["GET"]),
+]
