@@ -537,3 +537,26 @@ async def test_only_the_leader_marks_stale_and_it_counts_every_replicas_heartbea
     finally:
         await a.close()
         await b.close()
+
+
+def test_named_tokens_on_postgres_work_on_every_replica(sw_server: Callable[..., Server], tmp_path: Path, pg_url: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "sessionwatch", "token", "create", "ann", "--role", "viewer", "--db", pg_url],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    token = out.stdout.strip().splitlines()[-1]
+    replicas = []
+    for k in range(2):
+        empty = tmp_path / f"empty-{k}"
+        empty.mkdir()
+        replicas.append(sw_server(projects_dir=empty, db=pg_url, extra_args=["--token", "admin-secret", "--claude-dir", str(tmp_path / f"c{k}")]))
+    for r in replicas:
+        auth = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(r.url + "/all", headers=auth, timeout=10).status_code == 200
+        assert httpx.post(r.url + "/sessions", json={"app_name": "x"}, headers=auth, timeout=10).status_code == 403
+        assert httpx.get(r.url + "/all", headers={"Authorization": "Bearer wrong"}, timeout=10).status_code == 401
+    listed = subprocess.run(
+        [sys.executable, "-m", "sessionwatch", "token", "list", "--json", "--db", pg_url],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert [t["name"] for t in json.loads(listed.stdout)["tokens"]] == ["ann"]
