@@ -25,7 +25,7 @@ from sessionwatch.hub.core import Subscriber
 from sessionwatch.store.base import NewEvent
 from sessionwatch.store.postgres import PgStore
 
-from .conftest import Server
+from .conftest import Server, wait_for
 from .test_claude import assistant
 from .test_nginx import CONF, Nginx
 
@@ -560,3 +560,31 @@ def test_named_tokens_on_postgres_work_on_every_replica(sw_server: Callable[...,
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     assert [t["name"] for t in json.loads(listed.stdout)["tokens"]] == ["ann"]
+
+
+def test_away_and_budgets_set_on_one_replica_hold_on_the_others(sw_server: Callable[..., Server], tmp_path: Path, pg_url: str) -> None:
+    replicas = []
+    for k in range(2):
+        empty = tmp_path / f"empty-{k}"
+        empty.mkdir()
+        replicas.append(sw_server(projects_dir=empty, db=pg_url, extra_args=["--claude-dir", str(tmp_path / f"c{k}")]))
+    a, b = replicas
+    assert httpx.get(b.url + "/away", timeout=10).json()["on"] is False
+    httpx.put(a.url + "/away", json={"on": True}, timeout=10).raise_for_status()
+    wait_for(lambda: httpx.get(b.url + "/away", timeout=10).json()["on"] is True, 10, "replica b to be away too")
+    assert httpx.get(b.url + "/away", timeout=10).json()["by"]["who"] == "local"
+    # a session whose source is replica a (a `sessionwatch run` reporting to it)
+    sid = "run-on-a"
+    r = httpx.post(a.url + "/runs", json={"session_id": sid, "state": "running", "cwd": "/w"}, timeout=10)
+    assert r.status_code == 200, r.text
+
+    def cap_on(srv: Server) -> object:
+        return next((s["max_cost_usd"] for s in httpx.get(srv.url + "/all", timeout=10).json()["sessions"] if s["id"] == sid), "missing")
+
+    wait_for(lambda: cap_on(b) is None, 10, "a's session on b")
+    # set on b, where the session is only a copy: a (its source) applies the cap, every replica shows it
+    httpx.put(b.url + f"/sessions/{sid}/budget", json={"max_cost_usd": 3.5}, timeout=10).raise_for_status()
+    wait_for(lambda: cap_on(a) == 3.5 and cap_on(b) == 3.5, 10, "the budget set on b to show on a and b")
+    assert httpx.post(a.url + "/runs", json={"session_id": sid, "state": "running", "cwd": "/w"}, timeout=10).json()["max_cost_usd"] == 3.5
+    httpx.put(b.url + "/away", json={"on": False}, timeout=10).raise_for_status()
+    wait_for(lambda: httpx.get(a.url + "/away", timeout=10).json()["on"] is False, 10, "replica a back from away")

@@ -179,10 +179,35 @@ class Control:
         """Until cancelled: today's spend against the daily cap, every :data:`CHECK_S`."""
         while True:
             try:
+                if getattr(self.engine.log, "shared", False):
+                    await self.sync()
                 await self.check_daily()
             except Exception:  # noqa: BLE001 - the next check may do better
                 log.exception("daily budget check failed")
             await self.engine.clock.sleep(CHECK_S)
+
+    async def sync(self) -> None:
+        """Replicas on one database: the away switch and the budgets another
+        replica changed, read every :data:`CHECK_S` (two small queries)."""
+        store = self.engine.store
+        flag = (await store.flags()).get(AWAY)
+        if flag is not None and flag["changed_at"] != self.away.changed_at:
+            on = flag["value"] == "on"
+            self.away = _Away(on, flag["changed_at"], flag["by"])
+            if self.agents is not None:
+                self.agents.wake_all()
+            if not on:
+                self._release("away mode was turned off")
+        budgets = await store.budgets()
+        if budgets != self.budgets:
+            touched = set(budgets) ^ set(self.budgets) | {k for k, v in budgets.items() if self.budgets.get(k) != v}
+
+            def change() -> list[str]:
+                self.budgets.clear()  # in place: the managed sessions' manager holds this dict
+                self.budgets.update(budgets)
+                return [sid for sid in touched if sid in self.engine.hub.sessions]
+
+            await self.engine.changed("control", change)
 
     async def check_daily(self) -> bool:
         """Whether today's spend is past the daily cap; publishes the sessions of
@@ -291,11 +316,15 @@ class Control:
         if self.agents is not None:
             self.agents.wake_all()  # the agents follow the switch
         if not on:
-            for key, held in list(self._held.items()):
-                if not held.claimed:
-                    self._drop(key, "away mode was turned off")
-                    held.settle({})
+            self._release("away mode was turned off")
         return self.away_json()
+
+    def _release(self, why: str) -> None:
+        """Every held prompt not being answered gets no decision (the terminal asks)."""
+        for key, held in list(self._held.items()):
+            if not held.claimed:
+                self._drop(key, why)
+                held.settle({})
 
     def away_json(self) -> dict[str, Any]:
         """``GET /away``: the switch, who set it, and the prompts waiting for an answer now."""
