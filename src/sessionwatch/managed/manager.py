@@ -387,7 +387,9 @@ class Manager:
     # --- what people do ---------------------------------------------------------------
 
     def live_count(self) -> int:
-        return len(self._starting) + sum(1 for r in self.records.values() if r.kind == "server" and r.live)
+        live = [r for r in self.records.values() if r.kind == "server" and r.live]
+        # a start being published is counted once: its record joins ``records`` before it leaves ``_starting``
+        return len(live) + len(self._starting - {r.name for r in live})
 
     def _record(self, sid: str) -> Record:
         rec = self.records.get(sid)
