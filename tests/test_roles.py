@@ -325,3 +325,21 @@ def test_a_client_is_told_which_role_it_needs(roles_server: tuple[Server, dict[s
         set_away(api, False)
     assert caught.value.status == 403
     assert "PUT /away needs a token with the operator role" in str(caught.value)
+
+
+def test_building_an_app_leaves_the_modules_routes_as_they_are(tmp_path: Path) -> None:
+    """The route lists are module globals: an app built in a process must not
+    wrap them (a bare app built later from them, as tests do, then answered
+    401 without any token middleware: seen when modules ran in another order)."""
+    from sessionwatch.config import Settings
+    from sessionwatch.control import api as control_api
+    from sessionwatch.managed import api as managed_api
+    from sessionwatch.server import api
+    from sessionwatch.server.app import create_app
+    from sessionwatch.server.auth import RoleCheck
+
+    before = [r.app for r in (*api.routes, *control_api.routes, *managed_api.routes)]  # type: ignore[attr-defined]
+    for _ in range(2):
+        create_app(Settings(projects_dir=tmp_path, db=tmp_path / "sw.db"))
+    after = [r.app for r in (*api.routes, *control_api.routes, *managed_api.routes)]  # type: ignore[attr-defined]
+    assert after == before and not any(isinstance(a, RoleCheck) for a in after)

@@ -264,7 +264,7 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
         *agents_api.routes,
         *auth.routes,
     ]
-    auth.guard(routes)  # each route behind its role (auth.ROUTE_ROLES)
+    routes = auth.guard(routes)  # each route behind its role (auth.ROUTE_ROLES)
     if FRONTEND.is_dir():
         static = NoCache(StaticFiles(directory=FRONTEND))
         routes.append(Mount("/static", static, name="static"))

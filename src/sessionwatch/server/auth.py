@@ -32,6 +32,8 @@ that it had found the token at full speed.
 
 from __future__ import annotations
 
+import copy
+
 import hmac
 import logging
 import math
@@ -325,15 +327,22 @@ def route_role(method: str, path: str) -> Role:
     return role
 
 
-def guard(routes: Sequence[BaseRoute]) -> None:
-    """Put each route's :class:`RoleCheck` in front of it (public ones aside)."""
+def guard(routes: Sequence[BaseRoute]) -> list[BaseRoute]:
+    """The routes, each behind its :class:`RoleCheck` (public ones as they are).
+
+    Copies: the modules' route lists are shared by every app built in a
+    process, and a route wrapped in place would carry the check (and one more
+    per app) into apps that have no token middleware."""
+    guarded: list[BaseRoute] = []
     for route in routes:
-        if not isinstance(route, Route) or route.path in PUBLIC:
-            continue
-        methods = sorted((route.methods or {"GET"}) - {"HEAD"})
-        method = methods[0]
-        role = max((route_role(m, route.path) for m in methods), key=ROLES.index)
-        route.app = RoleCheck(route.app, role, f"{method} {route.path}")
+        if isinstance(route, Route) and route.path not in PUBLIC:
+            methods = sorted((route.methods or {"GET"}) - {"HEAD"})
+            method = methods[0]
+            role = max((route_role(m, route.path) for m in methods), key=ROLES.index)
+            route = copy.copy(route)
+            route.app = RoleCheck(route.app, role, f"{method} {route.path}")
+        guarded.append(route)
+    return guarded
 
 
 def throttle_of(request: Request) -> Throttle:
