@@ -365,7 +365,7 @@ class Settings:
             raise ConfigError("--keepalive-s must be positive")
         if not 0 < self.approval_wait_s <= 86400:
             raise ConfigError("--approval-wait-s must be more than 0 and at most 86400")
-        for name in ("max_cost_usd", "max_daily_cost_usd"):
+        for name in ("max_cost_usd", "max_daily_cost_usd", "default_max_cost_usd"):
             cap = getattr(self, name)
             if cap is not None and not (cap >= 0 and cap < float("inf")):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a number of dollars, 0 or more")
@@ -393,8 +393,6 @@ class Settings:
             raise ConfigError(f"--claude-dir {self.claude_dir} is not a directory")
         if self.max_managed < 0:
             raise ConfigError("--max-managed must not be negative")
-        if self.default_max_cost_usd is not None and not (0 <= self.default_max_cost_usd < float("inf")):
-            raise ConfigError("--default-max-cost-usd must be a number of dollars, 0 or more")
         if not 0 < self.log_retention_days < 100_000:
             raise ConfigError("--log-retention-days must be more than 0")
         if self.workspace_root is not None and not self.workspace_root.is_dir():

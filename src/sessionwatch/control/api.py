@@ -4,7 +4,6 @@ Every change is recorded with who (the token's name), when and from where."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from starlette.requests import Request
@@ -14,7 +13,7 @@ from starlette.routing import Route
 from sessionwatch.access import identity_of
 from sessionwatch.control.core import DECISIONS, Control, Decision, NotPending, UnknownSession
 from sessionwatch.errors import ApiError
-from sessionwatch.server.api import _session_id, _str, read_json
+from sessionwatch.server.api import _dollars, _session_id, _str, read_json
 from sessionwatch.store.base import Actor
 
 #: The longest ``message`` a deny may carry to the model.
@@ -79,9 +78,10 @@ def _cap(data: dict[str, Any]) -> float | None:
     value = data["max_cost_usd"]
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    dollars = _dollars(value)
+    if dollars is None:
         raise ApiError(400, "max_cost_usd must be a number of dollars, 0 or more, or null")
-    return float(value)
+    return dollars
 
 
 async def put_budget(request: Request) -> Response:

@@ -21,7 +21,7 @@ from sessionwatch.control.api import actor
 from sessionwatch.errors import ApiError
 from sessionwatch.managed.manager import Manager, StartRequest
 from sessionwatch.managed.protocol import LOG_SOURCES, PERMISSION_MODES
-from sessionwatch.server.api import _int, _session_id, _str, engine_of, read_json
+from sessionwatch.server.api import _dollars, _int, _session_id, _str, engine_of, read_json
 from sessionwatch.store.base import LOG_LEVELS, LogQuery
 from sessionwatch.store.schema import session_id_problem
 
@@ -41,9 +41,10 @@ def _cap(data: dict[str, Any], key: str) -> float | None:
     value = data.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    dollars = _dollars(value)
+    if dollars is None:
         raise ApiError(400, f"{key} must be a number of dollars, 0 or more")
-    return float(value)
+    return dollars
 
 
 def _arg(data: dict[str, Any], key: str, *, required: bool = False, limit: int = 1000) -> str | None:

@@ -43,6 +43,7 @@ import logging
 import os
 import re
 from collections.abc import AsyncIterator, Iterable, Mapping
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -273,7 +274,7 @@ class Manager:
                 self._stop_soon(rec, BUDGET_REACHED)
             elif rec.kind == "run" and rec.last_report is not None and now - rec.last_report > RUN_SILENT_S:
                 rec.state, rec.status_reason = "stopped", "run stopped reporting"
-                await self._save(rec)
+                await self._publish(rec)
 
     async def sweep(self) -> int:
         """Delete logs older than ``--log-retention-days``; how many went
@@ -669,7 +670,7 @@ class Manager:
         after = query.after
         while True:
             ev = self._logs_changed.setdefault(query.session_id, asyncio.Event())
-            lines = await self.engine.store.logs(_after(query, after))
+            lines = await self.engine.store.logs(dataclasses.replace(query, after=after))
             if lines:
                 after = lines[-1]["id"]
                 yield lines
@@ -737,7 +738,7 @@ class Manager:
                 rec.stopping = rec.stopping or "server shut down"
                 raise ProcessGone(rec.stopping)
             self._log(rec, [LogLine(ts=self.engine.clock.now(), level="info", source="system", kind="system", content=cut(f"started: {' '.join(proc.cmd[1:])}"))])
-            await self._save(rec)
+            await self._publish(rec)
             await proc.initialize()
             if prompt:
                 await self._send_prompt(rec, prompt)
@@ -895,9 +896,6 @@ class Manager:
             await self.engine.store.add_logs(rec.id, [msgspec.to_builtins(x) for x in lines])
             self._wake(rec.id)
 
-    async def _save(self, rec: Record) -> None:
-        await self._publish(rec)
-
     async def _publish(self, rec: Record, *, extra: list[Any] | None = None, new: bool = False) -> None:
         store = self.engine.store
         writes = [*store.managed_save(rec.row()), *(extra or [])]
@@ -909,10 +907,6 @@ class Manager:
             return [rec.id]
 
         await self.engine.changed("managed", change)
-
-
-def _after(query: LogQuery, after: int) -> LogQuery:
-    return LogQuery(query.session_id, after, query.limit, query.min_level, query.sources, query.kinds)
 
 
 def restored_cost(path: str | None, chunk: int = 1 << 20) -> float:

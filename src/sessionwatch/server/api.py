@@ -102,6 +102,13 @@ def _str(data: dict[str, Any], key: str, *, required: bool = False, limit: int =
     return value
 
 
+def _dollars(value: Any) -> float | None:
+    """``value`` as dollars if it is a finite number, 0 or more (not a bool); else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        return None
+    return float(value)
+
+
 def _int(data: dict[str, Any], key: str, *, low: int, high: int) -> int | None:
     """An optional integer field within [low, high] (SQLite holds 64 bits, JSON any size)."""
     value = data.get(key)
