@@ -542,6 +542,46 @@ def test_parallel_readers_send_back_what_they_counted(projects: Path, monkeypatc
     assert many.metrics.counts() == counts  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("runs", [1, 2, 1024])
+def test_forked_readers_take_each_file_once_from_one_queue(
+    projects: Path, monkeypatch: pytest.MonkeyPatch, runs: int
+) -> None:
+    """However the files are cut into runs of the queue, each is read once,
+    by one reader, and the readers together give what one process gives."""
+    monkeypatch.setattr("sessionwatch.sources.claude.index.FORK_MIN_BYTES", 0)
+    monkeypatch.setattr("sessionwatch.sources.claude.index.FORK_BYTES_PER_READER", 1)  # FORKED_READERS of them
+    monkeypatch.setattr("sessionwatch.sources.claude.parallel.MAX_RUNS", runs)
+    one = make_index(projects, workers=1, metrics=Tally())
+    one.scan()
+    many = make_index(projects, workers=2, metrics=Tally())
+    many.scan()
+    now = time.time()
+    assert {sid: many.session(sid, now) for sid in many.session_ids()} == {
+        sid: one.session(sid, now) for sid in one.session_ids()
+    }
+    assert many.metrics.counts() == one.metrics.counts()  # type: ignore[attr-defined]
+    rows, _ = many.take_changes()
+    assert sorted(r.path for r in rows) == sorted(one.files)
+
+
+def test_forked_readers_follow_the_bytes_to_read(tmp_path: Path) -> None:
+    """One reader per core, and more (up to FORKED_READERS) only as the bytes allow."""
+    from sessionwatch.sources.claude import index as ix
+
+    index = make_index(tmp_path, workers=2)
+    mib = 1024 * 1024
+
+    def readers(total: int, files: int = 100) -> int:
+        return index._forked_readers({f"f{i}": total // files for i in range(files)})
+
+    per = ix.FORK_BYTES_PER_READER
+    assert readers(20 * mib) == 2
+    assert readers(3 * per + 100) == 3
+    assert readers(1000 * mib) == ix.FORKED_READERS
+    assert readers(1000 * mib, files=3) == 3  # never more readers than files
+    assert make_index(tmp_path, workers=4)._forked_readers({"a": mib, "b": mib, "c": mib, "d": mib, "e": mib}) == 4
+
+
 def test_a_scan_reads_each_file_as_if_alone(tmp_path: Path) -> None:
     """One read buffer serves every file of a scan: bytes left in it by a
     longer file before are never read as part of a shorter one."""

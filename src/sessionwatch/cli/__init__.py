@@ -8,7 +8,8 @@ Only what every command needs is imported here and in the subcommand
 modules' top level: `scan` is timed against ccusage with process start-up
 included (DESIGN.md "Speed and size"), so the server's modules (uvicorn,
 Starlette, prometheus_client, aiosqlite) load inside `serve`'s
-``run``, Panel inside `dashboard`'s, the MCP SDK inside `mcp`'s, orjson when JSON is printed.
+``run``, Panel inside `dashboard`'s, the MCP SDK inside `mcp`'s, orjson when JSON is printed (`scan` prints
+its JSON with msgspec, already loaded).
 
 ``sessionwatch hook`` (the relay Claude Code runs on every hook event) goes
 to :mod:`sessionwatch.integrations.hook_command` before anything else is

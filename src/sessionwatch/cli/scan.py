@@ -2,7 +2,8 @@
 
 Timed against ccusage with process start-up included (DESIGN.md "Speed and
 size"), so this module imports nothing heavy at the top: no starlette,
-uvicorn, aiosqlite or panel ever; the index, prices and orjson load inside
+uvicorn, aiosqlite or panel ever, nor orjson (msgspec, which reads the
+transcripts, also writes the JSON); the index and prices load inside
 :func:`run`.
 """
 
@@ -54,11 +55,12 @@ def run(args: argparse.Namespace) -> int:
     if progress is not None:
         print(f"\r{len(sessions)} sessions in {time.perf_counter() - started:.2f} s" + " " * 20, file=sys.stderr)
     if args.json:
-        import orjson
+        # msgspec (loaded already, for the transcripts), not orjson: its import
+        # is a few per cent of the start-up, for one dump
+        import msgspec
 
-        sys.stdout.buffer.write(
-            orjson.dumps({"sessions": sessions, "totals": _totals(sessions)}, option=orjson.OPT_INDENT_2)
-        )
+        body = msgspec.json.encode({"sessions": sessions, "totals": _totals(sessions)})
+        sys.stdout.buffer.write(msgspec.json.format(body, indent=2))
         sys.stdout.buffer.write(b"\n")
     else:
         _print_table(sessions)

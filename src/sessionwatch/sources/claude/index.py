@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +72,8 @@ FORK_MIN_BYTES = 16 * 1024 * 1024
 #: are parsed, by more processes taking turns. Spawned readers (a process
 #: with threads: the server) stay at ``workers``: each imports the package.
 FORKED_READERS = 4
+#: ... the extra ones (above ``workers``) each only for this many bytes.
+FORK_BYTES_PER_READER = 48 * 1024 * 1024
 #: A last line without its newline is complete once the file has been quiet
 #: this long and the line is a whole JSON object (hand-made files often lack
 #: the final newline; Claude Code itself always writes one).
@@ -224,26 +226,36 @@ class ClaudeIndex:
 
     def _scan_parallel(self, pending: dict[str, int]) -> set[str]:
         # fork is cheapest, but only safe while this process has one thread
-        threaded = parallel.threaded()
-        n = self.workers if threaded else max(self.workers, FORKED_READERS)
-        groups: list[list[str]] = [[] for _ in range(n)]
-        loads = [0] * n
-        for key, size in sorted(pending.items(), key=lambda kv: -kv[1]):
-            i = loads.index(min(loads))
-            groups[i].append(key)
-            loads[i] += size
-        work = [[(k, self.files.get(k)) for k in group] for group in groups if group]
+        largest_first = sorted(pending, key=lambda k: -pending[k])
+        results: Iterator[parallel.GroupResult]
+        if parallel.threaded():
+            n = self.workers
+            groups: list[list[str]] = [[] for _ in range(n)]
+            loads = [0] * n
+            for key in largest_first:
+                i = loads.index(min(loads))
+                groups[i].append(key)
+                loads[i] += pending[key]
+            work = [[(k, self.files.get(k)) for k in group] for group in groups if group]
+            results = parallel.spawned(str(self.root), work, self.settle_s)
+        else:
+            items = [(k, self.files.get(k)) for k in largest_first]
+            results = parallel.forked(str(self.root), items, self._forked_readers(pending), self.settle_s)
         touched: set[str] = set()
         done = 0
-        results = parallel.spawned(str(self.root), work, self.settle_s) if threaded else parallel.forked(
-            str(self.root), work, self.settle_s
-        )
         for result in results:
             touched |= self._merge(result)
             done += len(result.files) + len(result.removed)
             if self.progress is not None:
                 self.progress(done, len(pending))
         return touched
+
+    def _forked_readers(self, pending: dict[str, int]) -> int:
+        """How many processes read a forked scan of ``pending``: ``workers``
+        (one per core), and more, up to FORKED_READERS, as the bytes allow
+        FORK_BYTES_PER_READER each."""
+        by_bytes = sum(pending.values()) // FORK_BYTES_PER_READER
+        return min(len(pending), max(self.workers, min(FORKED_READERS, by_bytes)))
 
     def _merge(self, result: parallel.GroupResult) -> set[str]:
         touched: set[str] = set()

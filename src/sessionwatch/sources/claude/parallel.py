@@ -1,6 +1,7 @@
-"""The parallel cold scan: groups of transcript files read by forked
-readers (a process with one thread: `scan`) or spawned ones (beside threads:
-the server), each sending back what it read (:class:`GroupResult`, msgpack).
+"""The parallel cold scan: transcript files read by forked readers taking
+them from one queue (a process with one thread: `scan`) or by spawned ones
+reading fixed groups (beside threads: the server), each sending back what it
+read (:class:`GroupResult`, msgpack).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import _thread
 import gc
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -33,19 +34,21 @@ class GroupResult(msgspec.Struct):
 Work = list[tuple[str, "FileState | None"]]
 
 
-def read_group(root: str, items: Work, settle_s: float) -> GroupResult:
-    """Bring some files up to date in a fresh index; return them."""
+def read_group(root: str, items: Iterable[tuple[str, FileState | None]], settle_s: float) -> GroupResult:
+    """Bring some files up to date in a fresh index; return them.
+
+    ``items`` may be lazy (a forked reader's queue, :func:`_taken`): each
+    file is read as it comes."""
     from sessionwatch.sources.claude.index import ClaudeIndex
 
     tally = Tally()
     index = ClaudeIndex(Path(root), PriceTable({"models": {}}), workers=1, metrics=tally)
     index.settle_s = settle_s
-    for _, fs in items:
+    index._buffer = ReadBuffer()
+    for key, fs in items:
         if fs is not None:
             index.files[fs.path] = fs
             index._link(fs)
-    index._buffer = ReadBuffer()
-    for key, _ in items:
         index.update(Path(key))
     index._buffer = None
     files = [index.files[p] for p in index.dirty if p in index.files]
@@ -61,14 +64,34 @@ def threaded() -> bool:
     return _thread._count() > 0 or not hasattr(os, "fork")
 
 
-def forked(root: str, work: list[Work], settle_s: float) -> Iterator[GroupResult]:
-    """Read the first group here and each other in a forked child, which sends
-    its result back through a pipe (msgpack: no pickle, no multiprocessing to
-    import and start; what `scan` spends before reading counts)."""
+#: The most runs of files a forked scan's queue holds: their numbers (4 bytes
+#: each) fill one page, which a pipe always holds, so they are all written
+#: before the first reader starts and nothing blocks.
+MAX_RUNS = 1024
+
+
+def forked(root: str, items: Work, readers: int, settle_s: float) -> Iterator[GroupResult]:
+    """Read ``items`` (largest first) with ``readers`` processes: this one
+    and forked children. Each takes the next run of files from one queue until
+    it is empty, so the readers finish together however unevenly the machine
+    shares its cores among them (fixed shares left the last reader running
+    alone); each child then sends what it read back through a pipe (msgpack:
+    no pickle, no multiprocessing to import and start; what `scan` spends
+    before reading counts)."""
     # Every reader masks titles: the patterns are compiled once, here, and
     # inherited, not once per reader (transcript.py imports redact on first use).
     import sessionwatch.redact  # noqa: F401
 
+    per = -(-len(items) // MAX_RUNS)
+    runs = [items[i : i + per] for i in range(0, len(items), per)]
+    # The queue: a pipe holding each run's number. A read of 4 bytes takes one
+    # whole number (every write and read is a multiple of 4), and once the
+    # numbers are gone the reads see the end (the write end is closed first).
+    queue, w = os.pipe()
+    try:
+        os.write(w, b"".join(i.to_bytes(4, "little") for i in range(len(runs))))
+    finally:
+        os.close(w)
     children: list[tuple[int, int]] = []
     sys.stdout.flush()
     sys.stderr.flush()
@@ -76,14 +99,14 @@ def forked(root: str, work: list[Work], settle_s: float) -> Iterator[GroupResult
     # collections never walk them (which would copy their pages, copy-on-write).
     gc.freeze()
     try:
-        for items in work[1:]:
+        for _ in range(readers - 1):
             r, w = os.pipe()
             pid = os.fork()
             if pid == 0:  # the child: never returns
                 os.close(r)
                 code = 0
                 try:
-                    payload = b"R" + _result_encoder.encode(read_group(root, items, settle_s))
+                    payload = b"R" + _result_encoder.encode(read_group(root, _taken(queue, runs), settle_s))
                 except BaseException as exc:  # reported by the parent
                     payload, code = b"E" + repr(exc).encode(), 1
                 try:
@@ -94,7 +117,7 @@ def forked(root: str, work: list[Work], settle_s: float) -> Iterator[GroupResult
             os.close(w)
             children.append((pid, r))
         gc.unfreeze()
-        yield read_group(root, work[0], settle_s)
+        yield read_group(root, _taken(queue, runs), settle_s)
         while children:
             pid, r = children.pop(0)
             with open(r, "rb") as f:
@@ -105,9 +128,16 @@ def forked(root: str, work: list[Work], settle_s: float) -> Iterator[GroupResult
             yield _result_decoder.decode(memoryview(data)[1:])
     finally:
         gc.unfreeze()
+        os.close(queue)
         for pid, r in children:  # only when stopped early (an error, Ctrl-C)
             os.close(r)
             os.waitpid(pid, 0)
+
+
+def _taken(queue: int, runs: list[Work]) -> Iterator[tuple[str, FileState | None]]:
+    """The files of each run this reader takes from the queue, until it is empty."""
+    while number := os.read(queue, 4):
+        yield from runs[int.from_bytes(number, "little")]
 
 
 def spawned(root: str, work: list[Work], settle_s: float) -> Iterator[GroupResult]:

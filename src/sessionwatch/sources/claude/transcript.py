@@ -55,12 +55,12 @@ BAD_LINE = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 Tokens = Annotated[int, msgspec.Meta(ge=0, lt=2**48)]
 
 
-class CacheCreation(msgspec.Struct):
+class CacheCreation(msgspec.Struct, gc=False):
     ephemeral_5m_input_tokens: Tokens | None = None
     ephemeral_1h_input_tokens: Tokens | None = None
 
 
-class Usage(msgspec.Struct):
+class Usage(msgspec.Struct, gc=False):
     input_tokens: Tokens | None = None
     output_tokens: Tokens | None = None
     cache_creation_input_tokens: Tokens | None = None
@@ -69,7 +69,7 @@ class Usage(msgspec.Struct):
     speed: str | None = None
 
 
-class Block(msgspec.Struct):
+class Block(msgspec.Struct, gc=False):
     type: str | None = None
     id: str | None = None
     name: str | None = None
@@ -94,7 +94,7 @@ class Block(msgspec.Struct):
         return value if isinstance(value, str) else None
 
 
-class Message(msgspec.Struct):
+class Message(msgspec.Struct, gc=False):
     id: str | None = None
     model: str | None = None
     role: str | None = None
@@ -103,7 +103,7 @@ class Message(msgspec.Struct):
     stop_reason: str | None = None
 
 
-class Line(msgspec.Struct):
+class Line(msgspec.Struct, gc=False):
     type: str | None = None
     subtype: str | None = None
     sessionId: str | None = None
@@ -122,7 +122,7 @@ class Line(msgspec.Struct):
     title: str | None = None
 
 
-class Stamp(msgspec.Struct):
+class Stamp(msgspec.Struct, gc=False):
     """All a progress line tells us: when, and for which session."""
 
     sessionId: str | None = None
