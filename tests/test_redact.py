@@ -74,3 +74,55 @@ def test_quotes_around_a_password_stay() -> None:
 def test_masking_twice_changes_nothing_more() -> None:
     once = mask("password: hunter2 and AKIAIOSFODNN7EXAMPLE and --token=abc")
     assert mask(once) == once
+
+
+def _every_pattern(text: str) -> str:
+    """What mask() did before it looked for the words first: every pattern, always."""
+    from sessionwatch import redact
+
+    text = redact._KEYS.sub(redact._keep_prefix, text)
+    text = redact._AUTH.sub(redact._keep_name, text)
+    text = redact._USERINFO.sub(lambda m: m.group(1) + MASK + m.group(2), text)
+    text = redact._FLAG.sub(redact._keep_name_and_quotes, text)
+    text = redact._PASSWORD.sub(redact._keep_name_and_quotes, text)
+    return redact._NAMED.sub(redact._keep_name, text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # the non-ASCII letters re.IGNORECASE takes for i, k and s
+        "DB_PA\u017fSWORD=hunter2",
+        "--to\u212aen=abc123",
+        "CREDENT\u0130AL: 0123456789abcdef0123",
+        "credent\u0131al = 0123456789abcdef0123",
+        "https://bob:pa55word@example.com/x",
+        "HTTPS://BOB:PA55WORD@EXAMPLE.COM/x",
+        "curl -H 'X: Basic dXNlcjpwYXNzMTIzNDU2Nzg5MA=='",
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA",
+    ],
+)
+def test_looking_for_the_words_first_masks_what_every_pattern_masks(text: str) -> None:
+    assert mask(text) == _every_pattern(text) != text
+
+
+def test_looking_for_the_words_first_changes_nothing_on_mixed_text() -> None:
+    """Fragments of every shape, in random order and case, with and without
+    separators: the quick look never lets through what a pattern would mask."""
+    import random
+
+    rng = random.Random(9)
+    parts = [
+        "AKIAIOSFODNN7EXAMPLE", "sk-ant-AbCdEf1234567890_xy", "rk_live_abcdefghij12", "ghs_" + "a1" * 12,
+        "github_pat_" + "B2" * 11, "glpat-" + "c3" * 9, "xoxp-123456-abcdef", "AIza" + "d4" * 16, "npm_" + "e5" * 16,
+        "eyJhbGciOiJIUzI1.eyJzdWIi.sig", "Bearer abcdef1234567890abcd", "Token 0123456789abcdef01",
+        "Basic dXNlcjpwYXNzMTIzNDU2Nzg5MA==",
+        "ftp://u:p4ss@h", "password", "passwd", "passphrase", "token", "secret", "api_key", "apikey",
+        "access-key", "private_key", "credential", "auth", "=", ": ", " ", "'", '"', "--", "_", "hunter2",
+        "0123456789abcdef0123456789", "plain words", "\u017f", "\u212a", "\u0130", "\u0131", "\n",
+    ]
+    for _ in range(3000):
+        text = "".join(rng.choice(parts) for _ in range(rng.randint(1, 8)))
+        if rng.random() < 0.5:
+            text = text.upper() if rng.random() < 0.5 else text.lower()
+        assert mask(text) == _every_pattern(text), text

@@ -18,12 +18,30 @@ ordinary prose, paths, UUIDs, git SHAs and model names alone::
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 MASK = "••••"
 
+
+class _Pattern:
+    """A pattern compiled when first used: compiling them all costs more
+    than a `scan` of a small corpus spends reading it (≈ 20 M instructions),
+    and most texts never need them (see :func:`may_hold_secret`)."""
+
+    def __init__(self, source: str, flags: int = 0) -> None:
+        self.source = source
+        self.flags = flags
+        self._compiled: re.Pattern[str] | None = None
+
+    def sub(self, repl: Callable[[re.Match[str]], str], text: str) -> str:
+        if self._compiled is None:
+            self._compiled = re.compile(self.source, self.flags)
+        return self._compiled.sub(repl, text)
+
+
 #: Keys recognised by their own shape, wherever they appear. Group 1, when
 #: present, is a prefix kept in the output so a reader sees what was there.
-_KEYS = re.compile(
+_KEYS = _Pattern(
     r"""
       \b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA)[0-9A-Z]{16}\b      # AWS access key ids
     | \b(sk-ant-|sk-proj-|sk-svcacct-|sk-)[A-Za-z0-9_-]{16,}  # Anthropic / OpenAI
@@ -42,24 +60,24 @@ _KEYS = re.compile(
 
 #: ``Bearer <token>`` / ``Basic <token>``: long enough and with a digit, so
 #: prose such as "a Bearer token" stays.
-_AUTH = re.compile(r"\b((?:Bearer|Basic|Token)\s+)(?=[A-Za-z0-9._~+/-]*\d)[A-Za-z0-9._~+/-]{16,}=*")
+_AUTH = _Pattern(r"\b((?:Bearer|Basic|Token)\s+)(?=[A-Za-z0-9._~+/-]*\d)[A-Za-z0-9._~+/-]{16,}=*")
 
 #: ``https://user:password@host``: the password goes.
-_USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://[^\s/:@]*:)[^\s/@]+(@)", re.I)
+_USERINFO = _Pattern(r"\b([a-z][a-z0-9+.-]*://[^\s/:@]*:)[^\s/@]+(@)", re.I)
 
 #: A value: quoted (spaces and all) or up to the next space, quote or separator.
 _VALUE = r"""(?!••••)(?:"[^"\n]*"|'[^'\n]*'|[^\s"',;]+)"""
 
 #: A password is masked whatever it looks like: ``password: hunter2``,
 #: ``DB_PASSWORD=...``, ``--db-password=...``, ``"passwd": "..."``.
-_PASSWORD = re.compile(
+_PASSWORD = _Pattern(
     r"""((?:\b|_)[A-Za-z0-9_.-]*(?:password|passwd|passphrase|pass_?word)["']?\s*[:=]\s*)""" + _VALUE,
     re.I,
 )
 
 #: ``--token=...``, ``--api-key x``, ``--client-secret=...``: a flag naming a
 #: credential takes its value with it.
-_FLAG = re.compile(
+_FLAG = _Pattern(
     r"""(--?[A-Za-z0-9-]*(?:password|passwd|token|secret|api-?key|access-?key|private-?key)(?:=|\s+))""" + _VALUE,
     re.I,
 )
@@ -68,7 +86,7 @@ _FLAG = re.compile(
 #: ``client_secret: ...``) are masked only when the value looks like key
 #: material: 16+ characters of hex or base64 with at least one digit. So
 #: ``max_tokens=4096`` or ``secret: see the vault`` stay readable.
-_NAMED = re.compile(
+_NAMED = _Pattern(
     r"""((?:\b|_)[A-Za-z0-9_.-]*(?:secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|credential|auth)s?"""
     r"""["']?\s*[:=]\s*["']?)"""
     r"""(?=[A-Za-z0-9+/_.=-]*\d)[A-Za-z0-9+/_.-]{16,}=*""",
@@ -91,8 +109,35 @@ def _keep_name_and_quotes(m: re.Match[str]) -> str:
     return m.group(1) + quote + MASK + quote
 
 
+#: What the patterns above need to match at all: ``_KEYS``' prefixes and
+#: ``_AUTH``'s schemes, as written (both are case-sensitive) ...
+_NEEDS_CASED = (
+    "AKIA", "ASIA", "AGPA", "AIDA", "AROA", "ANPA", "sk-", "sk_live_", "sk_test_", "rk_live_", "rk_test_",
+    "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xoxa-", "xoxb-", "xoxp-", "xoxr-", "xoxs-",
+    "AIza", "npm_", "eyJ", "-----BEGIN", "Bearer", "Basic", "Token",
+)
+#: ... or, in any case, a name of ``_FLAG``, ``_PASSWORD`` or ``_NAMED``
+#: (``_USERINFO`` needs ``://`` and ``@``), looked for in the text folded as
+#: ``re.IGNORECASE`` matches: lower case, and the four non-ASCII letters it
+#: takes for ASCII ones (İ ı ſ K, in the ``re`` documentation) made those.
+_NEEDS_FOLDED = ("pass", "token", "secret", "key", "credential", "auth")
+_FOLD = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"})
+
+
+def may_hold_secret(text: str) -> bool:
+    """False when no pattern can match ``text`` (:func:`mask` returns it as
+    it is). A quick look for the words the patterns need: a `scan` masks
+    every title it reads, and almost none holds a key."""
+    if any(s in text for s in _NEEDS_CASED):
+        return True
+    folded = text.translate(_FOLD).lower()
+    return ("://" in folded and "@" in folded) or any(s in folded for s in _NEEDS_FOLDED)
+
+
 def mask(text: str) -> str:
     """``text`` with every key, token or password it seems to hold replaced by ``••••``."""
+    if not may_hold_secret(text):
+        return text
     text = _KEYS.sub(_keep_prefix, text)
     text = _AUTH.sub(_keep_name, text)
     text = _USERINFO.sub(lambda m: m.group(1) + MASK + m.group(2), text)

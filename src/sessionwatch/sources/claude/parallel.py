@@ -78,8 +78,11 @@ def forked(root: str, items: Work, readers: int, settle_s: float) -> Iterator[Gr
     alone); each child then sends what it read back through a pipe (msgpack:
     no pickle, no multiprocessing to import and start; what `scan` spends
     before reading counts)."""
-    # Every reader masks titles: the patterns are compiled once, here, and
-    # inherited, not once per reader (transcript.py imports redact on first use).
+    # Every reader masks titles: the module is imported once, here, and
+    # inherited (transcript.py imports it on first use). Its patterns are
+    # compiled only by a reader meeting a title that may hold a key (redact.py):
+    # most corpora have none, and compiling them all here would cost more
+    # start-up than a reader spends compiling the few it needs.
     import sessionwatch.redact  # noqa: F401
 
     per = -(-len(items) // MAX_RUNS)

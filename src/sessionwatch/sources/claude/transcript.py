@@ -251,9 +251,8 @@ def shown(text: str, limit: int = TITLE_MAX) -> str:
     comes before the cut so that a key the limit would cut in half is still
     recognised and masked whole.
     """
-    # Imported here: compiling its patterns is ~7 % of `scan`'s start-up, for
-    # nothing when no title is shown (a scan with forked readers imports it
-    # once before forking: parallel.forked).
+    # Imported here: only the first call pays for it (its patterns are
+    # compiled only for a text that may hold a key: redact.may_hold_secret).
     from sessionwatch.redact import mask
 
     return one_line(mask(one_line(text[:_SHOWN_SOURCE], limit + 1024)), limit)
