@@ -48,6 +48,12 @@ BAD_LINE = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 
 
 # --- the fields we decode; msgspec skips everything else without allocating ---
+#
+# Fields are declared in the order Claude Code writes them (``isSidechain``,
+# ``cwd``, ``sessionId``, ... ``timestamp``; a usage's ``input_tokens`` first):
+# msgspec looks each key up from the field after the last one found, so keys
+# in that order are found at the first try (≈ 2 % of a read's instructions).
+# Not garbage-collected (``gc=False``): decoded data holds no cycles.
 
 
 #: A token count: a negative or absurd one makes the line bad instead of
@@ -62,10 +68,10 @@ class CacheCreation(msgspec.Struct, gc=False):
 
 class Usage(msgspec.Struct, gc=False):
     input_tokens: Tokens | None = None
-    output_tokens: Tokens | None = None
     cache_creation_input_tokens: Tokens | None = None
     cache_read_input_tokens: Tokens | None = None
     cache_creation: CacheCreation | None = None
+    output_tokens: Tokens | None = None
     speed: str | None = None
 
 
@@ -96,26 +102,26 @@ class Block(msgspec.Struct, gc=False):
 
 class Message(msgspec.Struct, gc=False):
     id: str | None = None
-    model: str | None = None
     role: str | None = None
+    model: str | None = None
     content: str | list[Block] | None = None
-    usage: Usage | None = None
     stop_reason: str | None = None
+    usage: Usage | None = None
 
 
 class Line(msgspec.Struct, gc=False):
-    type: str | None = None
-    subtype: str | None = None
-    sessionId: str | None = None
-    timestamp: str | None = None
-    cwd: str | None = None
-    gitBranch: str | None = None
-    version: str | None = None
     isSidechain: bool | None = None
+    cwd: str | None = None
+    sessionId: str | None = None
+    version: str | None = None
+    gitBranch: str | None = None
+    type: str | None = None
+    message: Message | str | None = None
+    requestId: str | None = None
+    timestamp: str | None = None
+    subtype: str | None = None
     isMeta: bool | None = None
     isCompactSummary: bool | None = None
-    requestId: str | None = None
-    message: Message | str | None = None
     summary: str | None = None
     customTitle: str | None = None
     aiTitle: str | None = None
