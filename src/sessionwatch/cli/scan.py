@@ -14,10 +14,13 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sessionwatch.cli import common
 from sessionwatch.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sessionwatch.model import Session
 
 
 def add_parser(sub: Any) -> None:
@@ -49,9 +52,11 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     index.scan()
     now = time.time()
-    sessions = [s for sid in index.session_ids() if (s := index.session(sid, now)) is not None]
+    # every id with a transcript; facet() is None for one that is no session
+    # yet (session_ids() would find each session's files once more)
+    sessions = [s for sid in index.members if (s := index.facet(sid, now)) is not None]
     # newest first; the id breaks ties, so the order is the same whichever reader read what
-    sessions.sort(key=lambda s: (s["last_activity"] or "", s["id"]), reverse=True)
+    sessions.sort(key=lambda s: (s.last_activity or "", s.id), reverse=True)
     if progress is not None:
         print(f"\r{len(sessions)} sessions in {time.perf_counter() - started:.2f} s" + " " * 20, file=sys.stderr)
     if args.json:
@@ -59,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         # is a few per cent of the start-up, for one dump
         import msgspec
 
+        # the Session structs themselves: the same JSON as model.to_dict's
         body = msgspec.json.encode({"sessions": sessions, "totals": _totals(sessions)})
         sys.stdout.buffer.write(msgspec.json.format(body, indent=2))
         sys.stdout.buffer.write(b"\n")
@@ -72,28 +78,29 @@ def _progress(done: int, total: int) -> None:
     print(f"\rreading transcripts: {done}/{total}", end="", file=sys.stderr, flush=True)
 
 
-def _totals(sessions: list[dict[str, Any]]) -> dict[str, Any]:
+def _totals(sessions: list[Session]) -> dict[str, Any]:
     tokens = {"input": 0, "output": 0, "cache_creation": 0, "cache_read": 0}
     cost = 0.0
     unpriced = 0
     for s in sessions:
-        for k in tokens:
-            tokens[k] += s["tokens"][k]
-        if s["cost_usd"] is None:
+        t = s.tokens
+        tokens["input"] += t.input
+        tokens["output"] += t.output
+        tokens["cache_creation"] += t.cache_creation
+        tokens["cache_read"] += t.cache_read
+        if s.cost_usd is None:
             unpriced += 1
         else:
-            cost += s["cost_usd"]
+            cost += s.cost_usd
     return {"sessions": len(sessions), "tokens": tokens, "cost_usd": round(cost, 6), "unpriced_sessions": unpriced}
 
 
-def _print_table(sessions: list[dict[str, Any]]) -> None:
+def _print_table(sessions: list[Session]) -> None:
     header = f"{'STATUS':8} {'LAST ACTIVITY':20} {'TOKENS':>12} {'COST':>9}  PROJECT / TITLE"
     print(header)
     for s in sessions:
-        t = s["tokens"]
-        total = t["input"] + t["output"] + t["cache_creation"] + t["cache_read"]
-        cost = "-" if s["cost_usd"] is None else f"${s['cost_usd']:.2f}"
-        last = (s["last_activity"] or "")[:19].replace("T", " ")
-        print(f"{s['status']:8} {last:20} {total:>12,} {cost:>9}  {s['project']}  {s['title'] or ''}"[:200])
-
-
+        t = s.tokens
+        total = t.input + t.output + t.cache_creation + t.cache_read
+        cost = "-" if s.cost_usd is None else f"${s.cost_usd:.2f}"
+        last = (s.last_activity or "")[:19].replace("T", " ")
+        print(f"{s.status:8} {last:20} {total:>12,} {cost:>9}  {s.project}  {s.title or ''}"[:200])
