@@ -562,6 +562,9 @@ def test_forked_readers_take_each_file_once_from_one_queue(
     assert many.metrics.counts() == one.metrics.counts()  # type: ignore[attr-defined]
     rows, _ = many.take_changes()
     assert sorted(r.path for r in rows) == sorted(one.files)
+    before = many.metrics.counts().bytes_read  # type: ignore[attr-defined]
+    assert many.scan() == set()  # nothing left to read: no reader starts
+    assert many.metrics.counts().bytes_read == before  # type: ignore[attr-defined]
 
 
 def test_forked_readers_follow_the_bytes_to_read(tmp_path: Path) -> None:

@@ -176,7 +176,7 @@ class ClaudeIndex:
         if self.workers > 1:
             pending, current = self._pending(paths)
             least = PARALLEL_MIN_BYTES if parallel.threaded() else min(PARALLEL_MIN_BYTES, FORK_MIN_BYTES)
-            if sum(pending.values()) >= least:
+            if pending and sum(pending.values()) >= least:
                 touched |= self._scan_parallel(pending)
                 current |= set(pending)
             # files stat-ed above and found unchanged need no second stat

@@ -85,7 +85,7 @@ def forked(root: str, items: Work, readers: int, settle_s: float) -> Iterator[Gr
     # start-up than a reader spends compiling the few it needs.
     import sessionwatch.redact  # noqa: F401
 
-    per = -(-len(items) // MAX_RUNS)
+    per = max(1, -(-len(items) // MAX_RUNS))
     runs = [items[i : i + per] for i in range(0, len(items), per)]
     # The queue: a pipe holding each run's number. A read of 4 bytes takes one
     # whole number (every write and read is a multiple of 4), and once the
