@@ -250,3 +250,30 @@ def test_hook_relay_takes_the_server_as_design_spells_it() -> None:
 
     assert _args(["hook", "--server", "http://h:1"])[0] == "http://h:1"
     assert _args(["hook", "--url=http://h:2"])[0] == "http://h:2"
+
+
+def test_the_collector_is_off_only_while_a_command_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """main() keeps the cyclic garbage collector off while the command's
+    modules load, and for the one-shot `scan` until it is done; any other
+    command runs with it on, and main() leaves it as it found it."""
+    import gc
+
+    import sessionwatch.cli.scan
+    import sessionwatch.cli.serve
+    from sessionwatch.cli import main
+
+    seen: dict[str, bool] = {}
+    monkeypatch.setattr(sessionwatch.cli.scan, "run", lambda args: seen.setdefault("scan", gc.isenabled()) and 0)
+    monkeypatch.setattr(sessionwatch.cli.serve, "run", lambda args: seen.setdefault("serve", gc.isenabled()) and 0)
+    assert gc.isenabled()
+    main(["scan"])
+    assert gc.isenabled()
+    main(["serve"])
+    assert gc.isenabled()
+    assert seen == {"scan": False, "serve": True}
+    gc.disable()
+    try:
+        main(["serve"])  # not turned on for a caller who had it off
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
