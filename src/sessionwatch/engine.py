@@ -132,6 +132,22 @@ class SystemClock:
         await anyio.sleep(seconds)
 
 
+class Follower(Protocol):
+    """Replicas: a source keeping shared rows of its own (the agents' sessions,
+    sessionwatch/agents), told which ids other replicas' events name and
+    reloading those rows from the database before the next command."""
+
+    def foreign(self, ids: set[str]) -> None:
+        """Ids (not Panel ones) other replicas' events named."""
+
+    @property
+    def dirty(self) -> bool:
+        """Whether ids wait to be read again."""
+
+    async def reload(self) -> None:
+        """Read them again (in the applying task)."""
+
+
 class Command:
     """One change to apply, and where its sender waits for the result."""
 
@@ -239,6 +255,8 @@ class Engine:
         self._follow_task: asyncio.Task[None] | None = None
         self._dirty_rows: set[str] = set()
         self.remote: set[str] = set()
+        #: sources with shared rows of their own, reloaded like the Panel rows (agents)
+        self.followers: list[Follower] = []
 
     @property
     def store(self) -> Database:
@@ -303,7 +321,7 @@ class Engine:
                 if self._replicas is not None:
                     await self._keep_up()
                 await command.run()
-                if self._dirty_rows:
+                if self._dirty_rows or self._followers_dirty():
                     await self._keep_up()
 
     async def _call(self, name: str, apply: Callable[[], Awaitable[T]]) -> T:
@@ -506,6 +524,17 @@ class Engine:
         """Plug in another source of facets; its place is in ``self.rules``."""
         self.sources.append(source)
 
+    async def command(self, name: str, apply: Callable[[], Awaitable[T]]) -> T:
+        """Run ``apply`` as a command (in the applying task, in order with every
+        other change); inside it, :meth:`publish` shows what it changed."""
+        return await self._call(name, apply)
+
+    async def publish(self, ids: Iterable[str], writes: Sequence[Write] = ()) -> None:
+        """Only inside a command: project ``ids`` and publish the difference;
+        ``writes`` run in the transaction that gives the events their ids (a
+        ``must_change`` write that changed nothing: ``RowGone``, nothing shown)."""
+        await self._publish(ids, writes)
+
     async def changed(
         self, name: str, change: Callable[[], Iterable[str] | Awaitable[Iterable[str]]]
     ) -> None:
@@ -649,7 +678,7 @@ class Engine:
         try:
             if self._notified_id > self.hub.last_id:
                 await self._follow()
-            elif self._dirty_rows:
+            elif self._dirty_rows or self._followers_dirty():
                 await self._reload_rows()
         except Exception:  # noqa: BLE001 - the command goes on; the tick follows again
             log.warning("following the other replicas failed", exc_info=True)
@@ -663,9 +692,13 @@ class Engine:
 
     def _on_foreign(self, events: list[Event]) -> None:
         """Other replicas' events, applied by the hub: the Panel rows they name
-        are read again (shared); other sources' sessions are theirs (remote)."""
+        are read again (shared), and the followers' (agents) rows; other
+        sources' sessions are theirs (remote)."""
+        named: set[str] = set()
         for event in events:
             for s in event.sessions:
+                if s.source != "panel":
+                    named.add(s.id)
                 if s.source == "panel":
                     self._dirty_rows.add(s.id)
                     self.remote.discard(s.id)
@@ -673,9 +706,20 @@ class Engine:
                     self.remote.discard(s.id)
                 elif not any(source.claims(s.id) for source in self.sources if source.name != "panel"):
                     self.remote.add(s.id)
+        if named:
+            for follower in self.followers:
+                follower.foreign(named)
+
+    def _followers_dirty(self) -> bool:
+        return any(f.dirty for f in self.followers)
 
     async def _reload_rows(self) -> None:
-        if not self._dirty_rows or self._replicas is None:
+        if self._replicas is None:
+            return
+        for follower in self.followers:
+            if follower.dirty:
+                await follower.reload()
+        if not self._dirty_rows:
             return
         ids, self._dirty_rows = self._dirty_rows, set()
         found = {row.id: row for row in await self._replicas.load_panel_rows(sorted(ids))}

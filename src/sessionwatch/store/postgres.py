@@ -547,10 +547,47 @@ class PgStore:
             Write(
                 "INSERT INTO agents (agent, host, seq, last_seen) VALUES ($1, $2, $3, $4) ON CONFLICT (agent)"
                 " DO UPDATE SET host = excluded.host, seq = GREATEST(agents.seq, excluded.seq),"
-                " last_seen = excluded.last_seen",
+                " last_seen = excluded.last_seen, stale = FALSE",
                 (agent, host, int(seq), float(when)),
             )
         ]
+
+    def agent_applied(self, agent: str, host: str, seq: int, when: float) -> list[Write]:
+        return [
+            Write(
+                "INSERT INTO agents (agent, host, seq, last_seen, stale) VALUES ($1, $2, $3, $4, FALSE) ON CONFLICT (agent)"
+                " DO UPDATE SET host = excluded.host, seq = excluded.seq, last_seen = excluded.last_seen, stale = FALSE"
+                " WHERE agents.seq < excluded.seq",
+                (agent, host, int(seq), float(when)),
+                must_change=True,
+            )
+        ]
+
+    def agent_stale(self, agent: str, stale: bool, cutoff: float) -> list[Write]:
+        if stale:
+            return [
+                Write("UPDATE agents SET stale = TRUE WHERE agent = $1 AND last_seen < $2", (agent, float(cutoff)), must_change=True)
+            ]
+        return [Write("UPDATE agents SET stale = FALSE WHERE agent = $1", (agent,))]
+
+    async def agent_states(self, agents: Sequence[str] | None = None) -> list[tuple[str, str, int, float, bool]]:
+        if agents is None:
+            rows = await self.pool.fetch("SELECT agent, host, seq, last_seen, stale FROM agents")
+        else:
+            rows = await self.pool.fetch(
+                "SELECT agent, host, seq, last_seen, stale FROM agents WHERE agent = ANY($1::text[])", list(agents)
+            )
+        return [(r[0], r[1], int(r[2]), float(r[3]), bool(r[4])) for r in rows]
+
+    async def agent_rows(self, ids: Sequence[str]) -> list[tuple[str, str, str, bytes, int, float]]:
+        rows = await self.pool.fetch(
+            "SELECT id, agent, host, session, seq, updated_at FROM agent_sessions WHERE id = ANY($1::text[])", list(ids)
+        )
+        return [(r[0], r[1], r[2], bytes(r[3]), int(r[4]), float(r[5])) for r in rows]
+
+    async def agent_row_seqs(self, agent: str) -> dict[str, int]:
+        rows = await self.pool.fetch("SELECT id, seq FROM agent_sessions WHERE agent = $1", agent)
+        return {r[0]: int(r[1]) for r in rows}
 
     def agent_sessions_put(
         self, agent: str, host: str, seq: int, when: float, rows: Sequence[tuple[str, bytes]], deleted: Sequence[str]

@@ -236,6 +236,14 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX IF NOT EXISTS agent_commands_agent ON agent_commands(agent, id);
         """,
     ),
+    # replicas: whether an agent is shown stale is decided by one replica (the
+    # clock's leader) and shared, so every replica projects its sessions alike
+    (
+        "0010_agents_shared",
+        """
+        ALTER TABLE agents ADD COLUMN stale INTEGER NOT NULL DEFAULT 0;
+        """,
+    ),
 ]
 
 
@@ -432,6 +440,12 @@ PG_MIGRATIONS: list[tuple[str, str]] = [
             created_at DOUBLE PRECISION NOT NULL
         );
         CREATE INDEX IF NOT EXISTS agent_commands_agent ON agent_commands(agent, id);
+        """,
+    ),
+    (
+        "0010_agents_shared",
+        """
+        ALTER TABLE agents ADD COLUMN IF NOT EXISTS stale BOOLEAN NOT NULL DEFAULT FALSE;
         """,
     ),
 ]
