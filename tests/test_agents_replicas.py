@@ -251,3 +251,97 @@ async def test_the_store_decides_a_seq_once_and_staleness_against_the_last_sign_
     await store.write(store.agent_seen("a1", "h", 2, 14.0))  # a sign of life: fresh
     assert await store.agent_states() == [("a1", "h", 2, 14.0, False)]
     assert await store.agent_states([]) == []
+
+
+# --- for real: three replicas behind nginx, agents pushing through it ----------------------------
+
+
+def batches_applied(srv: Server) -> float:
+    text = httpx.get(srv.url + "/metrics", timeout=10).text
+    found = [line for line in text.splitlines() if line.startswith('sessionwatch_agent_batches_total{result="applied"}')]
+    return float(found[0].split()[-1]) if found else 0.0
+
+
+def test_agents_pushing_through_nginx_to_three_replicas_show_once_and_take_an_approval(
+    tmp_path: Path, sw_server: Callable[..., Server], pg_url: str, nginx_bin: str, agents: Callable[..., Agent]
+) -> None:
+    replicas = []
+    for k in range(3):
+        empty = tmp_path / f"empty-{k}"
+        empty.mkdir()
+        replicas.append(sw_server(projects_dir=empty, db=pg_url, extra_args=["--claude-dir", str(tmp_path / f"claude-{k}")]))
+    root = tmp_path / "nginx"
+    nginx = Nginx(nginx_bin, root, None, replicas_conf([r.port for r in replicas])).start()
+    try:
+        dirs = sorted(p for p in FIXTURES.iterdir() if p.is_dir())
+        names = ["alpha", "beta"]
+        machines = [agents(machine(tmp_path, n, dirs[i::2]), n, nginx.url, "--approval-wait-s", "120") for i, n in enumerate(names)]
+
+        def everywhere() -> bool:
+            """Every replica's /all is exactly every machine's sessions, once, each with its host."""
+            expected: dict[str, dict[str, Any]] = {}
+            for a in machines:
+                for sid, s in a.local().items():
+                    expected[sid] = {**s, "host": a.host_name}
+            return all(central_all(r) == expected for r in replicas)
+
+        wait_for(everywhere, 90, "every machine's sessions on every replica")
+        alpha, beta = machines
+        assert all(central_all(r) for r in replicas) and {s["host"] for s in central_all(replicas[2]).values()} == set(names)
+
+        # news and a deletion, their batches spread over the replicas by nginx
+        added = [new_session(alpha.projects_dir, "-work-alpha", f"later {i}") for i in range(3)]
+        gone = next(sid for sid in sorted(beta.local()) if any(beta.projects_dir.rglob(f"{sid}.jsonl")))
+        for path in beta.projects_dir.rglob(f"{gone}*"):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        wait_for(lambda: set(added) <= set(alpha.local()) and gone not in beta.local(), 30, "the agents' own engines to see the changes")
+        wait_for(everywhere, 60, "the news and the deletion on every replica")
+        assert sum(batches_applied(r) > 0 for r in replicas) >= 2, "nginx sent every batch to one replica"
+
+        # an approval answered through nginx, whichever replica it lands on, reaches beta's agent
+        httpx.put(nginx.url + "/away", json={"on": True}, timeout=10).raise_for_status()
+        wait_for(lambda: httpx.get(beta.url + "/away", timeout=5).json()["on"], 30, "beta's agent to follow the away switch")
+        sid = str(uuid.uuid4())
+        hook = {"hook_event_name": "PermissionRequest", "session_id": sid, "cwd": "/work/beta", "tool_name": "Bash", "tool_input": {"command": "make deploy"}}
+        out: list[httpx.Response] = []
+        import threading
+
+        held = threading.Thread(target=lambda: out.append(httpx.post(beta.url + "/hooks", json=hook, timeout=150)), daemon=True)
+        held.start()
+
+        def waiting_everywhere() -> str | None:
+            found = [[w for w in httpx.get(r.url + "/away", timeout=5).json()["waiting"] if w["session_id"] == sid] for r in replicas]
+            return found[0][0]["pending_id"] if all(len(f) == 1 and f[0]["host"] == "beta" for f in found) else None
+
+        pending_id = wait_for(waiting_everywhere, 60, "the held prompt to wait on every replica")
+        r = httpx.post(nginx.url + f"/sessions/{sid}/approve", json={"pending_id": pending_id, "decision": "allow"}, timeout=10)
+        assert r.status_code == 200, r.text
+        assert r.json()["host"] == "beta"
+        again = httpx.post(nginx.url + f"/sessions/{sid}/approve", json={"pending_id": pending_id, "decision": "deny"}, timeout=10)
+        assert again.status_code == 409, again.text
+        # the agent's long poll may wait on another replica for its own timeout (25 s) before it reads the command
+        held.join(90)
+        assert out, "the held hook was never answered"
+        assert out[0].json()["hookSpecificOutput"]["decision"] == {"behavior": "allow"}, out[0].text
+        # Claude Code goes on with the tool (its next hook event): the prompt clears everywhere
+        after = {**hook, "hook_event_name": "PostToolUse", "tool_response": {"stdout": "ok"}}
+        httpx.post(beta.url + "/hooks", json=after, timeout=10).raise_for_status()
+        wait_for(lambda: all(central_all(r)[sid]["pending"] is None for r in replicas), 30, "the answered prompt to clear everywhere")
+        # a budget set through nginx is set on the agent (and every replica has it)
+        r = httpx.put(nginx.url + f"/sessions/{sid}/budget", json={"max_cost_usd": 5}, timeout=10)
+        assert r.status_code == 200, r.text
+        wait_for(lambda: httpx.get(beta.url + f"/sessions/{sid}", timeout=5).json()["budget"]["own"] == 5, 60, "the budget on the agent")
+        wait_for(
+            lambda: all(httpx.get(r.url + f"/sessions/{sid}", timeout=5).json()["budget"]["own"] == 5 for r in replicas),
+            30, "the budget on every replica",
+        )  # fmt: skip
+        wait_for(everywhere, 30, "every replica to end with every machine's sessions")
+    finally:
+        for a in agents_started(machines if "machines" in locals() else []):
+            a.stop()
+        nginx.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def agents_started(machines: list[Agent]) -> list[Agent]:
+    return [a for a in machines if a.proc is not None]
