@@ -686,6 +686,23 @@ def bench_replicas(work: Path, quick: bool) -> None:
         r["lost"] == 0 and r["repeated"] == 0 and r["fresh_inits"] == 0 and r["moved_clients"] > 0)
 
 
+# --- 13. agents: another machine's sessions ------------------------------------------------------
+
+
+def bench_agents(work: Path, quick: bool) -> None:
+    appends, sessions = pick((3, 20), (20, 300), (50, 2000))
+    target = "— (no target; report)"
+    figure = f"line appended on an agent's machine → central `/stream` client (`sessionwatch agent` → `POST /agents/push`), {appends} appends"
+    res = run_client(["bench.agents", "--json", "--appends", str(appends), "--sessions", str(sessions)], figure, target, 900)
+    if res is None:
+        return
+    row(figure, f"p50 {ms(res['p50_ms'])} / p90 {ms(res['p90_ms'])} / max {ms(res['max_ms'])}", target, None)
+    row(f"hook event posted to an agent's receiver → central `/stream` client, {appends} events",
+        f"p50 {ms(res['hook_p50_ms'])} / p90 {ms(res['hook_p90_ms'])} / max {ms(res['hook_max_ms'])}", target, None)
+    row(f"{sessions:,} sessions queued by an agent while the server was down → all on `/all`",
+        f"{res['catch_up_s']:.1f} s after the server started", target, None)
+
+
 BENCHES: dict[str, Callable[[Path, bool], None]] = {
     "latency": bench_latency,
     "memory": bench_memory,
@@ -700,6 +717,7 @@ BENCHES: dict[str, Callable[[Path, bool], None]] = {
     "replay": bench_replay,
     "managed": bench_managed,
     "replicas": bench_replicas,
+    "agents": bench_agents,
 }
 
 

@@ -1,4 +1,4 @@
-"""Agents: ``python -m bench.agents [--appends N] [--sessions M]``.
+"""Agents: ``python -m bench.agents [--appends N] [--sessions M] [--json]``.
 
 A ``sessionwatch serve`` and one ``sessionwatch agent`` (its own HOME and
 projects folder), each its own process, and a ``/stream`` client of the
@@ -183,8 +183,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--appends", type=int, default=50)
     p.add_argument("--sessions", type=int, default=2000)
+    p.add_argument("--json", action="store_true", help="print the result as one JSON line (bench/run)")
     args = p.parse_args()
     r = run(args.appends, args.sessions)
+    if args.json:
+        print(json.dumps(r))
+        return
     print(
         f"line appended on the agent's machine -> central stream client: p50 {r['p50_ms']:.0f} ms, "
         f"p90 {r['p90_ms']:.0f} ms, max {r['max_ms']:.0f} ms ({r['appends']} appends)"
