@@ -336,6 +336,11 @@ def test_agents_pushing_through_nginx_to_three_replicas_show_once_and_take_an_ap
             30, "the budget on every replica",
         )  # fmt: skip
         wait_for(everywhere, 30, "every replica to end with every machine's sessions")
+        # every replica lists both agents as the database has them, fresh, with their sessions
+        for r in replicas:
+            listed = httpx.get(r.url + "/agents", timeout=5).json()["agents"]
+            got = {a["host"]: (a["stale"], a["sessions"]) for a in listed}
+            assert got == {m.host_name: (False, len(m.local())) for m in machines}, (r.port, listed)
     finally:
         for a in agents_started(machines if "machines" in locals() else []):
             a.stop()

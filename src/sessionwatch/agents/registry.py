@@ -231,14 +231,17 @@ class AgentRegistry:
                 st.stale = stale
                 st.host = host
 
-    async def _refresh(self, agent: str) -> None:
-        """In the applying task, before a batch of ``agent``: its state and
-        every row it has, as the database has them (rows pushed or changed
-        through another replica are read; rows deleted there are forgotten)."""
+    async def _refresh(self, agent: str, seq: int | None = None) -> None:
+        """In the applying task, before batch ``seq`` of ``agent``: its state,
+        and (unless the batch is a heartbeat of an agent shown fresh) every row
+        it has, as the database has them (rows pushed or changed through
+        another replica are read; rows deleted there are forgotten)."""
         store = self.engine.store
         await self._load_states({agent})
-        stored = await store.agent_row_seqs(agent)
         st = self.agents.get(agent)
+        if st is not None and not st.stale and seq is not None and seq <= st.seq:
+            return  # a duplicate or a heartbeat: no row is read or changed
+        stored = await store.agent_row_seqs(agent)
         mine = st.ids if st is not None else set()
         for sid in [sid for sid in mine if sid not in stored]:
             self._forget(agent, sid)
@@ -312,7 +315,7 @@ class AgentRegistry:
 
         async def change() -> None:
             if shared:
-                await self._refresh(p.agent)
+                await self._refresh(p.agent, p.seq)
             now = self.engine.clock.now()
             st = self.agents.get(p.agent)
             known = st is not None
@@ -368,6 +371,11 @@ class AgentRegistry:
         return answer
 
     # --- down to the agent -------------------------------------------------------------------
+
+    def count(self, agent: str) -> int:
+        """How many sessions ``agent`` has here."""
+        st = self.agents.get(agent)
+        return len(st.ids) if st is not None else 0
 
     def agent_of(self, sid: str) -> str | None:
         row = self.rows.get(sid)
