@@ -701,6 +701,18 @@ def bench_agents(work: Path, quick: bool) -> None:
         f"p50 {ms(res['hook_p50_ms'])} / p90 {ms(res['hook_p90_ms'])} / max {ms(res['hook_max_ms'])}", target, None)
     row(f"{sessions:,} sessions queued by an agent while the server was down → all on `/all`",
         f"{res['catch_up_s']:.1f} s after the server started", target, None)
+    # the same agent pushing through nginx to three replicas on PostgreSQL (its batches on each in turn)
+    figure = (f"agents through three replicas on PostgreSQL behind nginx (round robin): line appended → `/stream` "
+              f"client on one replica, {appends} appends")
+    rep = run_client(["bench.agents", "--json", "--replicas", "--appends", str(appends), "--sessions", str(sessions)],
+                     figure, target, 900)
+    if rep is None:
+        return
+    row(figure, f"p50 {ms(rep['p50_ms'])} / p90 {ms(rep['p90_ms'])} / max {ms(rep['max_ms'])}", target, None)
+    row(f"agents through three replicas: hook event posted to the agent → `/stream` client on one replica, {appends} events",
+        f"p50 {ms(rep['hook_p50_ms'])} / p90 {ms(rep['hook_p90_ms'])} / max {ms(rep['hook_max_ms'])}", target, None)
+    row(f"agents through three replicas: {sessions:,} sessions queued while nginx was down → all on `/all`",
+        f"{rep['catch_up_s']:.1f} s after nginx started", target, None)
 
 
 BENCHES: dict[str, Callable[[Path, bool], None]] = {
