@@ -165,7 +165,10 @@ class AgentRegistry:
         touched: set[str] = set()
         writes: list[Write] = []
         flipped: list[AgentState] = []
-        for agent, st in self.agents.items():
+        for agent in [a for a, st in self.agents.items() if self._stale_now(st) != st.stale]:
+            if self.engine.replicated:
+                await self._refresh(agent)  # every row it has, wherever it was pushed
+            st = self.agents[agent]
             stale = self._stale_now(st)
             if stale != st.stale:
                 st.stale = stale
