@@ -239,6 +239,9 @@ class Engine:
         self._follow_task: asyncio.Task[None] | None = None
         self._dirty_rows: set[str] = set()
         self.remote: set[str] = set()
+        #: called with other replicas' events once the hub has applied them
+        #: (a source dropping its copy of a session another replica changed)
+        self.foreign_listeners: list[Callable[[list[Event]], None]] = []
 
     @property
     def store(self) -> Database:
@@ -616,6 +619,11 @@ class Engine:
         """Whether other replicas share this server's database (PostgreSQL)."""
         return self._replicas is not None
 
+    @property
+    def replicas(self) -> PgStore | None:
+        """The database other replicas share with this server, if any (relay.py)."""
+        return self._replicas
+
     async def catch_up(self) -> None:
         """Replicas: apply what the other replicas have committed so far (a
         request naming a session this replica has not read yet)."""
@@ -664,6 +672,8 @@ class Engine:
     def _on_foreign(self, events: list[Event]) -> None:
         """Other replicas' events, applied by the hub: the Panel rows they name
         are read again (shared); other sources' sessions are theirs (remote)."""
+        for listener in self.foreign_listeners:
+            listener(events)
         for event in events:
             for s in event.sessions:
                 if s.source == "panel":

@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import msgspec
 import orjson
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from sessionwatch.agents.wire import Push
 from sessionwatch.model import Session, encode
 from sessionwatch.store.base import Actor, Approval
+from sessionwatch.store.postgres import AGENT_CHANNEL
 
 if TYPE_CHECKING:
     from sessionwatch.control.core import Control, Decision
@@ -85,6 +86,11 @@ class AgentRegistry:
             ["result"],
             registry=engine.metrics.registry,
         )
+        self.polls = Gauge(
+            "sessionwatch_agent_polls_waiting",
+            "Agents' long polls (GET /agents/{agent}/commands) waiting for a command now",
+            registry=engine.metrics.registry,
+        )
 
     @property
     def heartbeat_s(self) -> float:
@@ -113,6 +119,9 @@ class AgentRegistry:
 
     async def run(self) -> None:
         """Until cancelled: agents going silent, and coming back, every :data:`CHECK_S`."""
+        replicas = self.engine.replicas
+        if replicas is not None:  # a command queued by another replica wakes a long poll here
+            await replicas.subscribe(AGENT_CHANNEL, self._wake)
         while True:
             await self.engine.clock.sleep(CHECK_S)
             try:
@@ -316,7 +325,7 @@ class AgentRegistry:
             rows, latest = await store.agent_commands(agent, after)
             if rows or waited or wait_s <= 0 or after > latest:
                 break
-            with anyio.move_on_after(wait_s):
+            with self.polls.track_inprogress(), anyio.move_on_after(wait_s):
                 await event.wait()
             waited = True
         away = self.control.away if self.control is not None else None
