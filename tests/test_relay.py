@@ -254,3 +254,26 @@ def b_waits(srv: Server) -> bool:
     """Whether an agent's long poll waits on ``srv`` (its metric)."""
     text = httpx.get(srv.url + "/metrics", timeout=10).text
     return "sessionwatch_agent_polls_waiting 1.0" in text.splitlines()
+
+
+def test_a_replica_started_later_shows_what_the_others_show(
+    tmp_path: Path, sw_server: Callable[..., Server], pg_url: str, projects: Path
+) -> None:
+    """A replica that starts (or restarts) while the others run shows every
+    session they show, though none of them changes again: the transcripts
+    only replica a reads, a hooks-only session a got, a run reporting to a.
+    Then a change on a reaches it as usual."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
+    a = replica(sw_server, tmp_path, pg_url, "a", projects, env)
+    hook = {"hook_event_name": "UserPromptSubmit", "session_id": "hooks-only-1", "cwd": "/w", "prompt": "refactor the parser"}
+    assert httpx.post(a.url + "/hooks", json=hook, timeout=30).status_code == 200
+    run = {"session_id": str(uuid.uuid4()), "state": "running", "cwd": "/w", "name": "nightly"}
+    assert httpx.post(a.url + "/runs", json=run, timeout=30).status_code == 200
+    on_a = sessions(a)
+    assert {"hooks-only-1", run["session_id"]} <= set(on_a) and len(on_a) > 10
+    b = replica(sw_server, tmp_path, pg_url, "b", tmp_path / "empty", env)
+    assert sessions(b) == sessions(a)
+    # and it goes on following a
+    assert httpx.post(a.url + "/runs", json={**run, "state": "ended"}, timeout=30).status_code == 200
+    wait_session(b, run["session_id"], lambda s: s["status"] == "ended", "the run's end on b")
+    assert sessions(b) == sessions(a)

@@ -726,6 +726,24 @@ class PgStore:
     async def trim_relay(self, before: float) -> int:
         return _count(await self.pool.execute("DELETE FROM relay WHERE created_at < $1", float(before)))
 
+    async def current_put(self, rows: Sequence[tuple[str, bytes]], gone: Sequence[str], event_id: int) -> None:
+        """A replica starting: its own sessions as it shows them without an
+        event (its cold index), and those its sources no longer have."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if gone:
+                await conn.execute("DELETE FROM current WHERE id = ANY($1::text[])", list(gone))
+            if rows:
+                await conn.execute(
+                    "INSERT INTO current (id, session, event_id) SELECT u.id, u.s, $3"
+                    " FROM unnest($1::text[], $2::text[]) AS u(id, s)"
+                    " ON CONFLICT (id) DO UPDATE SET session = excluded.session, event_id = excluded.event_id",
+                    [r[0] for r in rows], [r[1].decode() for r in rows], event_id,
+                )  # fmt: skip
+
+    async def current_sessions(self) -> list[bytes]:
+        """Every session as the last event that named it shows it (``current``)."""
+        return [r[0].encode() for r in await self.pool.fetch("SELECT session FROM current")]
+
     async def managed_row(self, session_id: str) -> dict[str, Any] | None:
         r = await self.pool.fetchrow(f"SELECT {_MANAGED} FROM managed_sessions WHERE id = $1", session_id)
         return None if r is None else dict(zip(MANAGED_COLUMNS, r, strict=True))
@@ -748,6 +766,19 @@ def _safe(url: str) -> str:
         return url
     scheme, _, auth = head.partition("//")
     return f"{scheme}//{auth.split(':', 1)[0]}:***@{tail}"
+
+
+#: ``current`` follows each appended batch: the last event naming a session
+#: decides (deleted: the row goes; else the session as that event shows it).
+_CURRENT = (
+    "WITH e AS (SELECT DISTINCT ON (s->>'id') s->>'id' AS id, s::text AS session, u.id AS event_id, u.t"
+    " FROM unnest($1::bigint[], $2::text[], $3::bytea[]) AS u(id, t, d),"
+    " json_array_elements(convert_from(u.d, 'UTF8')::json -> 'sessions') AS s"
+    " WHERE u.t <> 'start' ORDER BY s->>'id', u.id DESC),"
+    " d AS (DELETE FROM current WHERE id IN (SELECT id FROM e WHERE t = 'session-deleted'))"
+    " INSERT INTO current (id, session, event_id) SELECT id, session, event_id FROM e WHERE t <> 'session-deleted'"
+    " ON CONFLICT (id) DO UPDATE SET session = excluded.session, event_id = excluded.event_id"
+)
 
 
 class PgEventLog:
@@ -788,7 +819,9 @@ class PgEventLog:
                 len(events), self.origin, [e.type for e in events], [e.data for e in events],
                 [float(e.at) for e in events], CHANNEL,
             )  # fmt: skip
-        return sorted(int(r[0]) for r in rows)
+            ids = sorted(int(r[0]) for r in rows)
+            await conn.execute(_CURRENT, ids, [e.type for e in events], [e.data for e in events])
+        return ids
 
     async def since(self, last_id: int, limit: int) -> list[LoggedEvent]:
         rows = await self.store.pool.fetch(

@@ -238,9 +238,10 @@ MIGRATIONS: list[tuple[str, str]] = [
     ),
     (
         # Replicas on PostgreSQL relay an action to the replica that holds its
-        # target (relay.py); one SQLite server holds everything itself, so the
-        # migration exists here only to keep both dialects' names equal.
-        "0009_relay",
+        # target (relay.py) and keep every session's current row for a replica
+        # starting; one SQLite server holds everything itself, so the migration
+        # exists here only to keep both dialects' names equal.
+        "0009_replicas",
         "SELECT 1;",
     ),
 ]
@@ -446,7 +447,9 @@ PG_MIGRATIONS: list[tuple[str, str]] = [
         # each (rows younger than the approval wait are live), which replica
         # runs each managed session or takes each run's reports, and actions
         # relayed to the replica that holds their target, with the answer.
-        "0009_relay",
+        # ``current``: every session as the last event that named it shows it
+        # (written with the event), what a replica starting shows of the others'.
+        "0009_replicas",
         """
         CREATE TABLE IF NOT EXISTS holds (
             session_id TEXT NOT NULL,
@@ -474,6 +477,11 @@ PG_MIGRATIONS: list[tuple[str, str]] = [
             answer BYTEA
         );
         CREATE INDEX IF NOT EXISTS relay_unclaimed ON relay(target) WHERE claimed_at IS NULL;
+        CREATE TABLE IF NOT EXISTS current (
+            id TEXT PRIMARY KEY,
+            session TEXT NOT NULL,
+            event_id BIGINT NOT NULL
+        );
         """,
     ),
 ]
