@@ -23,7 +23,7 @@ import pytest
 from .claude_cli import ClaudeHome, ClaudeRun, claude_bin, clean_env, run_claude
 from .conftest import Server, wait_for
 from .fakeapi import FakeAPI, Turn, Usage
-from .managed_kit import MODEL, alive, claude_pids
+from .managed_kit import MODEL, alive, claude_pids, wait_row
 from .sse import SSEClient
 from .test_agents import a_session
 
@@ -39,20 +39,7 @@ def session(srv: Server, sid: str) -> dict[str, Any] | None:
 
 
 def wait_session(srv: Server, sid: str, predicate: Callable[[dict[str, Any]], bool], what: str, timeout: float = 60) -> dict[str, Any]:
-    found: list[dict[str, Any]] = []
-
-    def check() -> bool:
-        s = session(srv, sid)
-        if s is not None and predicate(s):
-            found.append(s)
-            return True
-        return False
-
-    try:
-        wait_for(check, timeout, what)
-    except AssertionError:
-        raise AssertionError(f"{what}; last seen on {srv.url}: {session(srv, sid)}") from None
-    return found[-1]
+    return wait_row(lambda: session(srv, sid), predicate, what, timeout, lambda: f"on {srv.url}")
 
 
 @pytest.fixture
