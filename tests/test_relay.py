@@ -157,6 +157,17 @@ def test_a_managed_session_is_driven_through_another_replica_and_taken_over_when
     on_a = s["managed"]["pid"]
     assert on_a not in (None, pid) and alive(on_a)
 
+    # its process asks to write a file: the question shows on b, b's answer reaches a's process
+    target = where.cwd / "approved-through-b.txt"
+    api.add(Turn.tool_use("Write", {"file_path": str(target), "content": "from b\n"}), Turn.text("written"))
+    assert httpx.post(b.url + f"/sessions/{sid}/messages", json={"text": "write it"}, timeout=60).status_code == 202
+    s = wait_session(b, sid, lambda s: s["status"] == "needs_approval" and s["pending"] is not None, "the question on b")
+    r = httpx.post(b.url + f"/sessions/{sid}/approve", json={"pending_id": s["pending"]["id"], "decision": "allow"}, timeout=60)
+    assert r.status_code == 200 and r.json()["tool"] == "Write", r.text
+    s = wait_session(b, sid, lambda s: s["status"] == "waiting" and s["current_task"] == "write it", "the approved turn")
+    assert target.read_text() == "from b\n"
+    turns = s["managed"]["num_turns"]
+
     # a dies (kill -9): its process is left behind; b takes the session over
     assert a.proc is not None
     a.proc.send_signal(signal.SIGKILL)
@@ -170,11 +181,11 @@ def test_a_managed_session_is_driven_through_another_replica_and_taken_over_when
     assert s["status_reason"] == "its replica stopped" and s["controls"] == ["resume", "delete"]
     r = httpx.post(b.url + f"/sessions/{sid}/resume", json={"text": "five"}, timeout=60)
     assert r.status_code == 200, r.text
-    s = wait_session(b, sid, lambda s: s["status"] == "waiting" and s["managed"]["num_turns"] == 4, "the turn b runs now")
+    s = wait_session(b, sid, lambda s: s["status"] == "waiting" and s["managed"]["num_turns"] > turns, "the turn b runs now")
     on_b = s["managed"]["pid"]
     assert on_b not in (None, pid, on_a) and alive(on_b)
     actions = httpx.get(b.url + f"/sessions/{sid}", timeout=10).json()["actions"]
-    assert [x["action"] for x in actions] == ["start", "send", "interrupt", "stop", "resume", "resume"]
+    assert [x["action"] for x in actions] == ["start", "send", "interrupt", "stop", "resume", "send", "resume"]
     assert httpx.post(b.url + f"/sessions/{sid}/stop", json={}, timeout=60).status_code == 200
     r = httpx.delete(b.url + f"/sessions/{sid}", timeout=60)
     assert r.status_code == 200, r.text
