@@ -684,6 +684,11 @@ def bench_replicas(work: Path, quick: bool) -> None:
         f"{r['fresh_inits']} fresh inits ({r['writes_during']:,} writes meanwhile, {r['write_errors']} errors)",
         "0 events lost or repeated",
         r["lost"] == 0 and r["repeated"] == 0 and r["fresh_inits"] == 0 and r["moved_clients"] > 0)
+    x = res["relay"]
+    row(f"an action relayed to the replica that holds its target ({x['n']} `POST /runs` reports of one run to its replica, {x['n']} to another)",
+        f"to its replica p50 {ms(x['owner_50_ms'])} p95 {ms(x['owner_95_ms'])}; "
+        f"through another (relayed there and back) p50 {ms(x['relayed_50_ms'])} p95 {ms(x['relayed_95_ms'])}",
+        "— (no target; report)", None)
 
 
 # --- 13. agents: another machine's sessions ------------------------------------------------------

@@ -75,6 +75,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import anyio
+import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from prometheus_client import Counter
 
@@ -83,7 +84,7 @@ from sessionwatch.errors import IdTaken
 from sessionwatch.facets import RULES, Facet, FacetSource, Rules
 from sessionwatch.hub.core import Hub
 from sessionwatch.metrics import Metrics
-from sessionwatch.model import Session
+from sessionwatch.model import Session, encode
 from sessionwatch.prices import PriceTable
 from sessionwatch.sources.claude.index import ClaudeIndex
 from sessionwatch.sources.claude.live import LiveSource
@@ -98,6 +99,7 @@ from sessionwatch.store.postgres import PgStore
 from sessionwatch.store.sqlite import Store
 
 log = logging.getLogger(__name__)
+_decode_session = msgspec.json.Decoder(Session).decode
 
 #: How often time-driven changes (idle, stale, cleanup) are looked for.
 TICK_S = 1.0
@@ -257,6 +259,9 @@ class Engine:
         self.remote: set[str] = set()
         #: sources with shared rows of their own, reloaded like the Panel rows (agents)
         self.followers: list[Follower] = []
+        #: called with other replicas' events once the hub has applied them
+        #: (a source dropping its copy of a session another replica changed)
+        self.foreign_listeners: list[Callable[[list[Event]], None]] = []
 
     @property
     def store(self) -> Database:
@@ -289,6 +294,7 @@ class Engine:
             )
             self.sources.append(self._panel)
             self.index.load(await self._store.load_transcripts())
+            indexed = self.index.session_ids()  # before the scan: the sessions gone meanwhile are told to the others
             await self._panel.load()
             self._data_version = await self._store.data_version()
             # Event ids from the store's log from here on (this run's start row first).
@@ -305,7 +311,12 @@ class Engine:
             await anyio.to_thread.run_sync(self._scan)
             await self._persist()
             self.live.apply(await anyio.to_thread.run_sync(self.live.scan))
-            self.hub.load(self._all_sessions(self.clock.now()).values())
+            own = self._all_sessions(self.clock.now())
+            self.hub.load([*own.values(), *await self._others_now(own)])
+            if self._replicas is not None:
+                # what this replica shows without an event, for replicas starting later
+                gone = [sid for sid in indexed if not self.index.claims(sid)]
+                await self._replicas.current_put([(sid, encode(s)) for sid, s in own.items()], gone, self.hub.last_id)
         except BaseException:
             await self._store.close()  # no worker thread left to hold the process
             raise
@@ -645,6 +656,11 @@ class Engine:
         """Whether other replicas share this server's database (PostgreSQL)."""
         return self._replicas is not None
 
+    @property
+    def replicas(self) -> PgStore | None:
+        """The database other replicas share with this server, if any (relay.py)."""
+        return self._replicas
+
     async def catch_up(self) -> None:
         """Replicas: apply what the other replicas have committed so far (a
         request naming a session this replica has not read yet)."""
@@ -690,10 +706,30 @@ class Engine:
             await self._replicas.listen(self._notified, origin=self.log.origin)  # the listening connection was lost
         await self._reload_rows()
 
+    async def _others_now(self, own: dict[str, Session]) -> list[Session]:
+        """Replicas starting: the sessions only other replicas show (their own
+        sources' and processes'), as the last event naming each showed them
+        (the store's ``current``); shown here as their events say (remote)."""
+        if self._replicas is None:
+            return []
+        others = []
+        for data in await self._replicas.current_sessions():
+            try:
+                s = _decode_session(data)
+            except msgspec.DecodeError:
+                log.warning("a session of the current table is unreadable: skipped")
+                continue
+            if s.id not in own and not any(source.claims(s.id) for source in self.sources if source.name != "panel"):
+                others.append(s)
+                self.remote.add(s.id)
+        return others
+
     def _on_foreign(self, events: list[Event]) -> None:
         """Other replicas' events, applied by the hub: the Panel rows they name
         are read again (shared), and the followers' (agents) rows; other
         sources' sessions are theirs (remote)."""
+        for listener in self.foreign_listeners:
+            listener(events)
         named: set[str] = set()
         for event in events:
             for s in event.sessions:
@@ -802,6 +838,8 @@ class Engine:
         now = self.clock.now()
         changes = {sid: self._view(sid, now) for sid in ids}
         if self.remote:
+            # a source here projects it now (a record loaded, a session taken over): no longer remote
+            self.remote.difference_update(sid for sid, s in changes.items() if s is not None)
             changes = {sid: s for sid, s in changes.items() if s is not None or sid not in self.remote}
         await self.hub.update(changes, writes=writes)
 

@@ -42,11 +42,12 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import msgspec
 import orjson
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from sessionwatch.agents.wire import Push
 from sessionwatch.model import Session, encode
 from sessionwatch.store.base import Actor, Approval, RowGone, Write
+from sessionwatch.store.postgres import AGENT_CHANNEL
 
 if TYPE_CHECKING:
     from sessionwatch.control.core import Control, Decision
@@ -107,6 +108,11 @@ class AgentRegistry:
             ["result"],
             registry=engine.metrics.registry,
         )
+        self.polls = Gauge(
+            "sessionwatch_agent_polls_waiting",
+            "Agents' long polls (GET /agents/{agent}/commands) waiting for a command now",
+            registry=engine.metrics.registry,
+        )
 
     @property
     def heartbeat_s(self) -> float:
@@ -128,6 +134,7 @@ class AgentRegistry:
             row = _row(sid, agent, host, body, seq)
             if row is not None:
                 self._put(row)
+                self.engine.remote.discard(sid)  # replicas: shown from the current table at start, projected here
         if self.rows:
             ids = list(self.rows)
             await self.engine.changed("agents", lambda: ids)
@@ -135,6 +142,9 @@ class AgentRegistry:
     async def run(self) -> None:
         """Until cancelled: agents going silent, and coming back, every :data:`CHECK_S`
         (replicas: on the clock's leader only, from every replica's signs of life)."""
+        replicas = self.engine.replicas
+        if replicas is not None:  # a command queued by another replica wakes a long poll here
+            await replicas.subscribe(AGENT_CHANNEL, self._wake)
         while True:
             await self.engine.clock.sleep(CHECK_S)
             try:
@@ -318,6 +328,9 @@ class AgentRegistry:
 
         async def change() -> None:
             if shared:
+                # what the other replicas published first: the hub diffs this batch against it
+                # (a session deleted here that this replica has not seen created yet is deleted)
+                await self.engine.hub.follow()
                 await self._refresh(p.agent, p.seq)
             now = self.engine.clock.now()
             st = self.agents.get(p.agent)
@@ -462,7 +475,7 @@ class AgentRegistry:
             rows, latest = await store.agent_commands(agent, after)
             if rows or waited or wait_s <= 0 or after > latest:
                 break
-            with anyio.move_on_after(wait_s):
+            with self.polls.track_inprogress(), anyio.move_on_after(wait_s):
                 await event.wait()
             waited = True
         away = self.control.away if self.control is not None else None
