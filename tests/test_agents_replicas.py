@@ -322,7 +322,7 @@ def test_agents_pushing_through_nginx_to_three_replicas_show_once_and_take_an_ap
         assert r.json()["host"] == "beta"
         again = httpx.post(nginx.url + f"/sessions/{sid}/approve", json={"pending_id": pending_id, "decision": "deny"}, timeout=10)
         assert again.status_code == 409, again.text
-        # the agent's long poll may wait on another replica for its own timeout (25 s) before it reads the command
+        # the command wakes the agent's long poll on whichever replica it waits (a NOTIFY)
         held.join(90)
         assert out, "the held hook was never answered"
         assert out[0].json()["hookSpecificOutput"]["decision"] == {"behavior": "allow"}, out[0].text

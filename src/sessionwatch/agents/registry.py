@@ -258,7 +258,7 @@ class AgentRegistry:
         mine = st.ids if st is not None else set()
         for sid in [sid for sid in mine if sid not in stored]:
             self._forget(agent, sid)
-        behind = [sid for sid, seq in stored.items() if (row := self.rows.get(sid)) is None or row.agent != agent or row.seq < seq]
+        behind = [sid for sid, at in stored.items() if (row := self.rows.get(sid)) is None or row.agent != agent or row.seq < at]
         if behind:
             for r in await store.agent_rows(behind):
                 row = _row(*r[:5])
