@@ -26,6 +26,7 @@ from .fakeapi import FakeAPI, Turn, Usage
 from .managed_kit import MODEL, alive, claude_pids, wait_row
 from .sse import SSEClient
 from .test_agents import a_session
+from .test_replicas import pair, until  # noqa: F401  (pair: a fixture)
 
 HOOK_EVENTS = ("UserPromptSubmit", "PreToolUse", "PermissionRequest", "PostToolUse", "PostToolUseFailure", "Stop", "SessionEnd")
 
@@ -275,3 +276,49 @@ def test_a_replica_started_later_shows_what_the_others_show(
     assert httpx.post(a.url + "/runs", json={**run, "state": "ended"}, timeout=30).status_code == 200
     wait_session(b, run["session_id"], lambda s: s["status"] == "ended", "the run's end on b")
     assert sessions(b) == sessions(a)
+
+
+# --- the relay itself: two engines on one database, in one process ------------------------------
+
+
+async def test_relay_answers_with_the_targets_result_or_its_error_and_says_when_nobody_took_it(pair: Any) -> None:
+    """What a handler returns is the answer; an ApiError it raises is the same
+    status and sentence at the asker; an unknown kind is 501; a replica that
+    never takes the row is Gone, and the row is gone with it."""
+    import asyncio
+
+    from sessionwatch.errors import ApiError
+    from sessionwatch.relay import Gone, Relay
+    from sessionwatch.store.base import Actor
+
+    a, b = pair
+    ra, rb = Relay(a), Relay(b)
+    seen: list[tuple[dict[str, Any], Actor]] = []
+
+    async def echo(body: dict[str, Any], by: Actor) -> Any:
+        seen.append((body, by))
+        if body.get("refuse"):
+            raise ApiError(409, "refused over there")
+        return {"echo": body["n"], "replica": rb.me}
+
+    rb.handle("echo", echo)
+    tasks = [asyncio.create_task(ra.run()), asyncio.create_task(rb.run())]
+    try:
+        who = Actor("ann", "10.0.0.7", None, "curl")
+        await until(lambda: b.replicas is not None and "sessionwatch_relay" in b.replicas._channels, what="b to listen")
+        assert await ra.ask(rb.me, "echo", {"n": 1}, who) == {"echo": 1, "replica": rb.me}
+        assert seen == [({"n": 1}, who)]
+        with pytest.raises(ApiError) as refused:
+            await ra.ask(rb.me, "echo", {"n": 2, "refuse": True}, who)
+        assert (refused.value.status, refused.value.sentence) == (409, "refused over there")
+        with pytest.raises(ApiError) as unknown:
+            await ra.ask(rb.me, "nothing-like-this", {}, who)
+        assert unknown.value.status == 501
+        with pytest.raises(Gone):
+            await ra.ask(12345, "echo", {"n": 3}, who)  # no replica has that origin
+        assert len(seen) == 2
+        assert await a.replicas.pool.fetchval("SELECT count(*) FROM relay") == 0  # type: ignore[union-attr]
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -161,21 +161,25 @@ class Relay:
         await store.subscribe(RELAY_CHANNEL, relayed)
         await store.subscribe(RELAY_DONE_CHANNEL, self._answered)
         trimmed = 0.0
-        while True:
-            try:
-                now = self.engine.clock.now()
-                for rid, asker, kind, body in await store.relay_claim(self.me, now):
-                    task = asyncio.get_running_loop().create_task(self._serve(rid, asker, kind, body))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-                if now - trimmed > KEEP_S / 6 and await self.engine.leading():
-                    trimmed = now
-                    await store.trim_relay(now - KEEP_S)
-            except Exception:  # noqa: BLE001 - the next round may do better
-                log.warning("taking relayed actions failed", exc_info=True)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), POLL_S)
-            self._wake.clear()
+        try:
+            while True:
+                try:
+                    now = self.engine.clock.now()
+                    for rid, asker, kind, body in await store.relay_claim(self.me, now):
+                        task = asyncio.get_running_loop().create_task(self._serve(rid, asker, kind, body))
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
+                    if now - trimmed > KEEP_S / 6 and await self.engine.leading():
+                        trimmed = now
+                        await store.trim_relay(now - KEEP_S)
+                except Exception:  # noqa: BLE001 - the next round may do better
+                    log.warning("taking relayed actions failed", exc_info=True)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), POLL_S)
+                self._wake.clear()
+        finally:
+            for task in list(self._tasks):  # shutting down: the askers time out and say so
+                task.cancel()
 
     async def _serve(self, rid: int, asker: int, kind: str, raw: bytes) -> None:
         status, answer = 200, b"null"

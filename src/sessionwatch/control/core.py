@@ -311,12 +311,13 @@ class Control:
         self._held[key] = held
         self._gone.pop(key, None)
         replicas = self.engine.replicas
-        if replicas is not None:  # every replica can list it and relay an answer here
-            try:
-                await replicas.hold_put(held.session_id, held.pending_id, self.relay.me if self.relay else 0, held.tool, held.summary, held.since)
-            except Exception:  # noqa: BLE001 - it can still be answered through this replica
-                log.warning("could not list a held prompt for the other replicas", exc_info=True)
+        me = self.relay.me if self.relay is not None else 0
         try:
+            if replicas is not None:  # every replica can list it and relay an answer here
+                try:
+                    await replicas.hold_put(held.session_id, held.pending_id, me, held.tool, held.summary, held.since)
+                except Exception:  # noqa: BLE001 - it can still be answered through this replica
+                    log.warning("could not list a held prompt for the other replicas", exc_info=True)
             with anyio.move_on_after(self.wait_s):
                 return await asyncio.shield(held.answer)
             if held.claimed:  # an answer is being recorded right now
@@ -326,7 +327,7 @@ class Control:
             if self._held.get(key) is held:
                 self._drop(key, "timed out")
             if replicas is not None:
-                self._spawn(replicas.hold_drop(held.session_id, held.pending_id, self.relay.me if self.relay else 0))
+                self._spawn(replicas.hold_drop(held.session_id, held.pending_id, me))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Store work nobody waits for (a reference kept until it ends)."""

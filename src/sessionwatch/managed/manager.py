@@ -524,10 +524,17 @@ class Manager:
             raise ApiError(409, "the session is not running: resume it first")
         if rec.stopping is not None:
             raise ApiError(409, f"the session is stopping ({rec.stopping})")
-        await self._send_prompt(rec, text)
-        now = self.engine.clock.now()
+        # running before the message goes: a fast answer is folded while it is written
+        # (the logs' flush), and its turn's end must not be overwritten by this
+        before = (rec.state, rec.status_reason, rec.current_task)
         rec.state, rec.status_reason = "running", None
         rec.current_task = _task_of(text)
+        try:
+            await self._send_prompt(rec, text)
+        except BaseException:
+            rec.state, rec.status_reason, rec.current_task = before
+            raise
+        now = self.engine.clock.now()
         rec.updated_at = rec.last_activity = now
         await self._publish(rec, extra=self.engine.store.record_action(sid, "send", _task_of(text), now, by))
         return rec
