@@ -406,6 +406,9 @@ class Control:
     ) -> dict[str, Any]:
         """Answer a held prompt; :class:`UnknownSession` or :class:`NotPending` if it cannot be.
         Replicas: a prompt another replica holds is answered there (``relayed``: asked by one)."""
+        if self.engine.replicated:
+            # what the others committed first: an agent's row with the prompt the client saw
+            await self.engine.catch_up()
         if self.managed is not None and self.managed.has_pending(sid, pending_id):
             return await self.managed.approve(sid, pending_id, decision, message, by)
         if self.agents is not None and self.agents.has_pending(sid, pending_id):
