@@ -1,4 +1,4 @@
-"""Agents: ``python -m bench.agents [--appends N] [--sessions M]``.
+"""Agents: ``python -m bench.agents [--appends N] [--sessions M] [--replicas] [--json]``.
 
 A ``sessionwatch serve`` and one ``sessionwatch agent`` (its own HOME and
 projects folder), each its own process, and a ``/stream`` client of the
@@ -11,6 +11,12 @@ server in this process. Prints:
 - **catch-up**: M new sessions written while the server is down (the agent
   keeps them in its queue), then the server started again: the time from its
   start until ``/all`` shows all M.
+
+``--replicas``: the same through three ``serve`` replicas on one PostgreSQL
+database (a throwaway server, tests/pg.py) behind nginx (round robin, the
+replicas example of deploy/nginx.conf): the agent pushes through nginx, so its
+batches land on every replica in turn, and the stream client is on one of
+them; "the server down" is nginx stopped, "started again" nginx started.
 """
 
 from __future__ import annotations
@@ -34,7 +40,10 @@ from typing import Any
 
 import httpx
 
-from bench.common import median, pct
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.common import median, pct  # noqa: E402
 
 
 def _port() -> int:
@@ -75,26 +84,102 @@ def _stream(url: str, out: Queue[tuple[float, dict[str, Any]]], stop: threading.
                 out.put((time.time(), json.loads(line[6:])))
 
 
-def run(appends: int, sessions: int) -> dict[str, Any]:
+class Central:
+    """Where the agent pushes: one ``serve`` on SQLite, or (``replicas``) three
+    on one PostgreSQL database behind nginx."""
+
+    def __init__(self, root: Path, env: dict[str, str], replicas: bool) -> None:
+        self.root = root
+        self.env = env
+        self.replicas = replicas
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.cluster: Any = None
+        self.nginx: Any = None
+        self.url = ""
+
+    def _serve(self, port: int, db: str, k: int) -> list[str]:
+        (self.root / f"central-{k}").mkdir(exist_ok=True)
+        return [sys.executable, "-m", "sessionwatch", "serve", "--port", str(port), "--db", db,
+                "--projects-dir", str(self.root / f"central-{k}"), "--claude-dir", str(self.root / f"claude-{k}")]  # fmt: skip
+
+    def start(self) -> str:
+        if not self.replicas:
+            port = _port()
+            self.cmds = [self._serve(port, str(self.root / "server.db"), 0)]
+            self.url = f"http://127.0.0.1:{port}"
+            self._up()
+            return self.url
+        from tests.pg import Cluster
+        from tests.test_nginx import Nginx
+        from tests.test_replicas import replicas_conf
+
+        self.cluster = Cluster().start()
+        db = self.cluster.new_database()
+        ports = [_port() for _ in range(3)]
+        self.cmds = [self._serve(port, db, k) for k, port in enumerate(ports)]
+        self._up(ports)
+        nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
+        self.nginx = Nginx(nginx_bin, self.root / "nginx", None, replicas_conf(ports)).start()
+        self.url = self.nginx.url
+        return self.url
+
+    def _up(self, ports: list[int] | None = None) -> None:
+        for cmd in self.cmds:
+            self.procs.append(subprocess.Popen(cmd, env=self.env, stderr=subprocess.DEVNULL))
+        for cmd in self.cmds:
+            url = f"http://127.0.0.1:{cmd[cmd.index('--port') + 1]}"
+            _wait(lambda url=url: _healthy(url), 60, "the server")
+
+    def cut(self) -> None:
+        """The agent can no longer reach it."""
+        if self.nginx is not None:
+            self.nginx.stop()
+        else:
+            self._stop()
+
+    def let_back(self) -> None:
+        if self.nginx is not None:
+            self.nginx.start()
+        else:
+            self.procs = [subprocess.Popen(cmd, env=self.env, stderr=subprocess.DEVNULL) for cmd in self.cmds]
+
+    def _stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in self.procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.procs = []
+
+    def close(self) -> None:
+        if self.nginx is not None:
+            self.nginx.stop()
+        self._stop()
+        if self.cluster is not None:
+            self.cluster.stop()
+
+
+def run(appends: int, sessions: int, replicas: bool = False) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONWATCH_")}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        (root / "central").mkdir()
         projects = root / "home" / ".claude" / "projects"
         folder = projects / "-work-bench"
         folder.mkdir(parents=True)
-        sp, ap = _port(), _port()
-        url = f"http://127.0.0.1:{sp}"
-        serve = [sys.executable, "-m", "sessionwatch", "serve", "--port", str(sp), "--db", str(root / "server.db"),
-                 "--projects-dir", str(root / "central")]  # fmt: skip
-        server = subprocess.Popen(serve, env=env, stderr=subprocess.DEVNULL)
-        _wait(lambda: _healthy(url), 30, "the server")
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "sessionwatch", "agent", "--server", url, "--port", str(ap), "--host-name", "bench",
-             "--projects-dir", str(projects), "--queue", str(root / "queue.db")],
-            env={**env, "HOME": str(root / "home")}, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        ap = _port()
+        central = Central(root, env, replicas)
+        agent: subprocess.Popen[bytes] | None = None
         try:
+            url = central.start()
+            agent = subprocess.Popen(
+                [sys.executable, "-m", "sessionwatch", "agent", "--server", url, "--port", str(ap), "--host-name", "bench",
+                 "--projects-dir", str(projects), "--queue", str(root / "queue.db")],
+                env={**env, "HOME": str(root / "home")}, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
             _wait(lambda: _healthy(f"http://127.0.0.1:{ap}"), 30, "the agent")
             sid = str(uuid.uuid4())
             transcript = folder / f"{sid}.jsonl"
@@ -145,26 +230,25 @@ def run(appends: int, sessions: int) -> dict[str, Any]:
             stop.set()
 
             # catch-up: the server down while the machine goes on
-            server.send_signal(signal.SIGINT)
-            server.wait(30)
+            central.cut()
             new = [str(uuid.uuid4()) for _ in range(sessions)]
             for n in new:
                 (folder / f"{n}.jsonl").write_text(_line(n, "while the server was down"))
             time.sleep(2)  # the agent reads them and queues them
             t0 = time.monotonic()
-            server = subprocess.Popen(serve, env=env, stderr=subprocess.DEVNULL)
+            central.let_back()
             want = set(new)
             _wait(lambda: want <= {s["id"] for s in httpx.get(url + "/all", timeout=5).json()["sessions"]} if _healthy(url) else False,
                   300, "the queued sessions")  # fmt: skip
             catch_up = time.monotonic() - t0
         finally:
-            for p in (agent, server):
-                if p.poll() is None:
-                    p.send_signal(signal.SIGINT)
-                    try:
-                        p.wait(15)
-                    except subprocess.TimeoutExpired:
-                        p.kill()
+            if agent is not None and agent.poll() is None:
+                agent.send_signal(signal.SIGINT)
+                try:
+                    agent.wait(15)
+                except subprocess.TimeoutExpired:
+                    agent.kill()
+            central.close()
             shutil.rmtree(root, ignore_errors=True)
     return {
         "appends": appends,
@@ -183,8 +267,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--appends", type=int, default=50)
     p.add_argument("--sessions", type=int, default=2000)
+    p.add_argument("--json", action="store_true", help="print the result as one JSON line (bench/run)")
+    p.add_argument("--replicas", action="store_true", help="three replicas on PostgreSQL behind nginx")
     args = p.parse_args()
-    r = run(args.appends, args.sessions)
+    r = run(args.appends, args.sessions, args.replicas)
+    if args.json:
+        print(json.dumps(r))
+        return
     print(
         f"line appended on the agent's machine -> central stream client: p50 {r['p50_ms']:.0f} ms, "
         f"p90 {r['p90_ms']:.0f} ms, max {r['max_ms']:.0f} ms ({r['appends']} appends)"

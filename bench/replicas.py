@@ -19,6 +19,11 @@ reading their streams does not slow the writers).
    replica with ``Last-Event-ID``. Figures: per moved client, the time from
    the kill to its first resumed event (p50/p99), and over every client the
    events lost and repeated (counted by id against the ``events`` table).
+3. **An action relayed to the replica that holds its target** (relay.py),
+   measured before the kill: a ``sessionwatch run``'s ``POST /runs`` report,
+   taken by the replica that owns the run, sent ``--relays`` times alternately
+   to that replica and to another (which relays it there and back). Figures:
+   p50/p95 of each, sequential requests on one keep-alive connection each.
 
 Prints one JSON line.
 """
@@ -167,7 +172,25 @@ async def clients_main(urls: list[str], n: int, db_url: str) -> None:
 # --- the writers, the kill, and the figures ---------------------------------------------------------
 
 
-async def bench(servers: list[Server], url: str, sessions: int, writes: int, n_clients: int, conns: int) -> dict[str, Any]:
+async def relayed(owner: str, other: str, n: int) -> dict[str, Any]:
+    """``n`` reports of one run sent to its owner and ``n`` to another replica, alternately."""
+    import httpx
+
+    sid = str(uuid.uuid4())
+    body = {"session_id": sid, "state": "running", "cwd": "/bench", "name": "bench-run"}
+    times: dict[str, list[float]] = {"owner": [], "relayed": []}
+    async with httpx.AsyncClient(base_url=owner, timeout=30) as here, httpx.AsyncClient(base_url=other, timeout=30) as there:
+        (await here.post("/runs", json=body)).raise_for_status()  # the owner takes the run
+        for i in range(n):
+            for name, client in (("owner", here), ("relayed", there)):
+                t0 = time.perf_counter()
+                r = await client.post("/runs", json={**body, "current_task": f"step {i}"})
+                times[name].append((time.perf_counter() - t0) * 1000)
+                r.raise_for_status()
+    return {f"{k}_{q}_ms": round(pct(v, q), 2) for k, v in times.items() for q in (50, 95)} | {"n": n}
+
+
+async def bench(servers: list[Server], url: str, sessions: int, writes: int, n_clients: int, conns: int, relays: int = 200) -> dict[str, Any]:
     ports = [s.port for s in servers]
     out: dict[str, Any] = {"replicas": len(servers), "clients": n_clients, "sessions": sessions, "writes": writes}
     child = await asyncio.create_subprocess_exec(
@@ -216,6 +239,8 @@ async def bench(servers: list[Server], url: str, sessions: int, writes: int, n_c
                 "p99_ms": round(max(float(r["p99_ms"]) for r in results), 2),  # type: ignore[arg-type]
                 "events_sent": n_clients * writes,
             }
+            # 3. an action relayed to the replica that owns its target
+            out["relay"] = await relayed(servers[1].url, servers[2].url, relays)
             # 2. one replica killed mid-stream while the two others take writes
             victim = servers[0]
             more = statuses(writes // 2, "b")
@@ -247,6 +272,7 @@ def main() -> int:
     ap.add_argument("--writes", type=int, default=3000)
     ap.add_argument("--clients", type=int, default=30)
     ap.add_argument("--connections", type=int, default=4)
+    ap.add_argument("--relays", type=int, default=200)
     ap.add_argument("--clients-of", help=argparse.SUPPRESS)  # the clients' own process
     ap.add_argument("--db-url", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -264,7 +290,7 @@ def main() -> int:
             srv.cmd[srv.cmd.index("--db") + 1] = url
             srv.cmd += ["--claude-dir", str(work / f"claude-{k}"), "--stale-after-s", "3600", "--cleanup-after-s", "7200"]
             servers.append(srv.start())
-        result = asyncio.run(bench(servers, url, args.sessions, args.writes, args.clients, args.connections))
+        result = asyncio.run(bench(servers, url, args.sessions, args.writes, args.clients, args.connections, args.relays))
     finally:
         for srv in servers:
             srv.stop()

@@ -60,20 +60,7 @@ class Managed:
         return dict(r.json())
 
     def wait_session(self, sid: str, predicate: Callable[[dict[str, Any]], bool], what: str, timeout: float = 30) -> dict[str, Any]:
-        found: list[dict[str, Any]] = []
-
-        def check() -> bool:
-            s = self.session(sid)
-            if s is not None and predicate(s):
-                found.append(s)
-                return True
-            return False
-
-        try:
-            wait_for(check, timeout, what)
-        except AssertionError:
-            raise AssertionError(f"{what}; last seen: {self.session(sid)}; logs: {self.logs(sid)[-8:]}") from None
-        return found[-1]
+        return wait_row(lambda: self.session(sid), predicate, what, timeout, lambda: f"logs: {self.logs(sid)[-8:]}")
 
     def wait_status(self, sid: str, status: str, timeout: float = 30) -> dict[str, Any]:
         return self.wait_session(sid, lambda s: s["status"] == status, f"status {status}", timeout)
@@ -81,6 +68,28 @@ class Managed:
     def logs(self, sid: str, **params: Any) -> list[dict[str, Any]]:
         r = self.http.get(f"/sessions/{sid}/logs", params={"limit": 1000, **params})
         return list(r.json().get("logs", [])) if r.status_code == 200 else []
+
+
+def wait_row(
+    find: Callable[[], dict[str, Any] | None], predicate: Callable[[dict[str, Any]], bool], what: str,
+    timeout: float = 30, more: Callable[[], str] = lambda: "",
+) -> dict[str, Any]:
+    """The row ``find()`` gives once ``predicate`` holds for it (a deadline; the
+    last row seen, and ``more()``, in the error)."""
+    found: list[dict[str, Any]] = []
+
+    def check() -> bool:
+        s = find()
+        if s is not None and predicate(s):
+            found.append(s)
+            return True
+        return False
+
+    try:
+        wait_for(check, timeout, what)
+    except AssertionError:
+        raise AssertionError(f"{what}; last seen: {find()}; {more()}") from None
+    return found[-1]
 
 
 @pytest.fixture

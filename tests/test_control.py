@@ -56,7 +56,7 @@ async def held(control: Control, sid: str = SMALL, timeout: float = 5.0) -> str:
     """The pending id once a prompt of ``sid`` waits (deadline, no sleeps as assertions)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        waiting = control.waiting(sid)
+        waiting = await control.waiting(sid)
         if waiting:
             return str(waiting[0]["pending_id"])
         await asyncio.sleep(0.005)
@@ -123,7 +123,7 @@ async def test_answered_in_the_terminal_a_later_event_clears_it(tmp_path: Path, 
         # the terminal's own dialog shows meanwhile; its Notification keeps the prompt pending
         notice = hook("Notification", notification_type="permission_prompt", message="Claude needs your permission to use Write")
         assert await control.answer(notice, None) == {}
-        assert control.waiting(SMALL)
+        assert await control.waiting(SMALL)
         # approved in the terminal: the tool ran
         await control.answer(hook("PostToolUse", tool_name="Write", tool_input=WRITE, tool_use_id="toolu_1"), None)
         assert await task == {}
@@ -157,7 +157,7 @@ async def test_away_and_budgets_survive_a_restart_with_who_set_them(tmp_path: Pa
         await control.set_away(True, ME)
         await control.set_budget(SMALL, 0.1, ME)
     async with running(tmp_path, projects) as (engine, control):
-        away = control.away_json()
+        away = await control.away_json()
         assert away["on"] is True and away["by"] == ME.to_json() and away["approval_wait_s"] == 600.0
         assert control.cap(SMALL) == 0.1
         assert control.facet(SMALL, time.time()) == {"max_cost_usd": 0.1, "status_reason": "budget reached"}

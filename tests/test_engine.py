@@ -31,8 +31,13 @@ def restartable_source() -> tuple[anyio.abc.ObjectSendStream[set[Path]], Changes
 
     async def source(stop: anyio.Event) -> AsyncIterator[set[Path]]:
         while not stop.is_set():
+            # never yield inside the cancel scope: its deadline would cancel
+            # the consumer (the engine's watcher) while it handles the batch
+            paths: set[Path] | None = None
             with anyio.move_on_after(0.05):
-                yield await receive.receive()
+                paths = await receive.receive()
+            if paths is not None:
+                yield paths
 
     return send, source
 

@@ -75,6 +75,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import anyio
+import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from prometheus_client import Counter
 
@@ -83,7 +84,7 @@ from sessionwatch.errors import IdTaken
 from sessionwatch.facets import RULES, Facet, FacetSource, Rules
 from sessionwatch.hub.core import Hub
 from sessionwatch.metrics import Metrics
-from sessionwatch.model import Session
+from sessionwatch.model import Session, encode
 from sessionwatch.prices import PriceTable
 from sessionwatch.sources.claude.index import ClaudeIndex
 from sessionwatch.sources.claude.live import LiveSource
@@ -98,6 +99,7 @@ from sessionwatch.store.postgres import PgStore
 from sessionwatch.store.sqlite import Store
 
 log = logging.getLogger(__name__)
+_decode_session = msgspec.json.Decoder(Session).decode
 
 #: How often time-driven changes (idle, stale, cleanup) are looked for.
 TICK_S = 1.0
@@ -130,6 +132,22 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(seconds)
+
+
+class Follower(Protocol):
+    """Replicas: a source keeping shared rows of its own (the agents' sessions,
+    sessionwatch/agents), told which ids other replicas' events name and
+    reloading those rows from the database before the next command."""
+
+    def foreign(self, ids: set[str]) -> None:
+        """Ids (not Panel ones) other replicas' events named."""
+
+    @property
+    def dirty(self) -> bool:
+        """Whether ids wait to be read again."""
+
+    async def reload(self) -> None:
+        """Read them again (in the applying task)."""
 
 
 class Command:
@@ -239,6 +257,11 @@ class Engine:
         self._follow_task: asyncio.Task[None] | None = None
         self._dirty_rows: set[str] = set()
         self.remote: set[str] = set()
+        #: sources with shared rows of their own, reloaded like the Panel rows (agents)
+        self.followers: list[Follower] = []
+        #: called with other replicas' events once the hub has applied them
+        #: (a source dropping its copy of a session another replica changed)
+        self.foreign_listeners: list[Callable[[list[Event]], None]] = []
 
     @property
     def store(self) -> Database:
@@ -271,6 +294,7 @@ class Engine:
             )
             self.sources.append(self._panel)
             self.index.load(await self._store.load_transcripts())
+            indexed = self.index.session_ids()  # before the scan: the sessions gone meanwhile are told to the others
             await self._panel.load()
             self._data_version = await self._store.data_version()
             # Event ids from the store's log from here on (this run's start row first).
@@ -287,7 +311,12 @@ class Engine:
             await anyio.to_thread.run_sync(self._scan)
             await self._persist()
             self.live.apply(await anyio.to_thread.run_sync(self.live.scan))
-            self.hub.load(self._all_sessions(self.clock.now()).values())
+            own = self._all_sessions(self.clock.now())
+            self.hub.load([*own.values(), *await self._others_now(own)])
+            if self._replicas is not None:
+                # what this replica shows without an event, for replicas starting later
+                gone = [sid for sid in indexed if not self.index.claims(sid)]
+                await self._replicas.current_put([(sid, encode(s)) for sid, s in own.items()], gone, self.hub.last_id)
         except BaseException:
             await self._store.close()  # no worker thread left to hold the process
             raise
@@ -303,7 +332,7 @@ class Engine:
                 if self._replicas is not None:
                     await self._keep_up()
                 await command.run()
-                if self._dirty_rows:
+                if self._dirty_rows or self._followers_dirty():
                     await self._keep_up()
 
     async def _call(self, name: str, apply: Callable[[], Awaitable[T]]) -> T:
@@ -506,6 +535,17 @@ class Engine:
         """Plug in another source of facets; its place is in ``self.rules``."""
         self.sources.append(source)
 
+    async def command(self, name: str, apply: Callable[[], Awaitable[T]]) -> T:
+        """Run ``apply`` as a command (in the applying task, in order with every
+        other change); inside it, :meth:`publish` shows what it changed."""
+        return await self._call(name, apply)
+
+    async def publish(self, ids: Iterable[str], writes: Sequence[Write] = ()) -> None:
+        """Only inside a command: project ``ids`` and publish the difference;
+        ``writes`` run in the transaction that gives the events their ids (a
+        ``must_change`` write that changed nothing: ``RowGone``, nothing shown)."""
+        await self._publish(ids, writes)
+
     async def changed(
         self, name: str, change: Callable[[], Iterable[str] | Awaitable[Iterable[str]]]
     ) -> None:
@@ -616,6 +656,11 @@ class Engine:
         """Whether other replicas share this server's database (PostgreSQL)."""
         return self._replicas is not None
 
+    @property
+    def replicas(self) -> PgStore | None:
+        """The database other replicas share with this server, if any (relay.py)."""
+        return self._replicas
+
     async def catch_up(self) -> None:
         """Replicas: apply what the other replicas have committed so far (a
         request naming a session this replica has not read yet)."""
@@ -649,7 +694,7 @@ class Engine:
         try:
             if self._notified_id > self.hub.last_id:
                 await self._follow()
-            elif self._dirty_rows:
+            elif self._dirty_rows or self._followers_dirty():
                 await self._reload_rows()
         except Exception:  # noqa: BLE001 - the command goes on; the tick follows again
             log.warning("following the other replicas failed", exc_info=True)
@@ -661,11 +706,35 @@ class Engine:
             await self._replicas.listen(self._notified, origin=self.log.origin)  # the listening connection was lost
         await self._reload_rows()
 
+    async def _others_now(self, own: dict[str, Session]) -> list[Session]:
+        """Replicas starting: the sessions only other replicas show (their own
+        sources' and processes'), as the last event naming each showed them
+        (the store's ``current``); shown here as their events say (remote)."""
+        if self._replicas is None:
+            return []
+        others = []
+        for data in await self._replicas.current_sessions():
+            try:
+                s = _decode_session(data)
+            except msgspec.DecodeError:
+                log.warning("a session of the current table is unreadable: skipped")
+                continue
+            if s.id not in own and not any(source.claims(s.id) for source in self.sources if source.name != "panel"):
+                others.append(s)
+                self.remote.add(s.id)
+        return others
+
     def _on_foreign(self, events: list[Event]) -> None:
         """Other replicas' events, applied by the hub: the Panel rows they name
-        are read again (shared); other sources' sessions are theirs (remote)."""
+        are read again (shared), and the followers' (agents) rows; other
+        sources' sessions are theirs (remote)."""
+        for listener in self.foreign_listeners:
+            listener(events)
+        named: set[str] = set()
         for event in events:
             for s in event.sessions:
+                if s.source != "panel":
+                    named.add(s.id)
                 if s.source == "panel":
                     self._dirty_rows.add(s.id)
                     self.remote.discard(s.id)
@@ -673,9 +742,20 @@ class Engine:
                     self.remote.discard(s.id)
                 elif not any(source.claims(s.id) for source in self.sources if source.name != "panel"):
                     self.remote.add(s.id)
+        if named:
+            for follower in self.followers:
+                follower.foreign(named)
+
+    def _followers_dirty(self) -> bool:
+        return any(f.dirty for f in self.followers)
 
     async def _reload_rows(self) -> None:
-        if not self._dirty_rows or self._replicas is None:
+        if self._replicas is None:
+            return
+        for follower in self.followers:
+            if follower.dirty:
+                await follower.reload()
+        if not self._dirty_rows:
             return
         ids, self._dirty_rows = self._dirty_rows, set()
         found = {row.id: row for row in await self._replicas.load_panel_rows(sorted(ids))}
@@ -758,6 +838,8 @@ class Engine:
         now = self.clock.now()
         changes = {sid: self._view(sid, now) for sid in ids}
         if self.remote:
+            # a source here projects it now (a record loaded, a session taken over): no longer remote
+            self.remote.difference_update(sid for sid, s in changes.items() if s is not None)
             changes = {sid: s for sid, s in changes.items() if s is not None or sid not in self.remote}
         await self.hub.update(changes, writes=writes)
 

@@ -48,11 +48,15 @@ async def commands(request: Request) -> Response:
 
 async def list_agents(request: Request) -> Response:
     reg = agents_of(request)
+    listed = [(a, st.host, st.seq, st.last_seen, st.stale) for a, st in sorted(reg.agents.items())]
+    if reg.engine.replicated:
+        # replicas: each one hears only the batches nginx sends it; the database has every agent's
+        listed = sorted(await reg.engine.store.agent_states())
     return JSONResponse(
         {
             "agents": [
-                {"agent": a, "host": st.host, "seq": st.seq, "last_seen": st.last_seen, "stale": st.stale, "sessions": len(st.ids)}
-                for a, st in sorted(reg.agents.items())
+                {"agent": a, "host": host, "seq": seq, "last_seen": seen, "stale": stale, "sessions": reg.count(a)}
+                for a, host, seq, seen, stale in listed
             ],
             "stale_after_s": reg.stale_after_s,
         }

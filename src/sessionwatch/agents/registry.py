@@ -13,6 +13,23 @@ server's own first-hand sources, before Panel trackers).
 - **Down to the agent** (``GET /agents/{agent}/commands``, a long poll): an
   approval answered here for a prompt the agent holds, a budget set here, and
   the away switch with every answer.
+
+Replicas (PostgreSQL, ``engine.replicated``): an agent's batches reach
+whichever replica nginx picks, so the rows, the agents' seqs, signs of life
+and staleness are the database's, and memory is a copy kept fresh:
+
+- a batch first reads its agent (seq, last sign of life, stale) and the seq
+  of each of its rows from the database, reloading the rows this replica
+  lacks or holds older (so ``deletes`` and ``sync`` see every row the agent
+  has, wherever it was pushed); the batch's rows, its seq (a write that
+  changes nothing when another replica applied the seq first: the batch is a
+  duplicate, applied once) and its events are one transaction;
+- another replica's event naming a session (the engine's followers) has the
+  row and its agent read again before the next command: an approval or a
+  budget on any replica goes down to the agent that holds the session;
+- staleness is judged by the clock's leader only (``engine.leading()``),
+  from every replica's signs of life in the database, and shared (``agents.stale``,
+  written with the stale events): every replica projects the rows alike.
 """
 
 from __future__ import annotations
@@ -25,11 +42,12 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import msgspec
 import orjson
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from sessionwatch.agents.wire import Push
 from sessionwatch.model import Session, encode
-from sessionwatch.store.base import Actor, Approval
+from sessionwatch.store.base import Actor, Approval, RowGone, Write
+from sessionwatch.store.postgres import AGENT_CHANNEL
 
 if TYPE_CHECKING:
     from sessionwatch.control.core import Control, Decision
@@ -63,6 +81,8 @@ class Row:
     agent: str
     host: str
     session: Session
+    #: the batch that wrote it
+    seq: int = 0
 
 
 class AgentRegistry:
@@ -79,10 +99,18 @@ class AgentRegistry:
         self.agents: dict[str, AgentState] = {}
         self._wakes: dict[str, anyio.Event] = {}
         self._answered: OrderedDict[tuple[str, str], str] = OrderedDict()
+        #: replicas: session ids other replicas' events named, read again before the next command
+        self._foreign: set[str] = set()
+        engine.followers.append(self)
         self.batches = Counter(
             "sessionwatch_agent_batches",
             "Agent batches received: applied, or a seq already applied (re-sent after a lost answer, or a heartbeat)",
             ["result"],
+            registry=engine.metrics.registry,
+        )
+        self.polls = Gauge(
+            "sessionwatch_agent_polls_waiting",
+            "Agents' long polls (GET /agents/{agent}/commands) waiting for a command now",
             registry=engine.metrics.registry,
         )
 
@@ -97,43 +125,146 @@ class AgentRegistry:
         """What agents pushed before a restart (after ``engine.open``)."""
         store = self.engine.store
         now = self.engine.clock.now()
-        for agent, host, seq, last_seen in await store.load_agents():
+        shared = self.engine.replicated
+        for agent, host, seq, last_seen, stale in await store.agent_states():
             # a restart is no news from an agent: its clock starts again now
-            self.agents[agent] = AgentState(host, seq, max(last_seen, now))
-        for sid, agent, host, body, _seq, _at in await store.load_agent_sessions():
-            try:
-                session = _decode.decode(body)
-            except msgspec.DecodeError:
-                log.warning("agent session %s: unreadable row skipped", sid)
-                continue
-            self._put(Row(agent, host, session))
+            # (replicas: whether it is shown stale is the leader's, shared)
+            self.agents[agent] = AgentState(host, seq, max(last_seen, now), stale and shared)
+        for sid, agent, host, body, seq, _at in await store.load_agent_sessions():
+            row = _row(sid, agent, host, body, seq)
+            if row is not None:
+                self._put(row)
+                self.engine.remote.discard(sid)  # replicas: shown from the current table at start, projected here
         if self.rows:
             ids = list(self.rows)
             await self.engine.changed("agents", lambda: ids)
 
     async def run(self) -> None:
-        """Until cancelled: agents going silent, and coming back, every :data:`CHECK_S`."""
+        """Until cancelled: agents going silent, and coming back, every :data:`CHECK_S`
+        (replicas: on the clock's leader only, from every replica's signs of life)."""
+        replicas = self.engine.replicas
+        if replicas is not None:  # a command queued by another replica wakes a long poll here
+            await replicas.subscribe(AGENT_CHANNEL, self._wake)
         while True:
             await self.engine.clock.sleep(CHECK_S)
             try:
-                if any(self._stale_now(st) != st.stale for st in self.agents.values()):
-                    await self.engine.changed("agents-stale", self._restale)
+                await self.check()
             except Exception:  # noqa: BLE001 - the next check may do better
                 log.exception("agent staleness check failed")
 
-    def _stale_now(self, st: AgentState) -> bool:
-        return self.engine.clock.now() - st.last_seen > self.stale_after_s
+    async def check(self) -> None:
+        """One staleness check (see :meth:`run`)."""
+        seen: dict[str, float] = {}
+        if self.engine.replicated:
+            if not await self.engine.leading():
+                return
+            seen = {agent: last_seen for agent, _h, _s, last_seen, _st in await self.engine.store.agent_states()}
+        if any(self._stale_now(st, seen.get(a, 0.0)) != st.stale for a, st in self.agents.items()):
+            await self.engine.command("agents-stale", self._restale)
 
-    def _restale(self) -> set[str]:
+    def _stale_now(self, st: AgentState, seen: float = 0.0) -> bool:
+        return self.engine.clock.now() - max(st.last_seen, seen) > self.stale_after_s
+
+    async def _restale(self) -> None:
+        """In the applying task: publish the agents that went silent or came
+        back, their shared flag written with the events."""
+        store = self.engine.store
+        if self.engine.replicated:
+            await self._load_states(None)  # every replica's signs of life, as of now
+        cutoff = self.engine.clock.now() - self.stale_after_s
         touched: set[str] = set()
-        for st in self.agents.values():
+        writes: list[Write] = []
+        flipped: list[AgentState] = []
+        for agent in [a for a, st in self.agents.items() if self._stale_now(st) != st.stale]:
+            if self.engine.replicated:
+                await self._refresh(agent)  # every row it has, wherever it was pushed
+            st = self.agents[agent]
             stale = self._stale_now(st)
             if stale != st.stale:
                 st.stale = stale
+                flipped.append(st)
                 touched |= st.ids
-                if stale:
-                    log.warning("agent %s silent for %g s: its sessions are stale", st.host, self.stale_after_s)
-        return touched
+                writes += store.agent_stale(agent, stale, cutoff)
+        try:
+            await self.engine.publish(touched, writes)
+        except RowGone:
+            # an agent pushed (through another replica) since its last sign of life was read
+            for st in flipped:
+                st.stale = not st.stale
+            log.debug("agent staleness changed meanwhile; judged again at the next check")
+            return
+        for st in flipped:
+            if st.stale:
+                log.warning("agent %s silent for %g s: its sessions are stale", st.host, self.stale_after_s)
+
+    # --- replicas: the database's rows, read again ------------------------------------------
+
+    def foreign(self, ids: set[str]) -> None:
+        """Other replicas' events named ``ids`` (engine.Follower)."""
+        self._foreign |= ids
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._foreign)
+
+    async def reload(self) -> None:
+        """In the applying task: the rows other replicas' events named, and
+        their agents, as the database has them (nothing published: the events
+        showed them already)."""
+        ids, self._foreign = self._foreign, set()
+        found = {r[0]: r for r in await self.engine.store.agent_rows(sorted(ids))}
+        owners = {r[1] for r in found.values()} | {row.agent for sid in ids if (row := self.rows.get(sid)) is not None}
+        if owners:
+            await self._load_states(owners)
+        for sid in ids:
+            r = found.get(sid)
+            if r is None:
+                old = self.rows.get(sid)
+                if old is not None:
+                    self._forget(old.agent, sid)
+                continue
+            row = _row(*r[:5])
+            if row is not None:
+                self._put(row)
+                self.engine.remote.discard(sid)  # an agent's row: projected here too
+
+    async def _load_states(self, agents: set[str] | None) -> None:
+        """Agents as the database has them: seq and last sign of life never go
+        back here; whether they are stale is the database's."""
+        for agent, host, seq, last_seen, stale in await self.engine.store.agent_states(
+            None if agents is None else sorted(agents)
+        ):
+            st = self.agents.get(agent)
+            if st is None:
+                st = self.agents[agent] = AgentState(host, seq, last_seen, stale)
+                st.ids = {sid for sid, row in self.rows.items() if row.agent == agent}
+            else:
+                st.seq = max(st.seq, seq)
+                st.last_seen = max(st.last_seen, last_seen)
+                st.stale = stale
+                st.host = host
+
+    async def _refresh(self, agent: str, seq: int | None = None) -> None:
+        """In the applying task, before batch ``seq`` of ``agent``: its state,
+        and (unless the batch is a heartbeat of an agent shown fresh) every row
+        it has, as the database has them (rows pushed or changed through
+        another replica are read; rows deleted there are forgotten)."""
+        store = self.engine.store
+        await self._load_states({agent})
+        st = self.agents.get(agent)
+        if st is not None and not st.stale and seq is not None and seq <= st.seq:
+            return  # a duplicate or a heartbeat: no row is read or changed
+        stored = await store.agent_row_seqs(agent)
+        mine = st.ids if st is not None else set()
+        for sid in [sid for sid in mine if sid not in stored]:
+            self._forget(agent, sid)
+        behind = [sid for sid, at in stored.items() if (row := self.rows.get(sid)) is None or row.agent != agent or row.seq < at]
+        if behind:
+            for r in await store.agent_rows(behind):
+                row = _row(*r[:5])
+                if row is not None:
+                    self._put(row)
+                    self.engine.remote.discard(row.session.id)
 
     def wake_all(self) -> None:
         """Answer every open ``GET /agents/{agent}/commands`` now (away changed, shutdown)."""
@@ -193,8 +324,14 @@ class AgentRegistry:
         """Apply one batch (as an engine command); the answer for the agent."""
         answer: dict[str, Any] = {}
         store = self.engine.store
+        shared = self.engine.replicated
 
-        async def change() -> set[str]:
+        async def change() -> None:
+            if shared:
+                # what the other replicas published first: the hub diffs this batch against it
+                # (a session deleted here that this replica has not seen created yet is deleted)
+                await self.engine.hub.follow()
+                await self._refresh(p.agent, p.seq)
             now = self.engine.clock.now()
             st = self.agents.get(p.agent)
             known = st is not None
@@ -208,7 +345,7 @@ class AgentRegistry:
             st.host = p.host
             duplicate = known and p.seq <= st.seq
             if duplicate:
-                await store.write(store.agent_seen(p.agent, p.host, st.seq, now))
+                writes = store.agent_seen(p.agent, p.host, st.seq, now)
             else:
                 sessions = [s if s.host == p.host else msgspec.structs.replace(s, host=p.host) for s in p.upserts]
                 deleted = [sid for sid in p.deletes if sid in st.ids]
@@ -216,17 +353,28 @@ class AgentRegistry:
                     keep = set(p.sync) | {s.id for s in sessions}
                     deleted += [sid for sid in st.ids if sid not in keep]
                 rows = [(s.id, encode(s)) for s in sessions]
-                await store.write(
-                    store.agent_sessions_put(p.agent, p.host, p.seq, now, rows, deleted)
-                    + store.agent_seen(p.agent, p.host, p.seq, now)
+                writes = store.agent_sessions_put(p.agent, p.host, p.seq, now, rows, deleted) + store.agent_applied(
+                    p.agent, p.host, p.seq, now
                 )
                 for s in sessions:
-                    self._put(Row(p.agent, p.host, s))
+                    self._put(Row(p.agent, p.host, s, p.seq))
                     touched.add(s.id)
                 for sid in deleted:
                     if self._forget(p.agent, sid):
                         touched.add(sid)
                 st.seq = p.seq
+            self.engine.remote.difference_update(touched)  # an agent's sessions: shown and deleted here
+            try:
+                await self.engine.publish(touched, writes)
+            except RowGone:
+                if not shared:
+                    raise
+                # another replica applied this seq first (the same batch, re-sent after a
+                # lost answer): its rows are the database's; this one is a duplicate
+                self._foreign |= touched
+                await self.reload()
+                await self._refresh(p.agent)
+                duplicate = True
             self.batches.labels("duplicate" if duplicate else "applied").inc()
             answer.update(
                 seq=st.seq,
@@ -234,12 +382,16 @@ class AgentRegistry:
                 heartbeat_s=self.heartbeat_s,
                 resync=not known and p.sync is None,
             )
-            return touched
 
-        await self.engine.changed("agent-push", change)
+        await self.engine.command("agent-push", change)
         return answer
 
     # --- down to the agent -------------------------------------------------------------------
+
+    def count(self, agent: str) -> int:
+        """How many sessions ``agent`` has here."""
+        st = self.agents.get(agent)
+        return len(st.ids) if st is not None else 0
 
     def agent_of(self, sid: str) -> str | None:
         row = self.rows.get(sid)
@@ -277,10 +429,14 @@ class AgentRegistry:
         p = row.session.pending
         assert p is not None
         key = (sid, pending_id)
-        self._answered[key] = decision
+        self._answered[key] = decision  # before any await: a second answer here is refused at once
         while len(self._answered) > KEEP:
             self._answered.popitem(last=False)
         store = self.engine.store
+        if self.engine.replicated and any(a["pending_id"] == pending_id for a in await store.approvals(sid)):
+            from sessionwatch.control.core import NotPending
+
+            raise NotPending("that prompt is no longer pending (already answered on another replica)")
         now = self.engine.clock.now()
         approval = Approval(sid, pending_id, decision, message, p.tool, p.summary, now, by)
         try:
@@ -299,6 +455,9 @@ class AgentRegistry:
     async def budget(self, sid: str, max_cost_usd: float | None, by: Actor) -> None:
         """A budget set here for an agent's session goes down to its agent."""
         agent = self.agent_of(sid)
+        if agent is None and self.engine.replicated:
+            # pushed through another replica, not read here yet: the database knows
+            agent = next((r[1] for r in await self.engine.store.agent_rows([sid])), None)
         if agent is not None:
             await self._command(agent, "budget", {"session_id": sid, "max_cost_usd": max_cost_usd, "by": by.to_json()})
 
@@ -316,7 +475,7 @@ class AgentRegistry:
             rows, latest = await store.agent_commands(agent, after)
             if rows or waited or wait_s <= 0 or after > latest:
                 break
-            with anyio.move_on_after(wait_s):
+            with self.polls.track_inprogress(), anyio.move_on_after(wait_s):
                 await event.wait()
             waited = True
         away = self.control.away if self.control is not None else None
@@ -326,3 +485,13 @@ class AgentRegistry:
             "latest": latest,
             "away": {"on": bool(away and away.on), "by": away.by if away else None},
         }
+
+
+def _row(sid: str, agent: str, host: str, body: bytes, seq: int) -> Row | None:
+    """A stored row, or None (logged) if it cannot be read."""
+    try:
+        session = _decode.decode(body)
+    except msgspec.DecodeError:
+        log.warning("agent session %s: unreadable row skipped", sid)
+        return None
+    return Row(agent, host, session, seq)

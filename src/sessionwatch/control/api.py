@@ -42,7 +42,7 @@ def actor(request: Request) -> Actor:
 
 
 async def get_away(request: Request) -> Response:
-    return JSONResponse(control_of(request).away_json())
+    return JSONResponse(await control_of(request).away_json())
 
 
 async def put_away(request: Request) -> Response:

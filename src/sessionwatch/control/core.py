@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -50,8 +51,9 @@ from sessionwatch.control.budgets import (
     over,
     session_reason,
 )
-from sessionwatch.errors import SessionwatchError
+from sessionwatch.errors import ApiError, SessionwatchError
 from sessionwatch.model import Session
+from sessionwatch.relay import Gone
 from sessionwatch.sources.hooks.events import HookEvent, HookState, fold
 from sessionwatch.store.base import Actor, Approval
 
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
     from sessionwatch.agents.registry import AgentRegistry
     from sessionwatch.engine import Engine
     from sessionwatch.managed.manager import Manager
+    from sessionwatch.relay import Relay
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +123,12 @@ class _Away:
     by: dict[str, Any] | None = None
 
 
+def _run_by_a_server(session: Session | None) -> bool:
+    """Whether ``session`` is a managed session whose process a server runs now."""
+    m = session.managed if session is not None else None
+    return m is not None and m.kind == "server" and m.state in ("starting", "running", "waiting")
+
+
 def _shown_pending_id(session: Session | None, tool: str | None) -> str | None:
     """The pending id the session shows for this tool (once Session has ``pending``)."""
     p: Any = getattr(session, "pending", None)
@@ -156,11 +165,16 @@ class Control:
         self._daily_marked: set[str] = set()
         self._states: OrderedDict[str, HookState] = OrderedDict()
         self._held: dict[tuple[str, str], Held] = {}
+        self._holds_trimmed = 0.0
         self._gone: OrderedDict[tuple[str, str], str] = OrderedDict()
         #: managed sessions (sessionwatch/managed): their processes' permission requests are answered here too
         self.managed: Manager | None = None
         #: agents' sessions (sessionwatch/agents): answers and budgets for them go down to their agent
         self.agents: AgentRegistry | None = None
+        #: replicas (relay.py): prompts held here are listed in the store, and an
+        #: answer for a prompt another replica holds is relayed to it
+        self.relay: Relay | None = None
+        self._bg: set[asyncio.Task[None]] = set()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -190,6 +204,10 @@ class Control:
         """Replicas on one database: the away switch and the budgets another
         replica changed, read every :data:`CHECK_S` (two small queries)."""
         store = self.engine.store
+        replicas = self.engine.replicas
+        if replicas is not None and self.engine.clock.now() - self._holds_trimmed > 60 and await self.engine.leading():
+            self._holds_trimmed = self.engine.clock.now()
+            await replicas.trim_holds(self._holds_trimmed - self.wait_s - 60)  # a dead replica's
         flag = (await store.flags()).get(AWAY)
         if flag is not None and flag["changed_at"] != self.away.changed_at:
             on = flag["value"] == "on"
@@ -246,6 +264,8 @@ class Control:
         (``can_use_tool``) right after the hook answers, and wait there."""
         if self.managed is not None and self.managed.runs_process(event.session_id):
             return False
+        if self.engine.replicated and _run_by_a_server(self.engine.hub.sessions.get(event.session_id)):
+            return False  # another replica's managed process
         return self.away.on and event.hook_event_name == "PermissionRequest"
 
     async def answer(self, event: HookEvent, session: Session | None) -> dict[str, Any]:
@@ -290,7 +310,14 @@ class Control:
             old.settle({})
         self._held[key] = held
         self._gone.pop(key, None)
+        replicas = self.engine.replicas
+        me = self.relay.me if self.relay is not None else 0
         try:
+            if replicas is not None:  # every replica can list it and relay an answer here
+                try:
+                    await replicas.hold_put(held.session_id, held.pending_id, me, held.tool, held.summary, held.since)
+                except Exception:  # noqa: BLE001 - it can still be answered through this replica
+                    log.warning("could not list a held prompt for the other replicas", exc_info=True)
             with anyio.move_on_after(self.wait_s):
                 return await asyncio.shield(held.answer)
             if held.claimed:  # an answer is being recorded right now
@@ -299,6 +326,21 @@ class Control:
         finally:
             if self._held.get(key) is held:
                 self._drop(key, "timed out")
+            if replicas is not None:
+                self._spawn(replicas.hold_drop(held.session_id, held.pending_id, me))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Store work nobody waits for (a reference kept until it ends)."""
+
+        async def run() -> None:
+            try:
+                await work
+            except Exception:  # noqa: BLE001 - a leftover row is trimmed later
+                log.warning("store work after a held prompt failed", exc_info=True)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
 
     def _drop(self, key: tuple[str, str], why: str) -> None:
         self._held.pop(key, None)
@@ -317,7 +359,7 @@ class Control:
             self.agents.wake_all()  # the agents follow the switch
         if not on:
             self._release("away mode was turned off")
-        return self.away_json()
+        return await self.away_json()
 
     def _release(self, why: str) -> None:
         """Every held prompt not being answered gets no decision (the terminal asks)."""
@@ -326,7 +368,7 @@ class Control:
                 self._drop(key, why)
                 held.settle({})
 
-    def away_json(self) -> dict[str, Any]:
+    async def away_json(self) -> dict[str, Any]:
         """``GET /away``: the switch, who set it, and the prompts waiting for an answer now."""
         a = self.away
         return {
@@ -334,25 +376,54 @@ class Control:
             "changed_at": a.changed_at,
             "by": a.by,
             "approval_wait_s": self.wait_s,
-            "waiting": [h.to_json() for h in sorted(self._held.values(), key=lambda h: h.since)]
-            + (self.agents.waiting() if self.agents is not None else []),
+            "waiting": await self.waiting(),
         }
 
-    def waiting(self, sid: str) -> list[dict[str, Any]]:
-        held = [h.to_json() for (s, _), h in self._held.items() if s == sid]
+    async def waiting(self, sid: str | None = None) -> list[dict[str, Any]]:
+        """The prompts that can be answered now (of ``sid``, or all), oldest first:
+        held here, held by other replicas, and held by agents."""
+        held = [h.to_json() for (s, _), h in self._held.items() if sid is None or s == sid]
+        replicas = self.engine.replicas
+        if replicas is not None:
+            here = {(h["session_id"], h["pending_id"]) for h in held}
+            try:
+                rows = await replicas.holds(self.engine.clock.now() - self.wait_s, sid)
+            except Exception:  # noqa: BLE001 - this replica's own are still worth showing
+                log.warning("could not read the other replicas' held prompts", exc_info=True)
+                rows = []
+            held += [
+                {k: r[k] for k in ("session_id", "pending_id", "tool", "summary", "since")}
+                for r in rows if (r["session_id"], r["pending_id"]) not in here
+            ]  # fmt: skip
+        held.sort(key=lambda h: h["since"])
         return held + (self.agents.waiting(sid) if self.agents is not None else [])
 
     def known(self, sid: str) -> bool:
         return sid in self.engine.hub.sessions or sid in self._states or (self.managed is not None and self.managed.knows(sid))
 
-    async def approve(self, sid: str, pending_id: str, decision: Decision, message: str | None, by: Actor) -> dict[str, Any]:
-        """Answer a held prompt; :class:`UnknownSession` or :class:`NotPending` if it cannot be."""
+    async def approve(
+        self, sid: str, pending_id: str, decision: Decision, message: str | None, by: Actor, *, relayed: bool = False
+    ) -> dict[str, Any]:
+        """Answer a held prompt; :class:`UnknownSession` or :class:`NotPending` if it cannot be.
+        Replicas: a prompt another replica holds is answered there (``relayed``: asked by one)."""
+        if self.engine.replicated:
+            # what the others committed first: an agent's row with the prompt the client saw
+            await self.engine.catch_up()
         if self.managed is not None and self.managed.has_pending(sid, pending_id):
             return await self.managed.approve(sid, pending_id, decision, message, by)
         if self.agents is not None and self.agents.has_pending(sid, pending_id):
             return await self.agents.approve(sid, pending_id, decision, message, by)
         key = (sid, pending_id)
         held = self._held.get(key)
+        if held is None and not relayed and self.relay is not None and self.relay.on:
+            holder = await self._holder(sid, pending_id)
+            if holder is not None:
+                body = {"session_id": sid, "pending_id": pending_id, "decision": decision, "message": message}
+                try:
+                    answer: dict[str, Any] = await self.relay.ask(holder, "approve", body, by)
+                except Gone:
+                    raise NotPending("that prompt is no longer pending (the replica that held it has stopped)") from None
+                return answer
         if held is None or held.claimed or held.answer.done():
             if not self.known(sid):
                 raise UnknownSession(f"no session with id {sid!r}")
@@ -370,6 +441,32 @@ class Control:
         self._drop(key, f"already answered: {decision}")
         held.settle(permission_decision(decision, message))
         return {"session_id": sid, "pending_id": pending_id, "decision": decision, "message": message, "tool": held.tool, "summary": held.summary, "decided_at": approval.decided_at, "by": by.to_json()}
+
+    async def _holder(self, sid: str, pending_id: str) -> int | None:
+        """Replicas: the other replica that holds ``pending_id`` (a hook's
+        request, or its managed process's question), if one does."""
+        assert self.relay is not None
+        me = self.relay.me
+        rows = await self.relay.store.holds(self.engine.clock.now() - self.wait_s, sid)
+        holder = next((r["origin"] for r in rows if r["pending_id"] == pending_id), None)
+        if holder is None and self.managed is not None:
+            holder = await self.managed.owner_elsewhere(sid)
+        return holder if holder != me else None
+
+    async def relayed_approve(self, body: dict[str, Any], by: Actor) -> dict[str, Any]:
+        """An answer another replica relayed here (relay.py)."""
+        decision = body.get("decision")
+        message = body.get("message")
+        sid, pending_id = body.get("session_id"), body.get("pending_id")
+        if not isinstance(sid, str) or not isinstance(pending_id, str) or decision not in DECISIONS:
+            raise ApiError(400, "a relayed approval needs session_id, pending_id and decision")
+        try:
+            return await self.approve(sid, pending_id, "allow" if decision == "allow" else "deny",
+                                      message if isinstance(message, str) else None, by, relayed=True)  # fmt: skip
+        except UnknownSession as exc:
+            raise ApiError(404, str(exc)) from None
+        except NotPending as exc:
+            raise ApiError(409, str(exc)) from None
 
     # --- budgets ---------------------------------------------------------------------------
 
@@ -420,7 +517,7 @@ class Control:
         return {
             "approvals": await self.engine.store.approvals(sid),
             "budget": await self.budget_json(sid),
-            "waiting_approval": self.waiting(sid),
+            "waiting_approval": await self.waiting(sid),
         }
 
     # --- the "control" facet -------------------------------------------------------------

@@ -106,29 +106,25 @@ async def messages(request: Request) -> Response:
     sid = _session_id(request)
     text = _str(await read_json(request), "text", required=True, limit=MAX_PROMPT)
     assert text is not None
-    rec = await manager_of(request).send(sid, text, actor(request))
-    return JSONResponse({"session_id": sid, "queued": rec.queued}, status_code=202)
+    return JSONResponse(await manager_of(request).act("messages", sid, {"text": text}, actor(request)), status_code=202)
 
 
 async def interrupt(request: Request) -> Response:
     sid = _session_id(request)
     await read_json(request)
-    done = await manager_of(request).interrupt(sid, actor(request))
-    return JSONResponse({"session_id": sid, "interrupted": done})
+    return JSONResponse(await manager_of(request).act("interrupt", sid, {}, actor(request)))
 
 
 async def stop(request: Request) -> Response:
     sid = _session_id(request)
     await read_json(request)
-    rec = await manager_of(request).stop(sid, actor(request))
-    return JSONResponse({"session_id": sid, "state": rec.state, "status_reason": rec.status_reason, "exit_code": rec.exit_code})
+    return JSONResponse(await manager_of(request).act("stop", sid, {}, actor(request)))
 
 
 async def resume(request: Request) -> Response:
     sid = _session_id(request)
     text = _str(await read_json(request), "text", limit=MAX_PROMPT)
-    rec = await manager_of(request).resume(sid, text or None, actor(request))
-    return JSONResponse({"session_id": sid, "name": rec.name, "state": rec.state})
+    return JSONResponse(await manager_of(request).act("resume", sid, {"text": text or None}, actor(request)))
 
 
 def log_query(request: Request, sid: str) -> LogQuery:
@@ -253,8 +249,7 @@ async def runs(request: Request) -> Response:
     }
     if "max_cost_usd" in data:
         clean["max_cost_usd"] = _cap(data, "max_cost_usd")
-    answer = await manager_of(request).report(sid, clean)
-    return JSONResponse(answer)
+    return JSONResponse(await manager_of(request).act("report", sid, clean, actor(request)))
 
 
 routes = [

@@ -33,6 +33,13 @@ time when the next server starts and killed, so no orphan survives a restart.
 Logs: everything the process reads and writes, as readable, masked lines
 (managed/protocol.py, :func:`~sessionwatch.managed.protocol.describe`), kept
 ``--log-retention-days`` (an hourly sweep on the engine's clock).
+
+Replicas (PostgreSQL): a process is a child of the replica that started or
+resumed it, and a run reports to one replica; the store's ``owners`` table
+says which. An action reaching another replica (:meth:`Manager.act`) is
+relayed there (relay.py); when that replica is gone, this one takes the
+session over: its record from the store, a process it ran shown stopped
+("its replica stopped", resumable here), a run's next report taken here.
 """
 
 from __future__ import annotations
@@ -68,10 +75,14 @@ from sessionwatch.managed.protocol import (
 from sessionwatch.model import Control, Managed, ManagedState, Pending, Session, before_transcript, iso
 from sessionwatch.sources.hooks.events import QUESTION_TOOLS, summarize
 from sessionwatch.sources.hooks.source import idle_status
+from sessionwatch.relay import Gone
 from sessionwatch.store.base import Actor, Approval, LogQuery
+from sessionwatch.store.postgres import LOGS_CHANNEL
 
 if TYPE_CHECKING:
     from sessionwatch.engine import Engine
+    from sessionwatch.hub.events import Event
+    from sessionwatch.relay import Relay
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +95,10 @@ SWEEP_S: Final = 3600.0
 #: A ``sessionwatch run`` that has not reported for this long is taken as gone.
 RUN_SILENT_S: Final = 30.0
 BUDGET_REACHED: Final = "budget reached"
+#: Why a process is shown stopped when the replica that ran it is gone.
+REPLICA_GONE: Final = "its replica stopped"
+#: The actions :meth:`Manager.act` carries out here or relays (``managed.<kind>``).
+ACTIONS: Final = ("messages", "interrupt", "stop", "resume", "delete", "report")
 DENIED: Final = "sessionwatch: denied from the dashboard"
 
 
@@ -220,6 +235,8 @@ class Manager:
         self._starting: set[str] = set()
         #: stops begun from a check (a reference each, so none is collected mid-way)
         self._stops: set[asyncio.Task[None]] = set()
+        #: replicas (relay.py): actions for a session another replica runs go there
+        self.relay: Relay | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -255,6 +272,9 @@ class Manager:
         every :data:`CHECK_S`, old logs every :data:`SWEEP_S`."""
         clock = self.engine.clock
         next_sweep = clock.now()
+        replicas = self.engine.replicas
+        if replicas is not None:  # a follower here of a session another replica runs
+            await replicas.subscribe(LOGS_CHANNEL, self._wake)
         while True:
             try:
                 await self.check()
@@ -462,6 +482,7 @@ class Manager:
         finally:
             self._starting.discard(name)
         self._launch(rec, cmd, req.prompt)
+        await self._own(rec.id)
         return rec
 
     async def resume(self, sid: str, text: str | None, by: Actor) -> Record:
@@ -490,6 +511,7 @@ class Manager:
         )  # fmt: skip
         await self._publish(rec, extra=self.engine.store.record_action(sid, "resume", None, now, by))
         self._launch(rec, cmd, text)
+        await self._own(sid)
         return rec
 
     async def send(self, sid: str, text: str, by: Actor) -> Record:
@@ -502,10 +524,17 @@ class Manager:
             raise ApiError(409, "the session is not running: resume it first")
         if rec.stopping is not None:
             raise ApiError(409, f"the session is stopping ({rec.stopping})")
-        await self._send_prompt(rec, text)
-        now = self.engine.clock.now()
+        # running before the message goes: a fast answer is folded while it is written
+        # (the logs' flush), and its turn's end must not be overwritten by this
+        before = (rec.state, rec.status_reason, rec.current_task)
         rec.state, rec.status_reason = "running", None
         rec.current_task = _task_of(text)
+        try:
+            await self._send_prompt(rec, text)
+        except BaseException:
+            rec.state, rec.status_reason, rec.current_task = before
+            raise
+        now = self.engine.clock.now()
         rec.updated_at = rec.last_activity = now
         await self._publish(rec, extra=self.engine.store.record_action(sid, "send", _task_of(text), now, by))
         return rec
@@ -551,6 +580,8 @@ class Manager:
         async def change() -> list[str]:
             await store.write([*store.managed_delete(sid), *store.record_action(sid, "delete", None, now, by)])
             self.records.pop(sid, None)
+            if self.engine.replicas is not None:
+                await self.engine.replicas.owner_drop(sid)
             ev = self._logs_changed.pop(sid, None)
             if ev is not None:
                 ev.set()
@@ -599,6 +630,7 @@ class Manager:
             rec.user = data.get("user")
             self.records[sid] = rec
             new = True
+            await self._own(sid)
         elif rec.kind != "run":
             raise ApiError(409, f"session {sid!r} is a managed session of this server, not a run")
         else:
@@ -633,10 +665,144 @@ class Manager:
         await self._publish(rec, new=new)
         return {"stop": rec.stop_asked, "max_cost_usd": self.cap(rec)}
 
+    # --- here, or on the replica that runs the session ------------------------------------
+
+    async def act(self, kind: str, sid: str, body: Mapping[str, Any], by: Actor) -> dict[str, Any]:
+        """Carry out one of :data:`ACTIONS` for ``sid`` here, or on the replica
+        that runs it (relay.py); that replica gone, this one takes it over."""
+        for _ in range(3):
+            owner = await self.owner_elsewhere(sid)
+            if owner is None:
+                return await self._act_here(kind, sid, body, by)
+            assert self.relay is not None
+            try:
+                answer: dict[str, Any] = await self.relay.ask(owner, f"managed.{kind}", {**body, "session_id": sid}, by)
+                return answer
+            except Gone:
+                if await self.take_over(sid, owner):
+                    return await self._act_here(kind, sid, body, by)
+        raise ApiError(503, "the replicas did not agree which of them runs this session: try again")
+
+    def relay_to(self, relay: Relay) -> None:
+        """Carry out the actions other replicas relay here."""
+        self.relay = relay
+        self.engine.foreign_listeners.append(self._foreign)
+        for kind in ACTIONS:
+
+            async def handler(body: dict[str, Any], by: Actor, kind: str = kind) -> dict[str, Any]:
+                sid = body.get("session_id")
+                if not isinstance(sid, str):
+                    raise ApiError(400, "a relayed action needs a session_id")
+                return await self._act_here(kind, sid, body, by)
+
+            relay.handle(f"managed.{kind}", handler)
+
+    async def _act_here(self, kind: str, sid: str, body: Mapping[str, Any], by: Actor) -> dict[str, Any]:
+        await self._ensure(sid)
+        if kind == "messages":
+            text = body.get("text")
+            if not isinstance(text, str):
+                raise ApiError(400, "text is required")
+            rec = await self.send(sid, text, by)
+            return {"session_id": sid, "queued": rec.queued}
+        if kind == "interrupt":
+            return {"session_id": sid, "interrupted": await self.interrupt(sid, by)}
+        if kind == "stop":
+            rec = await self.stop(sid, by)
+            return {"session_id": sid, "state": rec.state, "status_reason": rec.status_reason, "exit_code": rec.exit_code}
+        if kind == "resume":
+            text = body.get("text")
+            rec = await self.resume(sid, text if isinstance(text, str) and text else None, by)
+            return {"session_id": sid, "name": rec.name, "state": rec.state}
+        if kind == "delete":
+            await self.delete(sid, by)
+            return {"deleted": True}
+        if kind == "report":
+            return await self.report(sid, body)
+        raise ApiError(400, f"no managed-session action {kind!r}")
+
+    async def owner_elsewhere(self, sid: str) -> int | None:
+        """Replicas: the other replica that runs ``sid``'s process or takes its
+        run's reports; None when it is this one, or nobody (act here)."""
+        relay = self.relay
+        replicas = self.engine.replicas
+        if relay is None or replicas is None:
+            return None
+        rec = self.records.get(sid)
+        if rec is not None and rec.proc is not None:
+            return None  # its process is this replica's child
+        owner = await replicas.owner_of(sid)
+        return owner if owner is not None and owner != relay.me else None
+
+    def _foreign(self, events: list[Event]) -> None:
+        """Replicas: another replica changed a session whose record this one
+        holds but does not run (a stopped session, another's run): the copy
+        here is dropped, the events show it, and an action reads it again from
+        the store (:meth:`_ensure`)."""
+        for event in events:
+            for s in event.sessions:
+                rec = self.records.get(s.id)
+                if rec is not None and rec.proc is None and not (rec.kind == "run" and rec.live):
+                    del self.records[s.id]
+
+    async def _ensure(self, sid: str) -> None:
+        """Replicas: the record of ``sid`` from the store when this replica has
+        no copy (another replica's, dropped by :meth:`_foreign`, or taken
+        over): a process no replica runs any more shown stopped, resumable
+        here (one left on this machine is killed); a run goes on, reporting here."""
+        replicas = self.engine.replicas
+        if sid in self.records or replicas is None:
+            return
+        row = await replicas.managed_row(sid)
+        if row is None or sid in self.records:
+            return
+        rec = Record.from_row(row)
+        now = self.engine.clock.now()
+        changed = False
+        if rec.kind == "server" and rec.live:
+            if rec.pid is not None and await asyncio.to_thread(kill_leftover, rec.pid, rec.proc_start):
+                log.warning("stopped Claude Code process %d of managed session %s, left by a replica that stopped", rec.pid, sid)
+            rec.state, rec.status_reason, rec.pid = "stopped", REPLICA_GONE, None
+            rec.updated_at = now
+            changed = True
+        elif rec.kind == "run" and rec.live:
+            rec.last_report = now
+        self.records[sid] = rec
+        self.engine.remote.discard(sid)  # this replica's from now on, not shown as another's events say
+        if changed:
+            await self._publish(rec)
+
+    async def _own(self, sid: str) -> None:
+        """Replicas: this replica runs ``sid`` from now on."""
+        if self.relay is not None and self.engine.replicas is not None:
+            await self.engine.replicas.owner_set(sid, self.relay.me, self.engine.clock.now())
+
+    async def take_over(self, sid: str, gone: int) -> bool:
+        """The replica ``gone`` ran ``sid`` and has stopped: take the session
+        here (False: another replica took it first). Its record is read from
+        the store; a process it ran is shown stopped, resumable here (one left
+        on this machine is killed); a run goes on, reporting here."""
+        assert self.relay is not None
+        replicas = self.engine.replicas
+        assert replicas is not None
+        now = self.engine.clock.now()
+        if await replicas.owner_take(sid, self.relay.me, now, instead_of=gone) != self.relay.me:
+            return False
+        log.warning("took over managed session %s from a replica that stopped", sid)
+        self.records.pop(sid, None)  # what the store says now, not an older copy
+        await self._ensure(sid)
+        return True
+
     # --- logs ------------------------------------------------------------------------
 
     def knows(self, sid: str) -> bool:
-        return sid in self.records
+        """Whether ``sid`` is a managed session or run (replicas: another's too)."""
+        if sid in self.records:
+            return True
+        if self.engine.replicas is None:
+            return False
+        s = self.engine.hub.sessions.get(sid)
+        return s is not None and s.managed is not None
 
     def runs_process(self, sid: str) -> bool:
         """Whether the server runs ``sid``'s process (not a run in a terminal)."""
@@ -647,6 +813,9 @@ class Manager:
         """What ``GET /sessions/{id}`` adds for a managed session or run: how it
         was started (the system prompt as one masked line) and every action on it."""
         rec = self.records.get(sid)
+        if rec is None and self.knows(sid):  # another replica's: its record from the store
+            row = await self.engine.replicas.managed_row(sid) if self.engine.replicas is not None else None
+            rec = Record.from_row(row) if row is not None else None
         if rec is None:
             return {}
         return {
@@ -675,7 +844,7 @@ class Manager:
                 after = lines[-1]["id"]
                 yield lines
                 continue
-            if self._closing or self.engine.stop_event.is_set() or query.session_id not in self.records:
+            if self._closing or self.engine.stop_event.is_set() or not self.knows(query.session_id):
                 return
             try:
                 await asyncio.wait_for(ev.wait(), keepalive_s)

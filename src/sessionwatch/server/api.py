@@ -314,8 +314,7 @@ async def delete_session(request: Request) -> Response:
         from sessionwatch.control.api import actor
 
         require(request, "operator", "DELETE /sessions/{session_id} of a managed session")
-        await managed.delete(sid, actor(request))
-        return JSONResponse({"deleted": True})
+        return JSONResponse(await managed.act("delete", sid, {}, actor(request)))
     await _panel_session(engine, sid)
     await engine.delete([sid])
     return JSONResponse({"deleted": True})

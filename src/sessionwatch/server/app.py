@@ -32,6 +32,7 @@ from sessionwatch.control import Control
 from sessionwatch.control import api as control_api
 from sessionwatch.managed import api as managed_api
 from sessionwatch.managed.manager import Manager
+from sessionwatch.relay import Relay
 from sessionwatch.server import api, auth
 from sessionwatch.config import Settings
 from sessionwatch.errors import ApiError, SessionwatchError
@@ -194,6 +195,10 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
     engine.add_source(agents)
     control.agents = agents  # an approval or a budget for an agent's session goes down to it
     engine.on_shutdown.append(agents.wake_all)
+    relay = Relay(engine)  # replicas: actions for what another replica holds are carried out there
+    control.relay = relay
+    relay.handle("approve", control.relayed_approve)
+    managed.relay_to(relay)
     entry: App | None = None
     webhooks: Webhooks | None = None
     if settings.webhooks:
@@ -240,6 +245,7 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
                 tg.start_soon(managed.run)
                 tg.start_soon(tokens.run, engine.store)
                 tg.start_soon(agents.run)
+                tg.start_soon(relay.run)
                 if webhooks is not None:
                     tg.start_soon(webhooks.run)
                 try:

@@ -293,7 +293,7 @@ class SharedStore(Protocol):
         """A session's budget changes, oldest first: {"max_cost_usd", "changed_at", "by"}."""
         ...
 
-    # agents (sessionwatch/agents; tables of migration 0007_agents)
+    # agents (sessionwatch/agents; tables of migrations 0008_agents, 0010_agents_shared)
 
     async def load_agents(self) -> list[tuple[str, str, int, float]]:
         """(agent, host, seq, last_seen) of every agent that ever pushed."""
@@ -304,7 +304,30 @@ class SharedStore(Protocol):
         ...
 
     def agent_seen(self, agent: str, host: str, seq: int, when: float) -> list[Write]:
-        """An agent's sign of life and its last applied ``seq`` (never lowered)."""
+        """An agent's sign of life and its last applied ``seq`` (never lowered); not stale."""
+        ...
+
+    def agent_applied(self, agent: str, host: str, seq: int, when: float) -> list[Write]:
+        """Batch ``seq`` applied: the agent's seq moves to it, a sign of life, not
+        stale. ``must_change``: a replica that applied ``seq`` (or a later one)
+        first makes it :class:`RowGone` (the batch is applied once)."""
+        ...
+
+    def agent_stale(self, agent: str, stale: bool, cutoff: float) -> list[Write]:
+        """The agent shown stale (``must_change``: only while its last sign of
+        life is before ``cutoff``, else :class:`RowGone`), or fresh again."""
+        ...
+
+    async def agent_states(self, agents: Sequence[str] | None = None) -> list[tuple[str, str, int, float, bool]]:
+        """(agent, host, seq, last_seen, stale) of ``agents`` (None: every agent)."""
+        ...
+
+    async def agent_rows(self, ids: Sequence[str]) -> list[tuple[str, str, str, bytes, int, float]]:
+        """Like :meth:`load_agent_sessions`, for the sessions ``ids`` that agents pushed."""
+        ...
+
+    async def agent_row_seqs(self, agent: str) -> dict[str, int]:
+        """Each session ``agent`` pushed, by id: the seq of the batch that wrote it last."""
         ...
 
     def agent_sessions_put(

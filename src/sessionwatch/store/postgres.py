@@ -64,13 +64,24 @@ from sessionwatch.store.schema import PG_MIGRATIONS
 if TYPE_CHECKING:
     import asyncpg
 
-__all__ = ["CHANNEL", "LEADER_LOCK", "PgEventLog", "PgStore", "import_asyncpg", "is_postgres_url"]
+__all__ = [
+    "AGENT_CHANNEL", "CHANNEL", "LEADER_LOCK", "LOGS_CHANNEL", "RELAY_CHANNEL", "RELAY_DONE_CHANNEL",
+    "PgEventLog", "PgStore", "import_asyncpg", "is_postgres_url",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
 #: The channel every replica LISTENs on; the payload is the highest id of the
 #: committed batch.
 CHANNEL = "sessionwatch_events"
+#: Relayed actions (relay.py): a row for the replica named in the payload; its
+#: answer, for the asking replica ("<asker>:<id>").
+RELAY_CHANNEL = "sessionwatch_relay"
+RELAY_DONE_CHANNEL = "sessionwatch_relay_done"
+#: A command for an agent (its long poll may wait on another replica); new log
+#: lines of a managed session (followed on another replica). Payload: the name.
+AGENT_CHANNEL = "sessionwatch_agents"
+LOGS_CHANNEL = "sessionwatch_logs"
 #: Advisory lock keys: the clock-driven changes' leader, the migrations.
 LEADER_LOCK = 0x5E55_1011
 MIGRATE_LOCK = 0x5E55_1012
@@ -125,6 +136,9 @@ class PgStore:
         #: This machine's name: the key of its transcript rows.
         self.host = host
         self._listener: asyncpg.Connection | None = None
+        #: channels besides the event log's, and who hears them (:meth:`subscribe`)
+        self._channels: dict[str, list[Callable[[str], None]]] = {}
+        self._listening = asyncio.Lock()
         #: The connection that holds (or keeps trying for) the leader's lock.
         self._leader: asyncpg.Connection | None = None
         self._leading = False
@@ -211,8 +225,31 @@ class PgStore:
             if last.isdigit():
                 callback(int(last))
 
-        await conn.add_listener(CHANNEL, notified)
-        self._listener = conn
+        async with self._listening:
+            await conn.add_listener(CHANNEL, notified)
+            for channel in self._channels:
+                await conn.add_listener(channel, self._heard)
+            self._listener = conn
+
+    async def subscribe(self, channel: str, callback: Callable[[str], None]) -> None:
+        """Call ``callback(payload)`` on the loop for every NOTIFY on
+        ``channel`` (on the listening connection, and on the next one if
+        :meth:`listen` is called again after it was lost)."""
+        first = channel not in self._channels
+        self._channels.setdefault(channel, []).append(callback)
+        async with self._listening:  # one statement at a time on the connection
+            if first and self._listener is not None and not self._listener.is_closed():
+                try:
+                    await self._listener.add_listener(channel, self._heard)
+                except Exception:  # noqa: BLE001 - the connection is lost: listen() adds it again
+                    log.warning("could not listen on %s yet", channel, exc_info=True)
+
+    def _heard(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
+        for callback in self._channels.get(channel, ()):
+            try:
+                callback(payload)
+            except Exception:  # noqa: BLE001 - one listener's failure is not the others'
+                log.exception("handling a notification on %s failed", channel)
 
     def listening(self) -> bool:
         return self._listener is not None and not self._listener.is_closed()
@@ -457,6 +494,7 @@ class PgStore:
                 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 params,
             )
+            await conn.execute("SELECT pg_notify($1, $2)", LOGS_CHANNEL, session_id)  # followers on other replicas
 
     async def logs(self, query: LogQuery) -> list[dict[str, Any]]:
         sql = [f"SELECT {', '.join(_LOG_COLUMNS)} FROM managed_logs WHERE session_id = $1 AND id > $2"]
@@ -547,10 +585,47 @@ class PgStore:
             Write(
                 "INSERT INTO agents (agent, host, seq, last_seen) VALUES ($1, $2, $3, $4) ON CONFLICT (agent)"
                 " DO UPDATE SET host = excluded.host, seq = GREATEST(agents.seq, excluded.seq),"
-                " last_seen = excluded.last_seen",
+                " last_seen = excluded.last_seen, stale = FALSE",
                 (agent, host, int(seq), float(when)),
             )
         ]
+
+    def agent_applied(self, agent: str, host: str, seq: int, when: float) -> list[Write]:
+        return [
+            Write(
+                "INSERT INTO agents (agent, host, seq, last_seen, stale) VALUES ($1, $2, $3, $4, FALSE) ON CONFLICT (agent)"
+                " DO UPDATE SET host = excluded.host, seq = excluded.seq, last_seen = excluded.last_seen, stale = FALSE"
+                " WHERE agents.seq < excluded.seq",
+                (agent, host, int(seq), float(when)),
+                must_change=True,
+            )
+        ]
+
+    def agent_stale(self, agent: str, stale: bool, cutoff: float) -> list[Write]:
+        if stale:
+            return [
+                Write("UPDATE agents SET stale = TRUE WHERE agent = $1 AND last_seen < $2", (agent, float(cutoff)), must_change=True)
+            ]
+        return [Write("UPDATE agents SET stale = FALSE WHERE agent = $1", (agent,))]
+
+    async def agent_states(self, agents: Sequence[str] | None = None) -> list[tuple[str, str, int, float, bool]]:
+        if agents is None:
+            rows = await self.pool.fetch("SELECT agent, host, seq, last_seen, stale FROM agents")
+        else:
+            rows = await self.pool.fetch(
+                "SELECT agent, host, seq, last_seen, stale FROM agents WHERE agent = ANY($1::text[])", list(agents)
+            )
+        return [(r[0], r[1], int(r[2]), float(r[3]), bool(r[4])) for r in rows]
+
+    async def agent_rows(self, ids: Sequence[str]) -> list[tuple[str, str, str, bytes, int, float]]:
+        rows = await self.pool.fetch(
+            "SELECT id, agent, host, session, seq, updated_at FROM agent_sessions WHERE id = ANY($1::text[])", list(ids)
+        )
+        return [(r[0], r[1], r[2], bytes(r[3]), int(r[4]), float(r[5])) for r in rows]
+
+    async def agent_row_seqs(self, agent: str) -> dict[str, int]:
+        rows = await self.pool.fetch("SELECT id, seq FROM agent_sessions WHERE agent = $1", agent)
+        return {r[0]: int(r[1]) for r in rows}
 
     def agent_sessions_put(
         self, agent: str, host: str, seq: int, when: float, rows: Sequence[tuple[str, bytes]], deleted: Sequence[str]
@@ -568,9 +643,12 @@ class PgStore:
         return writes
 
     async def add_agent_command(self, agent: str, kind: str, body: bytes, when: float) -> int:
+        """Queue a command for ``agent``; the NOTIFY (at commit) wakes its long
+        poll on whichever replica it waits."""
         return int(await self.pool.fetchval(
-            "INSERT INTO agent_commands (agent, kind, body, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
-            agent, kind, body, float(when),
+            "WITH i AS (INSERT INTO agent_commands (agent, kind, body, created_at) VALUES ($1, $2, $3, $4) RETURNING id)"
+            " SELECT i.id FROM i, pg_notify($5, $1)",
+            agent, kind, body, float(when), AGENT_CHANNEL,
         ))  # fmt: skip
 
     async def agent_commands(self, agent: str, after: int) -> tuple[list[tuple[int, str, bytes]], int]:
@@ -586,6 +664,126 @@ class PgStore:
                 " AND sequencename = pg_get_serial_sequence('agent_commands', 'id')::regclass::name"
             )
         return [(int(r[0]), r[1], bytes(r[2])) for r in rows], int(latest or 0)
+
+
+    # --- replicas: held prompts, owners, relayed actions (relay.py) --------------------------
+
+    async def hold_put(self, session_id: str, pending_id: str, origin: int, tool: str | None, summary: str, since: float) -> None:
+        await self.pool.execute(
+            "INSERT INTO holds (session_id, pending_id, origin, tool, summary, since) VALUES ($1, $2, $3, $4, $5, $6)"
+            " ON CONFLICT (session_id, pending_id) DO UPDATE SET origin = excluded.origin, tool = excluded.tool,"
+            " summary = excluded.summary, since = excluded.since",
+            session_id, pending_id, origin, tool, summary, float(since),
+        )  # fmt: skip
+
+    async def hold_drop(self, session_id: str, pending_id: str, origin: int) -> None:
+        await self.pool.execute(
+            "DELETE FROM holds WHERE session_id = $1 AND pending_id = $2 AND origin = $3", session_id, pending_id, origin
+        )
+
+    async def holds(self, since: float, session_id: str | None = None) -> list[dict[str, Any]]:
+        """Prompts held since ``since`` or later (every replica's), oldest first."""
+        rows = await self.pool.fetch(
+            "SELECT session_id, pending_id, origin, tool, summary, since FROM holds"
+            " WHERE since >= $1 AND ($2::text IS NULL OR session_id = $2) ORDER BY since",
+            float(since), session_id,
+        )  # fmt: skip
+        return [dict(r) for r in rows]
+
+    async def trim_holds(self, before: float) -> int:
+        return _count(await self.pool.execute("DELETE FROM holds WHERE since < $1", float(before)))
+
+    async def owner_of(self, session_id: str) -> int | None:
+        value = await self.pool.fetchval("SELECT origin FROM owners WHERE session_id = $1", session_id)
+        return None if value is None else int(value)
+
+    async def owner_take(self, session_id: str, origin: int, when: float, *, instead_of: int | None = None) -> int:
+        """Make ``origin`` the owner of ``session_id``: always when ``instead_of``
+        is None and there is no owner, else only in place of ``instead_of``.
+        Returns the owner after the attempt (another replica may have won)."""
+        if instead_of is None:
+            sql = (
+                "INSERT INTO owners (session_id, origin, since) VALUES ($1, $2, $3)"
+                " ON CONFLICT (session_id) DO NOTHING"
+            )
+            await self.pool.execute(sql, session_id, origin, float(when))
+        else:
+            await self.pool.execute(
+                "UPDATE owners SET origin = $2, since = $3 WHERE session_id = $1 AND origin = $4",
+                session_id, origin, float(when), instead_of,
+            )  # fmt: skip
+        owner = await self.owner_of(session_id)
+        return origin if owner is None else owner
+
+    async def owner_set(self, session_id: str, origin: int, when: float) -> None:
+        await self.pool.execute(
+            "INSERT INTO owners (session_id, origin, since) VALUES ($1, $2, $3)"
+            " ON CONFLICT (session_id) DO UPDATE SET origin = excluded.origin, since = excluded.since",
+            session_id, origin, float(when),
+        )  # fmt: skip
+
+    async def owner_drop(self, session_id: str) -> None:
+        await self.pool.execute("DELETE FROM owners WHERE session_id = $1", session_id)
+
+    async def relay_put(self, target: int, asker: int, kind: str, body: bytes, when: float) -> int:
+        """A relayed action for ``target``; the NOTIFY (at commit) wakes it."""
+        return int(await self.pool.fetchval(
+            "WITH i AS (INSERT INTO relay (target, asker, kind, body, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id)"
+            " SELECT i.id FROM i, pg_notify($6, $1::text)",
+            target, asker, kind, body, float(when), RELAY_CHANNEL,
+        ))  # fmt: skip
+
+    async def relay_claim(self, target: int, when: float) -> list[tuple[int, int, str, bytes]]:
+        """The actions relayed to ``target`` not yet taken, taken now (id, asker, kind, body)."""
+        rows = await self.pool.fetch(
+            "UPDATE relay SET claimed_at = $2 WHERE target = $1 AND claimed_at IS NULL RETURNING id, asker, kind, body",
+            target, float(when),
+        )  # fmt: skip
+        return sorted((int(r[0]), int(r[1]), r[2], bytes(r[3])) for r in rows)
+
+    async def relay_answer(self, relay_id: int, asker: int, status: int, answer: bytes) -> None:
+        await self.pool.execute(
+            "WITH u AS (UPDATE relay SET status = $2, answer = $3 WHERE id = $1 RETURNING id)"
+            " SELECT pg_notify($4, $5) FROM u",
+            relay_id, status, answer, RELAY_DONE_CHANNEL, f"{asker}:{relay_id}",
+        )  # fmt: skip
+
+    async def relay_state(self, relay_id: int) -> tuple[bool, int | None, bytes | None]:
+        """Whether the action was taken, and its answer once there is one."""
+        r = await self.pool.fetchrow("SELECT claimed_at, status, answer FROM relay WHERE id = $1", relay_id)
+        if r is None:
+            return False, None, None
+        return r[0] is not None, r[1], None if r[2] is None else bytes(r[2])
+
+    async def relay_forget(self, relay_id: int, *, unless_claimed: bool = False) -> bool:
+        """Delete the row; with ``unless_claimed``, only if nobody took it (then True)."""
+        sql = "DELETE FROM relay WHERE id = $1" + (" AND claimed_at IS NULL" if unless_claimed else "")
+        return _count(await self.pool.execute(sql, relay_id)) > 0
+
+    async def trim_relay(self, before: float) -> int:
+        return _count(await self.pool.execute("DELETE FROM relay WHERE created_at < $1", float(before)))
+
+    async def current_put(self, rows: Sequence[tuple[str, bytes]], gone: Sequence[str], event_id: int) -> None:
+        """A replica starting: its own sessions as it shows them without an
+        event (its cold index), and those its sources no longer have."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if gone:
+                await conn.execute("DELETE FROM current WHERE id = ANY($1::text[])", list(gone))
+            if rows:
+                await conn.execute(
+                    "INSERT INTO current (id, session, event_id) SELECT u.id, u.s, $3"
+                    " FROM unnest($1::text[], $2::text[]) AS u(id, s)"
+                    " ON CONFLICT (id) DO UPDATE SET session = excluded.session, event_id = excluded.event_id",
+                    [r[0] for r in rows], [r[1].decode() for r in rows], event_id,
+                )  # fmt: skip
+
+    async def current_sessions(self) -> list[bytes]:
+        """Every session as the last event that named it shows it (``current``)."""
+        return [r[0].encode() for r in await self.pool.fetch("SELECT session FROM current")]
+
+    async def managed_row(self, session_id: str) -> dict[str, Any] | None:
+        r = await self.pool.fetchrow(f"SELECT {_MANAGED} FROM managed_sessions WHERE id = $1", session_id)
+        return None if r is None else dict(zip(MANAGED_COLUMNS, r, strict=True))
 
 
 _FLOAT_COLUMNS = frozenset({"max_cost_usd", "cost_before", "total_cost_usd", "created_at", "updated_at"})
@@ -605,6 +803,19 @@ def _safe(url: str) -> str:
         return url
     scheme, _, auth = head.partition("//")
     return f"{scheme}//{auth.split(':', 1)[0]}:***@{tail}"
+
+
+#: ``current`` follows each appended batch: the last event naming a session
+#: decides (deleted: the row goes; else the session as that event shows it).
+_CURRENT = (
+    "WITH e AS (SELECT DISTINCT ON (s->>'id') s->>'id' AS id, s::text AS session, u.id AS event_id, u.t"
+    " FROM unnest($1::bigint[], $2::text[], $3::bytea[]) AS u(id, t, d),"
+    " json_array_elements(convert_from(u.d, 'UTF8')::json -> 'sessions') AS s"
+    " WHERE u.t <> 'start' ORDER BY s->>'id', u.id DESC),"
+    " d AS (DELETE FROM current WHERE id IN (SELECT id FROM e WHERE t = 'session-deleted'))"
+    " INSERT INTO current (id, session, event_id) SELECT id, session, event_id FROM e WHERE t <> 'session-deleted'"
+    " ON CONFLICT (id) DO UPDATE SET session = excluded.session, event_id = excluded.event_id"
+)
 
 
 class PgEventLog:
@@ -645,7 +856,9 @@ class PgEventLog:
                 len(events), self.origin, [e.type for e in events], [e.data for e in events],
                 [float(e.at) for e in events], CHANNEL,
             )  # fmt: skip
-        return sorted(int(r[0]) for r in rows)
+            ids = sorted(int(r[0]) for r in rows)
+            await conn.execute(_CURRENT, ids, [e.type for e in events], [e.data for e in events])
+        return ids
 
     async def since(self, last_id: int, limit: int) -> list[LoggedEvent]:
         rows = await self.store.pool.fetch(

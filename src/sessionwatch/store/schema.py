@@ -236,6 +236,22 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX IF NOT EXISTS agent_commands_agent ON agent_commands(agent, id);
         """,
     ),
+    (
+        # Replicas on PostgreSQL relay an action to the replica that holds its
+        # target (relay.py) and keep every session's current row for a replica
+        # starting; one SQLite server holds everything itself, so the migration
+        # exists here only to keep both dialects' names equal.
+        "0009_replicas",
+        "SELECT 1;",
+    ),
+    # replicas: whether an agent is shown stale is decided by one replica (the
+    # clock's leader) and shared, so every replica projects its sessions alike
+    (
+        "0010_agents_shared",
+        """
+        ALTER TABLE agents ADD COLUMN stale INTEGER NOT NULL DEFAULT 0;
+        """,
+    ),
 ]
 
 
@@ -432,6 +448,54 @@ PG_MIGRATIONS: list[tuple[str, str]] = [
             created_at DOUBLE PRECISION NOT NULL
         );
         CREATE INDEX IF NOT EXISTS agent_commands_agent ON agent_commands(agent, id);
+        """,
+    ),
+    (
+        # Replicas (relay.py): held PermissionRequests and which replica holds
+        # each (rows younger than the approval wait are live), which replica
+        # runs each managed session or takes each run's reports, and actions
+        # relayed to the replica that holds their target, with the answer.
+        # ``current``: every session as the last event that named it shows it
+        # (written with the event), what a replica starting shows of the others'.
+        "0009_replicas",
+        """
+        CREATE TABLE IF NOT EXISTS holds (
+            session_id TEXT NOT NULL,
+            pending_id TEXT NOT NULL,
+            origin BIGINT NOT NULL,
+            tool TEXT,
+            summary TEXT,
+            since DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (session_id, pending_id)
+        );
+        CREATE TABLE IF NOT EXISTS owners (
+            session_id TEXT PRIMARY KEY,
+            origin BIGINT NOT NULL,
+            since DOUBLE PRECISION NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS relay (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            target BIGINT NOT NULL,
+            asker BIGINT NOT NULL,
+            kind TEXT NOT NULL,
+            body BYTEA NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            claimed_at DOUBLE PRECISION,
+            status INTEGER,
+            answer BYTEA
+        );
+        CREATE INDEX IF NOT EXISTS relay_unclaimed ON relay(target) WHERE claimed_at IS NULL;
+        CREATE TABLE IF NOT EXISTS current (
+            id TEXT PRIMARY KEY,
+            session TEXT NOT NULL,
+            event_id BIGINT NOT NULL
+        );
+        """,
+    ),
+    (
+        "0010_agents_shared",
+        """
+        ALTER TABLE agents ADD COLUMN IF NOT EXISTS stale BOOLEAN NOT NULL DEFAULT FALSE;
         """,
     ),
 ]

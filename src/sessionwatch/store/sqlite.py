@@ -494,10 +494,54 @@ class Store:
         return [
             Write(
                 "INSERT INTO agents (agent, host, seq, last_seen) VALUES (?, ?, ?, ?) ON CONFLICT(agent)"
-                " DO UPDATE SET host = excluded.host, seq = MAX(seq, excluded.seq), last_seen = excluded.last_seen",
+                " DO UPDATE SET host = excluded.host, seq = MAX(seq, excluded.seq), last_seen = excluded.last_seen,"
+                " stale = 0",
                 (agent, host, seq, when),
             )
         ]
+
+    def agent_applied(self, agent: str, host: str, seq: int, when: float) -> list[Write]:
+        return [
+            Write(
+                "INSERT INTO agents (agent, host, seq, last_seen, stale) VALUES (?, ?, ?, ?, 0) ON CONFLICT(agent)"
+                " DO UPDATE SET host = excluded.host, seq = excluded.seq, last_seen = excluded.last_seen, stale = 0"
+                " WHERE agents.seq < excluded.seq",
+                (agent, host, seq, when),
+                must_change=True,
+            )
+        ]
+
+    def agent_stale(self, agent: str, stale: bool, cutoff: float) -> list[Write]:
+        if stale:
+            return [Write("UPDATE agents SET stale = 1 WHERE agent = ? AND last_seen < ?", (agent, cutoff), must_change=True)]
+        return [Write("UPDATE agents SET stale = 0 WHERE agent = ?", (agent,))]
+
+    async def agent_states(self, agents: Sequence[str] | None = None) -> list[tuple[str, str, int, float, bool]]:
+        sql = "SELECT agent, host, seq, last_seen, stale FROM agents"
+        params: tuple[Any, ...] = ()
+        if agents is not None:
+            if not agents:
+                return []
+            sql += f" WHERE agent IN ({', '.join('?' * len(agents))})"
+            params = tuple(agents)
+        async with self.conn.execute(sql, params) as cur:
+            return [(r[0], r[1], int(r[2]), float(r[3]), bool(r[4])) for r in await cur.fetchall()]
+
+    async def agent_rows(self, ids: Sequence[str]) -> list[tuple[str, str, str, bytes, int, float]]:
+        out: list[tuple[str, str, str, bytes, int, float]] = []
+        for at in range(0, len(ids), 500):
+            chunk = ids[at : at + 500]
+            async with self.conn.execute(
+                "SELECT id, agent, host, session, seq, updated_at FROM agent_sessions"
+                f" WHERE id IN ({', '.join('?' * len(chunk))})",
+                tuple(chunk),
+            ) as cur:
+                out += [(r[0], r[1], r[2], bytes(r[3]), int(r[4]), float(r[5])) for r in await cur.fetchall()]
+        return out
+
+    async def agent_row_seqs(self, agent: str) -> dict[str, int]:
+        async with self.conn.execute("SELECT id, seq FROM agent_sessions WHERE agent = ?", (agent,)) as cur:
+            return {r[0]: int(r[1]) for r in await cur.fetchall()}
 
     def agent_sessions_put(
         self, agent: str, host: str, seq: int, when: float, rows: Sequence[tuple[str, bytes]], deleted: Sequence[str]
