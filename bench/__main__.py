@@ -697,27 +697,21 @@ def bench_replicas(work: Path, quick: bool) -> None:
 def bench_agents(work: Path, quick: bool) -> None:
     appends, sessions = pick((3, 20), (20, 300), (50, 2000))
     target = "— (no target; report)"
-    figure = f"line appended on an agent's machine → central `/stream` client (`sessionwatch agent` → `POST /agents/push`), {appends} appends"
-    res = run_client(["bench.agents", "--json", "--appends", str(appends), "--sessions", str(sessions)], figure, target, 900)
-    if res is None:
-        return
-    row(figure, f"p50 {ms(res['p50_ms'])} / p90 {ms(res['p90_ms'])} / max {ms(res['max_ms'])}", target, None)
-    row(f"hook event posted to an agent's receiver → central `/stream` client, {appends} events",
-        f"p50 {ms(res['hook_p50_ms'])} / p90 {ms(res['hook_p90_ms'])} / max {ms(res['hook_max_ms'])}", target, None)
-    row(f"{sessions:,} sessions queued by an agent while the server was down → all on `/all`",
-        f"{res['catch_up_s']:.1f} s after the server started", target, None)
-    # the same agent pushing through nginx to three replicas on PostgreSQL (its batches on each in turn)
-    figure = (f"agents through three replicas on PostgreSQL behind nginx (round robin): line appended → `/stream` "
-              f"client on one replica, {appends} appends")
-    rep = run_client(["bench.agents", "--json", "--replicas", "--appends", str(appends), "--sessions", str(sessions)],
-                     figure, target, 900)
-    if rep is None:
-        return
-    row(figure, f"p50 {ms(rep['p50_ms'])} / p90 {ms(rep['p90_ms'])} / max {ms(rep['max_ms'])}", target, None)
-    row(f"agents through three replicas: hook event posted to the agent → `/stream` client on one replica, {appends} events",
-        f"p50 {ms(rep['hook_p50_ms'])} / p90 {ms(rep['hook_p90_ms'])} / max {ms(rep['hook_max_ms'])}", target, None)
-    row(f"agents through three replicas: {sessions:,} sessions queued while nginx was down → all on `/all`",
-        f"{rep['catch_up_s']:.1f} s after nginx started", target, None)
+    # one server, then the same agent pushing through nginx to three replicas on PostgreSQL (its batches on each in turn)
+    for flags, append_label, hook_label, queue_label, back in (
+        ([], f"line appended on an agent's machine → central `/stream` client (`sessionwatch agent` → `POST /agents/push`), {appends} appends",
+         f"hook event posted to an agent's receiver → central `/stream` client, {appends} events",
+         f"{sessions:,} sessions queued by an agent while the server was down → all on `/all`", "the server"),
+        (["--replicas"], f"agents through three replicas on PostgreSQL behind nginx (round robin): line appended → `/stream` client on one replica, {appends} appends",
+         f"agents through three replicas: hook event posted to the agent → `/stream` client on one replica, {appends} events",
+         f"agents through three replicas: {sessions:,} sessions queued while nginx was down → all on `/all`", "nginx"),
+    ):  # fmt: skip
+        res = run_client(["bench.agents", "--json", *flags, "--appends", str(appends), "--sessions", str(sessions)], append_label, target, 900)
+        if res is None:
+            return
+        row(append_label, f"p50 {ms(res['p50_ms'])} / p90 {ms(res['p90_ms'])} / max {ms(res['max_ms'])}", target, None)
+        row(hook_label, f"p50 {ms(res['hook_p50_ms'])} / p90 {ms(res['hook_p90_ms'])} / max {ms(res['hook_max_ms'])}", target, None)
+        row(queue_label, f"{res['catch_up_s']:.1f} s after {back} started", target, None)
 
 
 BENCHES: dict[str, Callable[[Path, bool], None]] = {

@@ -43,7 +43,7 @@ from .sessions import session
 from .stores import Backend
 from .test_agents import Agent, agents, central_all, machine, new_session  # noqa: F401 - the agents fixture
 from .test_nginx import Nginx
-from .test_replicas import replica_settings, replicas_conf, until
+from .test_replicas import replica_settings, replicas_conf, start_replicas, until
 
 T0 = 1_800_000_000.0
 BOSS = Actor("boss")
@@ -268,11 +268,7 @@ def batches_applied(srv: Server) -> float:
 def test_agents_pushing_through_nginx_to_three_replicas_show_once_and_take_an_approval(
     tmp_path: Path, sw_server: Callable[..., Server], pg_url: str, nginx_bin: str, agents: Callable[..., Agent]
 ) -> None:
-    replicas = []
-    for k in range(3):
-        empty = tmp_path / f"empty-{k}"
-        empty.mkdir()
-        replicas.append(sw_server(projects_dir=empty, db=pg_url, extra_args=["--claude-dir", str(tmp_path / f"claude-{k}")]))
+    replicas = start_replicas(sw_server, tmp_path, pg_url, 3)
     root = tmp_path / "nginx"
     nginx = Nginx(nginx_bin, root, None, replicas_conf([r.port for r in replicas])).start()
     try:

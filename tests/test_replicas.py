@@ -246,6 +246,17 @@ WRITERS = 6
 SESSIONS = 15
 
 
+def start_replicas(sw_server: Callable[..., Server], tmp_path: Path, pg_url: str, n: int, *flags: str) -> list[Server]:
+    """``n`` ``serve`` replicas on one database, each with an empty projects
+    directory and a live registry of its own."""
+    replicas = []
+    for k in range(n):
+        empty = tmp_path / f"empty-{k}"
+        empty.mkdir()
+        replicas.append(sw_server(projects_dir=empty, db=pg_url, extra_args=[*flags, "--claude-dir", str(tmp_path / f"claude-{k}")]))
+    return replicas
+
+
 def replicas_conf(ports: list[int]) -> str:
     """deploy/nginx.conf with its replicas upstream in place of the single one."""
     conf = CONF.read_text()
@@ -331,11 +342,7 @@ class Follower:
 async def test_three_replicas_behind_nginx_lose_and_repeat_nothing_when_one_is_killed(
     sw_server: Callable[..., Server], tmp_path: Path, pg_url: str, nginx_bin: str
 ) -> None:
-    replicas = []
-    for k in range(3):
-        empty = tmp_path / f"empty-{k}"
-        empty.mkdir()
-        replicas.append(sw_server(projects_dir=empty, db=pg_url, extra_args=["--claude-dir", str(tmp_path / f"claude-{k}")]))
+    replicas = start_replicas(sw_server, tmp_path, pg_url, 3)
     root = tmp_path / "nginx"
     root.mkdir()
     # each stream holds two connections in nginx (the client's and the replica's)
@@ -545,11 +552,7 @@ def test_named_tokens_on_postgres_work_on_every_replica(sw_server: Callable[...,
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     token = out.stdout.strip().splitlines()[-1]
-    replicas = []
-    for k in range(2):
-        empty = tmp_path / f"empty-{k}"
-        empty.mkdir()
-        replicas.append(sw_server(projects_dir=empty, db=pg_url, extra_args=["--token", "admin-secret", "--claude-dir", str(tmp_path / f"c{k}")]))
+    replicas = start_replicas(sw_server, tmp_path, pg_url, 2, "--token", "admin-secret")
     for r in replicas:
         auth = {"Authorization": f"Bearer {token}"}
         assert httpx.get(r.url + "/all", headers=auth, timeout=10).status_code == 200
@@ -563,12 +566,7 @@ def test_named_tokens_on_postgres_work_on_every_replica(sw_server: Callable[...,
 
 
 def test_away_and_budgets_set_on_one_replica_hold_on_the_others(sw_server: Callable[..., Server], tmp_path: Path, pg_url: str) -> None:
-    replicas = []
-    for k in range(2):
-        empty = tmp_path / f"empty-{k}"
-        empty.mkdir()
-        replicas.append(sw_server(projects_dir=empty, db=pg_url, extra_args=["--claude-dir", str(tmp_path / f"c{k}")]))
-    a, b = replicas
+    a, b = start_replicas(sw_server, tmp_path, pg_url, 2)
     assert httpx.get(b.url + "/away", timeout=10).json()["on"] is False
     httpx.put(a.url + "/away", json={"on": True}, timeout=10).raise_for_status()
     wait_for(lambda: httpx.get(b.url + "/away", timeout=10).json()["on"] is True, 10, "replica b to be away too")
