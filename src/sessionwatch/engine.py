@@ -135,9 +135,10 @@ class SystemClock:
 
 
 class Follower(Protocol):
-    """Replicas: a source keeping shared rows of its own (the agents' sessions,
-    sessionwatch/agents), told which ids other replicas' events name and
-    reloading those rows from the database before the next command."""
+    """Replicas: a source told which ids other replicas' events name (before
+    the engine decides which are remote): one keeping shared rows of its own
+    (the agents' sessions, sessionwatch/agents) reloads them from the database
+    before the next command; one holding copies (managed sessions) drops them."""
 
     def foreign(self, ids: set[str]) -> None:
         """Ids (not Panel ones) other replicas' events named."""
@@ -257,11 +258,9 @@ class Engine:
         self._follow_task: asyncio.Task[None] | None = None
         self._dirty_rows: set[str] = set()
         self.remote: set[str] = set()
-        #: sources with shared rows of their own, reloaded like the Panel rows (agents)
+        #: sources told which ids other replicas' events name: shared rows of their
+        #: own reloaded like the Panel rows (agents), copies dropped (managed)
         self.followers: list[Follower] = []
-        #: called with other replicas' events once the hub has applied them
-        #: (a source dropping its copy of a session another replica changed)
-        self.foreign_listeners: list[Callable[[list[Event]], None]] = []
 
     @property
     def store(self) -> Database:
@@ -728,13 +727,12 @@ class Engine:
         """Other replicas' events, applied by the hub: the Panel rows they name
         are read again (shared), and the followers' (agents) rows; other
         sources' sessions are theirs (remote)."""
-        for listener in self.foreign_listeners:
-            listener(events)
-        named: set[str] = set()
+        named = {s.id for event in events for s in event.sessions if s.source != "panel"}
+        if named:  # first: a source that drops its copy no longer claims the id below
+            for follower in self.followers:
+                follower.foreign(named)
         for event in events:
             for s in event.sessions:
-                if s.source != "panel":
-                    named.add(s.id)
                 if s.source == "panel":
                     self._dirty_rows.add(s.id)
                     self.remote.discard(s.id)
@@ -742,9 +740,6 @@ class Engine:
                     self.remote.discard(s.id)
                 elif not any(source.claims(s.id) for source in self.sources if source.name != "panel"):
                     self.remote.add(s.id)
-        if named:
-            for follower in self.followers:
-                follower.foreign(named)
 
     def _followers_dirty(self) -> bool:
         return any(f.dirty for f in self.followers)

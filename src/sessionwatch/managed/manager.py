@@ -81,7 +81,6 @@ from sessionwatch.store.postgres import LOGS_CHANNEL
 
 if TYPE_CHECKING:
     from sessionwatch.engine import Engine
-    from sessionwatch.hub.events import Event
     from sessionwatch.relay import Relay
 
 log = logging.getLogger(__name__)
@@ -686,7 +685,7 @@ class Manager:
     def relay_to(self, relay: Relay) -> None:
         """Carry out the actions other replicas relay here."""
         self.relay = relay
-        self.engine.foreign_listeners.append(self._foreign)
+        self.engine.followers.append(self)
         for kind in ACTIONS:
 
             async def handler(body: dict[str, Any], by: Actor, kind: str = kind) -> dict[str, Any]:
@@ -734,16 +733,21 @@ class Manager:
         owner = await replicas.owner_of(sid)
         return owner if owner is not None and owner != relay.me else None
 
-    def _foreign(self, events: list[Event]) -> None:
-        """Replicas: another replica changed a session whose record this one
-        holds but does not run (a stopped session, another's run): the copy
-        here is dropped, the events show it, and an action reads it again from
+    def foreign(self, ids: set[str]) -> None:
+        """Replicas (engine.Follower): another replica changed sessions; a
+        record this one holds but does not run (a stopped session, another's
+        run) is dropped, the events show it, and an action reads it again from
         the store (:meth:`_ensure`)."""
-        for event in events:
-            for s in event.sessions:
-                rec = self.records.get(s.id)
-                if rec is not None and rec.proc is None and not (rec.kind == "run" and rec.live):
-                    del self.records[s.id]
+        for sid in ids:
+            rec = self.records.get(sid)
+            if rec is not None and rec.proc is None and not (rec.kind == "run" and rec.live):
+                del self.records[sid]
+
+    #: engine.Follower: nothing to read again (an action reads what it needs)
+    dirty = False
+
+    async def reload(self) -> None:
+        """engine.Follower: nothing to do."""
 
     async def _ensure(self, sid: str) -> None:
         """Replicas: the record of ``sid`` from the store when this replica has
