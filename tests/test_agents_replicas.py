@@ -19,16 +19,18 @@ judges staleness, from every replica's signs of life.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from msgspec.structs import replace
 
 from sessionwatch.agents.registry import AgentRegistry
 from sessionwatch.agents.wire import Push
@@ -147,7 +149,7 @@ async def test_a_batch_resent_to_the_other_replica_or_sent_to_both_applies_once(
     await same(a, b)
     last = b.engine.hub.last_id
     # the answer from A was lost: the agent sends the same batch again, and nginx picks B
-    again = await b.agents.push(replace(first, upserts=[session("s1", title="changed on the way")]))
+    again = await b.agents.push(dataclasses.replace(first, upserts=[session("s1", title="changed on the way")]))
     assert (again["duplicate"], again["seq"]) == (True, 1)
     assert b.engine.hub.last_id == last, "a repeated batch made an event"
     # the same new batch on both replicas at once (a retry racing its original): applied once

@@ -130,6 +130,27 @@ def test_scan_imports_no_server_module() -> None:
     assert "RESULT 0 []" in r.stderr, r.stderr
 
 
+#: What `scan` leaves out of its start-up besides the server: inspect (with ast
+#: and dis) comes with dataclasses and with typing_extensions, which msgspec
+#: takes when installed; orjson, since msgspec writes the JSON.
+LEAN_MODULES = ("inspect", "dataclasses", "typing_extensions", "orjson")
+
+
+def test_scan_loads_neither_inspect_nor_typing_extensions_and_leaves_them_importable() -> None:
+    code = (
+        "import sys, io\n"
+        "from sessionwatch.cli import main\n"
+        "sys.stdout = io.TextIOWrapper(io.BytesIO())\n"
+        f"rc = main(['scan', '--json', '--projects-dir', {str(FIXTURES)!r}])\n"
+        f"loaded = sorted(m for m in {LEAN_MODULES!r} if sys.modules.get(m) is not None)\n"
+        "import typing_extensions\n"  # hidden only while msgspec loaded
+        "sys.stderr.write(f'RESULT {rc} {loaded} {typing_extensions.__name__}\\n')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONWATCH_")}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert "RESULT 0 [] typing_extensions" in r.stderr, r.stderr
+
+
 def test_scan_table_output() -> None:
     r = run("scan", "--projects-dir", str(FIXTURES))
     assert r.returncode == 0 and "/path/to/Demo" in r.stdout

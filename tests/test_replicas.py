@@ -510,7 +510,7 @@ def test_postgres_without_asyncpg_is_one_clear_line(tmp_path: Path) -> None:
 
 
 async def test_only_the_leader_marks_stale_and_it_counts_every_replicas_heartbeats(tmp_path: Path, pg_url: str) -> None:
-    from dataclasses import replace
+    from msgspec.structs import replace
 
     from .clock import FakeClock
 

@@ -13,9 +13,10 @@ import argparse
 import os
 import socket
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from sessionwatch.cli import common
 from sessionwatch.config import ClientSettings, Settings, log_level
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         token="unused",  # the central server's token is not the local receiver's: replaced below
         approval_wait_s=args.approval_wait_s,
     )
-    settings = replace(settings, token=None)
+    settings = msgspec.structs.replace(settings, token=None)
     level, named = parse_log_levels(log_level(args.log_level))
     _check_port(settings.host, settings.port)
     uvicorn_level = configure_logging(level, named)

@@ -673,11 +673,9 @@ class ClaudeIndex:
 
 
 def _is_object(data: bytes) -> bool:
-    import orjson
-
     try:
-        return isinstance(orjson.loads(data), dict)
-    except orjson.JSONDecodeError:
+        return isinstance(msgspec.json.decode(data), dict)
+    except msgspec.DecodeError:
         return False
 
 
