@@ -805,19 +805,6 @@ def _safe(url: str) -> str:
     return f"{scheme}//{auth.split(':', 1)[0]}:***@{tail}"
 
 
-#: ``current`` follows each appended batch: the last event naming a session
-#: decides (deleted: the row goes; else the session as that event shows it).
-_CURRENT = (
-    "WITH e AS (SELECT DISTINCT ON (s->>'id') s->>'id' AS id, s::text AS session, u.id AS event_id, u.t"
-    " FROM unnest($1::bigint[], $2::text[], $3::bytea[]) AS u(id, t, d),"
-    " json_array_elements(convert_from(u.d, 'UTF8')::json -> 'sessions') AS s"
-    " WHERE u.t <> 'start' ORDER BY s->>'id', u.id DESC),"
-    " d AS (DELETE FROM current WHERE id IN (SELECT id FROM e WHERE t = 'session-deleted'))"
-    " INSERT INTO current (id, session, event_id) SELECT id, session, event_id FROM e WHERE t <> 'session-deleted'"
-    " ON CONFLICT (id) DO UPDATE SET session = excluded.session, event_id = excluded.event_id"
-)
-
-
 class PgEventLog:
     """:class:`~sessionwatch.store.base.EventLog` on PostgreSQL, shared by every
     replica: each event's id is taken from ``event_counter`` in the
@@ -844,21 +831,27 @@ class PgEventLog:
             # The counter's row lock is held from here to the commit: the
             # writes above ran before it, so other replicas wait only for
             # this statement and the COMMIT. The notification ("<origin>:<last
-            # id>") goes out at commit, in commit order.
+            # id>") goes out at commit, in commit order. ``current`` follows
+            # the batch in the same statement: the last event naming a session
+            # decides (deleted: the row goes; else the session as it shows it).
             rows = await conn.fetch(
                 "WITH c AS (UPDATE event_counter SET last = last + $1 RETURNING last),"
-                " i AS (INSERT INTO events (id, origin, type, data, at)"
-                " SELECT c.last - $1 + u.n, $2, u.t, u.d, u.a FROM c,"
-                " unnest($3::text[], $4::bytea[], $5::float8[]) WITH ORDINALITY AS u(t, d, a, n)"
-                " RETURNING id),"
+                " u AS (SELECT c.last - $1 + u.n AS id, u.t, u.d, u.a FROM c,"
+                " unnest($3::text[], $4::bytea[], $5::float8[]) WITH ORDINALITY AS u(t, d, a, n)),"
+                " i AS (INSERT INTO events (id, origin, type, data, at) SELECT id, $2, t, d, a FROM u RETURNING id),"
+                " e AS (SELECT DISTINCT ON (s->>'id') s->>'id' AS sid, s::text AS session, u.id AS event_id, u.t FROM u,"
+                " json_array_elements(CASE WHEN u.t <> $7 THEN convert_from(u.d, 'UTF8')::json -> 'sessions' END) AS s"
+                " ORDER BY s->>'id', u.id DESC),"  # a replica's start row: no data, no sessions
+                " gone AS (DELETE FROM current WHERE id IN (SELECT sid FROM e WHERE t = 'session-deleted')),"
+                " shown AS (INSERT INTO current (id, session, event_id)"
+                " SELECT sid, session, event_id FROM e WHERE t <> 'session-deleted'"
+                " ON CONFLICT (id) DO UPDATE SET session = excluded.session, event_id = excluded.event_id),"
                 " n AS (SELECT pg_notify($6, $2::text || ':' || c.last::text) FROM c)"
                 " SELECT i.id FROM i CROSS JOIN n",
                 len(events), self.origin, [e.type for e in events], [e.data for e in events],
-                [float(e.at) for e in events], CHANNEL,
+                [float(e.at) for e in events], CHANNEL, START,
             )  # fmt: skip
-            ids = sorted(int(r[0]) for r in rows)
-            await conn.execute(_CURRENT, ids, [e.type for e in events], [e.data for e in events])
-        return ids
+        return sorted(int(r[0]) for r in rows)
 
     async def since(self, last_id: int, limit: int) -> list[LoggedEvent]:
         rows = await self.store.pool.fetch(
