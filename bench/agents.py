@@ -75,6 +75,15 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def _drain(events: Queue[tuple[float, dict[str, Any]]]) -> None:
+    """Forget what the stream client received so far (before a timed change)."""
+    while True:
+        try:
+            events.get_nowait()
+        except Empty:
+            return
+
+
 def _stream(url: str, out: Queue[tuple[float, dict[str, Any]]], stop: threading.Event) -> None:
     with httpx.Client(timeout=httpx.Timeout(5, read=60)) as client, client.stream("GET", url + "/stream") as r:
         for line in r.iter_lines():
@@ -191,11 +200,7 @@ def run(appends: int, sessions: int, replicas: bool = False) -> dict[str, Any]:
             events.get(timeout=10)  # init
             latencies = []
             for i in range(1, appends + 1):
-                while True:
-                    try:
-                        events.get_nowait()
-                    except Empty:
-                        break
+                _drain(events)
                 t0 = time.time()
                 with transcript.open("a") as f:
                     f.write(_line(sid, f"prompt {i}"))
@@ -211,11 +216,7 @@ def run(appends: int, sessions: int, replicas: bool = False) -> dict[str, Any]:
             hooks_url = f"http://127.0.0.1:{ap}/hooks"
             httpx.post(hooks_url, json={"hook_event_name": "SessionStart", "session_id": hsid, "cwd": "/bench", "source": "startup"})
             for i in range(appends):
-                while True:
-                    try:
-                        events.get_nowait()
-                    except Empty:
-                        break
+                _drain(events)
                 t0 = time.time()
                 marker = f"bm{i}"
                 body = {"hook_event_name": "PreToolUse", "session_id": hsid, "cwd": "/bench", "tool_name": marker,
