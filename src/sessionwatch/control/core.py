@@ -406,15 +406,16 @@ class Control:
     ) -> dict[str, Any]:
         """Answer a held prompt; :class:`UnknownSession` or :class:`NotPending` if it cannot be.
         Replicas: a prompt another replica holds is answered there (``relayed``: asked by one)."""
-        if self.engine.replicated:
-            # what the others committed first: an agent's row with the prompt the client saw
-            await self.engine.catch_up()
         if self.managed is not None and self.managed.has_pending(sid, pending_id):
             return await self.managed.approve(sid, pending_id, decision, message, by)
-        if self.agents is not None and self.agents.has_pending(sid, pending_id):
-            return await self.agents.approve(sid, pending_id, decision, message, by)
         key = (sid, pending_id)
         held = self._held.get(key)
+        if held is None and self.engine.replicated:
+            # not held here: what the others committed first (an agent's row
+            # with the prompt the client saw) before it is looked for
+            await self.engine.catch_up()
+        if self.agents is not None and self.agents.has_pending(sid, pending_id):
+            return await self.agents.approve(sid, pending_id, decision, message, by)
         if held is None and not relayed and self.relay is not None and self.relay.on:
             holder = await self._holder(sid, pending_id)
             if holder is not None:
