@@ -6,6 +6,10 @@ import json
 import random
 from typing import Any
 
+import msgspec
+import pytest
+
+from sessionwatch.sources.claude import transcript
 from sessionwatch.sources.claude.transcript import FileAgg, classify, one_line, parse_bytes, recent_activity
 from sessionwatch.prices import PriceTable
 
@@ -107,6 +111,62 @@ def test_bad_lines_are_counted_and_the_rest_is_kept() -> None:
     assert result.bad == 5
     assert agg.bad_lines == 5
     assert agg.messages == 2
+
+
+def _line_by_line(data: bytes, *, kind: str) -> FileAgg:
+    """What parse_bytes folds when it reads every line by itself."""
+    agg = FileAgg()
+    result = transcript._parse_each(agg, data, kind == "main", "", 0, len(data))
+    transcript._convert_stamps(agg)
+    agg.lines += result.lines
+    return agg
+
+
+@pytest.mark.parametrize("batch", [transcript.BATCH_BYTES, 4096, 1])
+def test_batches_fold_every_fixture_as_line_by_line_does(batch: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One decode_lines call per stretch gives exactly the totals, titles,
+    times and counts of decoding each line: on every real transcript, with
+    stretches of every size (1 byte: each line its own stretch)."""
+    monkeypatch.setattr(transcript, "BATCH_BYTES", batch)
+    files = sorted(FIXTURES.rglob("*.jsonl"))
+    assert len(files) >= 20
+    for path in files:
+        data = path.read_bytes()
+        kind = "main" if classify(path, FIXTURES) and not path.name.startswith("agent-") else "subagent"
+        agg = FileAgg()
+        result = parse_bytes(agg, data, kind=kind)  # type: ignore[arg-type]
+        expected = _line_by_line(data, kind=kind)
+        assert msgspec.structs.asdict(agg) == msgspec.structs.asdict(expected), path
+        assert result.lines == expected.lines and result.bad == expected.bad_lines
+
+
+def test_a_bad_line_sends_only_its_stretch_line_by_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transcript, "BATCH_BYTES", 2048)
+    good = [user(f"prompt {i}", timestamp=f"2026-01-01T00:{i:02d}:00Z") for i in range(40)]
+    data = b"".join(good[:20]) + b"{not json\n" + b"".join(good[20:])
+    seen: list[tuple[int, int]] = []
+    each = transcript._parse_each
+
+    def spy(agg: FileAgg, data: bytes, main: bool, source: str, start: int, size: int) -> Any:
+        seen.append((start, size))
+        return each(agg, data, main, source, start, size)
+
+    monkeypatch.setattr(transcript, "_parse_each", spy)
+    agg = FileAgg()
+    result = parse_bytes(agg, data, kind="main")
+    assert (result.lines, result.bad, agg.bad_lines, agg.messages) == (41, 1, 1, 40)
+    assert agg.first_raw == "2026-01-01T00:00:00Z" and agg.last_raw == "2026-01-01T00:39:00Z"
+    assert len(seen) == 1 and seen[0][1] - seen[0][0] <= 2048 + len(good[0])
+
+
+def test_a_write_torn_before_its_newline_keeps_both_entries() -> None:
+    """Two whole entries on one line (the newline of the first never
+    written) are both read, whether or not their stretch has a bad line."""
+    torn = user("first").rstrip(b"\n") + user("second")
+    for extra, bad in ((b"", 0), (b"{not json\n", 1)):
+        agg = FileAgg()
+        result = parse_bytes(agg, torn + extra + user("third"), kind="main")
+        assert (agg.messages, agg.first_prompt, result.bad, result.lines) == (3, "first", bad, 3 + bad)
 
 
 def test_wrongly_typed_fields_are_a_bad_line_not_a_crash() -> None:
