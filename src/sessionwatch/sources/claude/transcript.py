@@ -163,9 +163,10 @@ def _decode_stamp(raw: bytes | memoryview) -> Stamp:
         return _decode_stamp_strict(_replace_bad_utf8(raw))
 
 #: Progress lines (tool output streaming in, 2.1.x) are close to half of all
-#: lines and say nothing but "still active": only the last one of a read is
-#: decoded, for its timestamp. Claude Code writes compact JSON, so the top-level
-#: type appears exactly like this; anything else takes the full path.
+#: lines and say nothing but "still active": line by line (:func:`_parse_each`),
+#: only the last one of a read is decoded, for its timestamp. Claude Code writes
+#: compact JSON, so the top-level type appears exactly like this; anything else
+#: takes the full path.
 _PROGRESS = b'"type":"progress"'
 #: The top-level "type" comes before "data" (seen at bytes 189-302 in real
 #: files); looking only this far keeps the check off the bulk of long lines.
@@ -624,6 +625,10 @@ def _slot(ts: str | None) -> tuple[int, str]:
     return slot, f"{slot}|"
 
 
+#: The end of a bucket key (``"<model>|<long>|<fast>"``), by ``2 * long + fast``.
+_LONG_FAST: Final = ("|0|0", "|0|1", "|1|0", "|1|1")
+
+
 def _assistant(agg: FileAgg, line: Line, msg: Message, main_turn: bool) -> None:
     model = msg.model
     if model == "<synthetic>":
@@ -655,7 +660,7 @@ def _assistant(agg: FileAgg, line: Line, msg: Message, main_turn: bool) -> None:
             w5, w1 = usage.cache_creation_input_tokens or 0, 0
         long = 1 if inp + w5 + w1 + cr > 200_000 else 0
         fast = 1 if usage.speed == "fast" else 0
-        bucket_key = f"{model}|{long}|{fast}"
+        bucket_key = model + _LONG_FAST[long + long + fast]
         buckets = agg.buckets
         bucket = buckets.get(bucket_key)
         if bucket is None:
