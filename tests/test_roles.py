@@ -64,6 +64,7 @@ ENDPOINTS: list[tuple[str, str, str, str, Any]] = [
     ("GET", "/sessions/ghost/logs", "/sessions/{session_id}/logs", "viewer", None),
     ("GET", "/stats", "/stats", "viewer", None),
     ("GET", "/metrics", "/metrics", "viewer", None),
+    ("GET", "/openapi.json", "/openapi.json", "viewer", None),
     ("GET", "/away", "/away", "viewer", None),
     ("GET", "/agents", "/agents", "viewer", None),
     ("GET", "/stream", "/stream", "viewer", None),

@@ -103,7 +103,7 @@ def test_stop_from_the_dashboard_reaches_the_run_on_its_next_report_and_is_recor
         ({"session_id": "x1", "state": "running", "pid": "12"}, "pid must be an integer"),
         ({"session_id": "x1", "state": "running", "logs": {}}, "logs must be a list of at most 1000 lines"),
         ({"session_id": "x1", "state": "running", "logs": [{"ts": 1, "level": "loud", "source": "stdout", "kind": "reply", "content": ""}]}, None),
-        ({"session_id": "x1", "state": "running", "logs": [{"ts": "now", "level": "info", "source": "stdout", "kind": "reply", "content": ""}]}, "a log line's ts must be a Unix time"),
+        ({"session_id": "x1", "state": "running", "logs": [{"ts": "now", "level": "info", "source": "stdout", "kind": "reply", "content": ""}]}, "a line of logs: its ts must be a Unix time"),
     ],
 )
 def test_bad_reports_get_one_sentence_and_change_nothing(srv: Server, body: dict[str, Any], error: str | None) -> None:

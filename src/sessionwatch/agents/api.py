@@ -12,9 +12,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sessionwatch.agents.registry import AgentRegistry
-from sessionwatch.agents.wire import name_problem, parse_push
+from sessionwatch.agents.wire import PUSH_SCHEMA, name_problem, parse_push
 from sessionwatch.errors import ApiError
 from sessionwatch.server.api import read_json
+from sessionwatch.server.fields import Param, takes
 
 #: The longest a commands request waits for something to send.
 MAX_WAIT_S: Final = 60.0
@@ -25,11 +26,16 @@ def agents_of(request: Request) -> AgentRegistry:
     return a
 
 
+@takes("an agent's batch: its machine's sessions changed, deleted, or all of them (sync)", raw=PUSH_SCHEMA)
 async def push(request: Request) -> Response:
     batch = parse_push(await read_json(request))
     return JSONResponse(await agents_of(request).push(batch))
 
 
+@takes("an agent's long poll for what comes down to it (approvals, budgets, kills)", params=[
+    Param("after", {"type": "integer", "minimum": 0}, "the last command id the agent has"),
+    Param("wait", {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S}, "seconds to wait for a command (default 25)"),
+])
 async def commands(request: Request) -> Response:
     agent = request.path_params["agent"]
     problem = name_problem("the agent id", agent)
@@ -46,6 +52,7 @@ async def commands(request: Request) -> Response:
     return JSONResponse(await agents_of(request).commands(agent, after, wait))
 
 
+@takes("the agents that report, their hosts, last sign of life and sessions")
 async def list_agents(request: Request) -> Response:
     reg = agents_of(request)
     listed = [(a, st.host, st.seq, st.last_seen, st.stale) for a, st in sorted(reg.agents.items())]

@@ -64,6 +64,22 @@ def _ids(data: dict[str, Any], key: str) -> list[str] | None:
     return value
 
 
+#: What :func:`parse_push` takes, for ``GET /openapi.json``.
+PUSH_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": ["agent", "host", "seq"],
+    "properties": {
+        "agent": {"type": "string", "pattern": f"^{NAME_RE.pattern}$", "description": "the agent's id"},
+        "host": {"type": "string", "pattern": f"^{NAME_RE.pattern}$", "description": "the machine's name"},
+        "seq": {"type": "integer", "minimum": 0, "maximum": MAX_SEQ, "description": "applied once, in order"},
+        "upserts": {"type": "array", "maxItems": MAX_SESSIONS, "items": {"$ref": "#/components/schemas/Session"}},
+        "deletes": {"type": "array", "maxItems": MAX_SESSIONS, "items": {"type": "string"}},
+        "sync": {"type": ["array", "null"], "maxItems": MAX_SESSIONS, "items": {"type": "string"},
+                 "description": "every id the agent has: the others of this agent are deleted"},
+    },
+}
+
+
 def parse_push(data: dict[str, Any]) -> Push:
     """A push body, or an ApiError (400) with one sentence saying what is wrong."""
     for key in ("agent", "host"):

@@ -4,8 +4,6 @@ Every change is recorded with who (the token's name), when and from where."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -13,7 +11,8 @@ from starlette.routing import Route
 from sessionwatch.access import identity_of
 from sessionwatch.control.core import DECISIONS, Control, Decision, NotPending, UnknownSession
 from sessionwatch.errors import ApiError
-from sessionwatch.server.api import _dollars, _session_id, _str, read_json
+from sessionwatch.server.api import _session_id, read_json
+from sessionwatch.server.fields import Body, Choice, Dollars, Flag, Text, takes
 from sessionwatch.store.base import Actor
 
 #: The longest ``message`` a deny may carry to the model.
@@ -41,30 +40,34 @@ def actor(request: Request) -> Actor:
     )
 
 
+@takes("whether away mode is on, and the permission prompts waiting for an answer here")
 async def get_away(request: Request) -> Response:
     return JSONResponse(await control_of(request).away_json())
 
 
+AWAY = Body(Flag("on", required=True, message="on must be true or false", example=True))
+
+
+@takes("away mode: while on, permission prompts wait for an answer here (up to --approval-wait-s)", body=AWAY)
 async def put_away(request: Request) -> Response:
-    data = await read_json(request)
-    on = data.get("on")
-    if not isinstance(on, bool):
-        raise ApiError(400, "on must be true or false")
+    on: bool = AWAY.read(await read_json(request))["on"]
     return JSONResponse(await control_of(request).set_away(on, actor(request)))
 
 
+APPROVE = Body(
+    Text("pending_id", required=True, limit=200, description="the prompt's id, as `pending` shows it", example="p_1"),
+    Choice("decision", DECISIONS, required=True, message='decision must be "allow" or "deny"', example="allow"),
+    Text("message", limit=MAX_MESSAGE, description="told to the model with a deny", example="not on main"),
+)
+
+
+@takes("answer a permission prompt; 409 if it is no longer pending", body=APPROVE)
 async def approve(request: Request) -> Response:
     sid = _session_id(request)
-    data = await read_json(request)
-    pending_id = _str(data, "pending_id", required=True, limit=200)
-    decision = data.get("decision")
-    if decision not in DECISIONS:
-        raise ApiError(400, 'decision must be "allow" or "deny"')
-    message = _str(data, "message", limit=MAX_MESSAGE)
-    assert pending_id is not None
-    chosen: Decision = "allow" if decision == "allow" else "deny"
+    v = APPROVE.read(await read_json(request))
+    chosen: Decision = "allow" if v["decision"] == "allow" else "deny"
     try:
-        answer = await control_of(request).approve(sid, pending_id, chosen, message or None, actor(request))
+        answer = await control_of(request).approve(sid, v["pending_id"], chosen, v["message"] or None, actor(request))
     except UnknownSession as exc:
         raise ApiError(404, str(exc)) from None
     except NotPending as exc:
@@ -72,21 +75,17 @@ async def approve(request: Request) -> Response:
     return JSONResponse(answer)
 
 
-def _cap(data: dict[str, Any]) -> float | None:
-    if "max_cost_usd" not in data:
-        raise ApiError(400, "max_cost_usd is required (a number of dollars, or null for the server's default)")
-    value = data["max_cost_usd"]
-    if value is None:
-        return None
-    dollars = _dollars(value)
-    if dollars is None:
-        raise ApiError(400, "max_cost_usd must be a number of dollars, 0 or more, or null")
-    return dollars
+BUDGET = Body(Dollars(
+    "max_cost_usd", required=True, example=5.0, description="null: the server's default",
+    missing="max_cost_usd is required (a number of dollars, or null for the server's default)",
+    wrong="max_cost_usd must be a number of dollars, 0 or more, or null",
+))
 
 
+@takes("a session's spend cap", body=BUDGET)
 async def put_budget(request: Request) -> Response:
     sid = _session_id(request)
-    cap = _cap(await read_json(request))
+    cap = BUDGET.read(await read_json(request))["max_cost_usd"]
     try:
         return JSONResponse(await control_of(request).set_budget(sid, cap, actor(request)))
     except UnknownSession as exc:

@@ -21,7 +21,8 @@ from sessionwatch.control.api import actor
 from sessionwatch.errors import ApiError
 from sessionwatch.managed.manager import Manager, StartRequest
 from sessionwatch.managed.protocol import LOG_SOURCES, PERMISSION_MODES
-from sessionwatch.server.api import _dollars, _int, _session_id, _str, engine_of, read_json
+from sessionwatch.server.api import _session_id, engine_of, read_json
+from sessionwatch.server.fields import Body, Choice, Custom, Dollars, Integer, Nested, Param, Text, takes
 from sessionwatch.store.base import LOG_LEVELS, LogQuery
 from sessionwatch.store.schema import session_id_problem
 
@@ -37,26 +38,7 @@ def manager_of(request: Request) -> Manager:
     return m
 
 
-def _cap(data: dict[str, Any], key: str) -> float | None:
-    value = data.get(key)
-    if value is None:
-        return None
-    dollars = _dollars(value)
-    if dollars is None:
-        raise ApiError(400, f"{key} must be a number of dollars, 0 or more")
-    return dollars
-
-
-def _arg(data: dict[str, Any], key: str, *, required: bool = False, limit: int = 1000) -> str | None:
-    """A string that goes on Claude Code's command line (or is a path): no NUL character."""
-    value = _str(data, key, required=required, limit=limit)
-    if value is not None and "\x00" in value:
-        raise ApiError(400, f"{key} must not contain a NUL character")
-    return value
-
-
-def _tools(data: dict[str, Any]) -> tuple[str, ...]:
-    value = data.get("allowed_tools")
+def _tools(value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
@@ -68,62 +50,85 @@ def _tools(data: dict[str, Any]) -> tuple[str, ...]:
     return tuple(t.strip() for t in value)
 
 
+#: ``allowed_tools`` as :func:`_tools` reads it.
+TOOLS_SCHEMA = {
+    "oneOf": [
+        {"type": "array", "maxItems": 100, "items": {"type": "string", "minLength": 1, "maxLength": 200}},
+        {"type": "string", "description": "comma-separated"},
+        {"type": "null"},
+    ]
+}
+START = Body(
+    Text("prompt", required=True, limit=MAX_PROMPT, example="Fix the failing test"),
+    Text("cwd", required=True, limit=4096, no_nul=True, example="/srv/app"),
+    Text("name", limit=100, nonblank=True, example="fix-tests"),
+    Choice("permission_mode", PERMISSION_MODES, example="default", message=(
+        f"permission_mode must be one of {', '.join(PERMISSION_MODES[:3])} (or bypassPermissions, when the server allows it)")),
+    Text("model", limit=200, no_nul=True, example="claude-sonnet-4-5"),
+    Text("system_prompt", limit=MAX_PROMPT, no_nul=True),
+    Dollars("max_cost_usd", wrong="max_cost_usd must be a number of dollars, 0 or more", example=2.0,
+            description="the spend cap (default: the server's --default-max-cost-usd)"),
+    Custom("allowed_tools", _tools, TOOLS_SCHEMA, example=["Read", "Bash(git:*)"]),
+    Integer("max_turns", low=1, high=10_000, example=20),
+    closed=True,
+    description="a Claude Code session sessionwatch starts and runs",
+)
+
+
 def start_request(data: dict[str, Any]) -> StartRequest:
     """``POST /managed``'s body, or a 400 saying what is wrong."""
-    known = {"prompt", "cwd", "name", "model", "system_prompt", "max_cost_usd", "permission_mode", "allowed_tools", "max_turns"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ApiError(400, f"unknown field {unknown[0]!r} (fields: {', '.join(sorted(known))})")
-    prompt = _str(data, "prompt", required=True, limit=MAX_PROMPT)
-    cwd = _arg(data, "cwd", required=True, limit=4096)
-    name = _str(data, "name", limit=100)
-    if name is not None and not name.strip():
-        raise ApiError(400, "name must not be empty")
-    mode = _str(data, "permission_mode", limit=40)
-    if mode is not None and mode not in PERMISSION_MODES:
-        raise ApiError(400, f"permission_mode must be one of {', '.join(PERMISSION_MODES[:3])} (or bypassPermissions, when the server allows it)")
-    assert prompt is not None and cwd is not None
+    v = START.read(data)
     return StartRequest(
-        prompt=prompt,
-        cwd=cwd,
-        name=name.strip() if name else None,
-        model=_arg(data, "model", limit=200) or None,
-        system_prompt=_arg(data, "system_prompt", limit=MAX_PROMPT) or None,
-        max_cost_usd=_cap(data, "max_cost_usd"),
-        permission_mode=mode,
-        allowed_tools=_tools(data),
-        max_turns=_int(data, "max_turns", low=1, high=10_000),
+        prompt=v["prompt"],
+        cwd=v["cwd"],
+        name=v["name"].strip() if v["name"] else None,
+        model=v["model"] or None,
+        system_prompt=v["system_prompt"] or None,
+        max_cost_usd=v["max_cost_usd"],
+        permission_mode=v["permission_mode"],
+        allowed_tools=v["allowed_tools"],
+        max_turns=v["max_turns"],
     )
 
 
+@takes("start a Claude Code session", body=START, status=201,
+       answer={"type": "object", "properties": {"session_id": {"type": "string"}, "name": {"type": "string"}}})
 async def start(request: Request) -> Response:
     req = start_request(await read_json(request))
     rec = await manager_of(request).start(req, actor(request))
     return JSONResponse({"session_id": rec.id, "name": rec.name}, status_code=201)
 
 
+MESSAGE = Body(Text("text", required=True, limit=MAX_PROMPT, example="Now run the linter"))
+NOTHING = Body()
+RESUME = Body(Text("text", limit=MAX_PROMPT, description="sent once it runs again", example="Go on"))
+
+
+@takes("send a managed session a message", body=MESSAGE, status=202)
 async def messages(request: Request) -> Response:
     sid = _session_id(request)
-    text = _str(await read_json(request), "text", required=True, limit=MAX_PROMPT)
-    assert text is not None
+    text = MESSAGE.read(await read_json(request))["text"]
     return JSONResponse(await manager_of(request).act("messages", sid, {"text": text}, actor(request)), status_code=202)
 
 
+@takes("end a managed session's current turn", body=NOTHING)
 async def interrupt(request: Request) -> Response:
     sid = _session_id(request)
-    await read_json(request)
+    NOTHING.read(await read_json(request))
     return JSONResponse(await manager_of(request).act("interrupt", sid, {}, actor(request)))
 
 
+@takes("stop a managed session's process", body=NOTHING)
 async def stop(request: Request) -> Response:
     sid = _session_id(request)
-    await read_json(request)
+    NOTHING.read(await read_json(request))
     return JSONResponse(await manager_of(request).act("stop", sid, {}, actor(request)))
 
 
+@takes("start a stopped managed session again (--resume)", body=RESUME)
 async def resume(request: Request) -> Response:
     sid = _session_id(request)
-    text = _str(await read_json(request), "text", limit=MAX_PROMPT)
+    text = RESUME.read(await read_json(request))["text"]
     return JSONResponse(await manager_of(request).act("resume", sid, {"text": text or None}, actor(request)))
 
 
@@ -158,6 +163,18 @@ def log_query(request: Request, sid: str) -> LogQuery:
     )
 
 
+#: What :func:`log_query` and :func:`logs` read.
+LOG_PARAMS = (
+    Param("after", {"type": "integer", "minimum": 0}, "lines after this log id"),
+    Param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LOGS}, "at most this many lines (default 200)"),
+    Param("level", {"enum": list(LOG_LEVELS)}, "this level and above"),
+    Param("source", {"type": "string"}, f"comma-separated: {', '.join(LOG_SOURCES)}"),
+    Param("kind", {"type": "string"}, f"comma-separated: {', '.join(KINDS)}"),
+    Param("follow", {"enum": ["0", "1", "true", "false"]}, "1: follow them as Server-Sent Events"),
+)
+
+
+@takes("a managed session's or run's logs (masked)", params=LOG_PARAMS)
 async def logs(request: Request) -> Response:
     sid = _session_id(request)
     manager = manager_of(request)
@@ -196,14 +213,14 @@ def _run_logs(value: Any) -> list[dict[str, Any]]:
     out = []
     for x in value:
         if not isinstance(x, dict):
-            raise ApiError(400, "each log line must be an object")
+            raise ApiError(400, "each line of logs must be an object")
         ts, level, source, kind, content = x.get("ts"), x.get("level"), x.get("source"), x.get("kind"), x.get("content")
         if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
-            raise ApiError(400, "a log line's ts must be a Unix time")
+            raise ApiError(400, "a line of logs: its ts must be a Unix time")
         if level not in LOG_LEVELS or source not in LOG_SOURCES or kind not in KINDS:
-            raise ApiError(400, f"a log line's level, source or kind is not one of {LOG_LEVELS}, {LOG_SOURCES}, {KINDS}")
+            raise ApiError(400, f"a line of logs: its level, source or kind is not one of {LOG_LEVELS}, {LOG_SOURCES}, {KINDS}")
         if not isinstance(content, str):
-            raise ApiError(400, "a log line's content must be a string")
+            raise ApiError(400, "a line of logs: its content must be a string")
         tool = x.get("tool_name")
         cost = x.get("cost_usd")
         out.append({
@@ -214,42 +231,66 @@ def _run_logs(value: Any) -> list[dict[str, Any]]:
     return out
 
 
+#: ``logs`` as :func:`_run_logs` reads them.
+RUN_LOGS_SCHEMA = {
+    "type": ["array", "null"],
+    "maxItems": 1000,
+    "items": {
+        "type": "object",
+        "required": ["ts", "level", "source", "kind", "content"],
+        "properties": {
+            "ts": {"type": "number"}, "level": {"enum": list(LOG_LEVELS)}, "source": {"enum": list(LOG_SOURCES)},
+            "kind": {"enum": list(KINDS)}, "content": {"type": "string"},
+            "tool_name": {"type": ["string", "null"]}, "cost_usd": {"type": ["number", "null"]},
+        },
+    },
+}
+RUN = Body(
+    Text("session_id", required=True, limit=128, example="0d9c3f4e-5b6a-4c7d-8e9f-0a1b2c3d4e5f"),
+    Choice("state", RUN_STATES, required=True, message=f"state must be one of {', '.join(RUN_STATES)}",
+           example="running"),
+    Nested("figures", Body(
+        Dollars("total_cost_usd", wrong="total_cost_usd must be a number of dollars, 0 or more"),
+        Integer("num_turns", low=0, high=10**9),
+        Integer("duration_ms", low=0, high=2**62),
+    )),
+    Text("name", limit=100, example="nightly-fix"),
+    Text("cwd", limit=4096, example="/srv/app"),
+    Text("status_reason", limit=120),
+    Text("model", limit=200),
+    Text("current_task", limit=1000),
+    Integer("pid", low=0, high=2**31),
+    Integer("exit_code", low=-255, high=255),
+    Custom("logs", _run_logs, RUN_LOGS_SCHEMA),
+    Dollars("max_cost_usd", wrong="max_cost_usd must be a number of dollars, 0 or more",
+            description="absent: unchanged"),
+    description="a `sessionwatch run` reporting its process",
+)
+
+
+@takes("a `sessionwatch run` reports its process; the answer says whether to stop", body=RUN)
 async def runs(request: Request) -> Response:
     """``POST /runs``: a ``sessionwatch run`` reports its process (agent role)."""
     data = await read_json(request)
-    sid = _str(data, "session_id", required=True, limit=128)
-    assert sid is not None
-    problem = session_id_problem(sid)
+    v = RUN.read(data)
+    problem = session_id_problem(v["session_id"])
     if problem:
         raise ApiError(400, problem)
-    state = data.get("state")
-    if state not in RUN_STATES:
-        raise ApiError(400, f"state must be one of {', '.join(RUN_STATES)}")
-    figures = data.get("figures", {})
-    if figures is None:
-        figures = {}
-    if not isinstance(figures, dict):
-        raise ApiError(400, "figures must be an object")
+    figures = v["figures"]
     clean: dict[str, Any] = {
-        "state": state,
-        "name": _str(data, "name", limit=100),
-        "cwd": _str(data, "cwd", limit=4096),
-        "status_reason": _str(data, "status_reason", limit=120),
-        "model": _str(data, "model", limit=200),
-        "current_task": _str(data, "current_task", limit=1000),
-        "pid": _int(data, "pid", low=0, high=2**31),
-        "exit_code": _int(data, "exit_code", low=-255, high=255),
+        key: v[key] for key in ("state", "name", "cwd", "status_reason", "model", "current_task", "pid", "exit_code")
+    } | {
         "figures": {
-            "total_cost_usd": _cap(figures, "total_cost_usd"),
-            "num_turns": _int(figures, "num_turns", low=0, high=10**9) or 0,
-            "duration_ms": _int(figures, "duration_ms", low=0, high=2**62),
+            "total_cost_usd": figures["total_cost_usd"],
+            "num_turns": figures["num_turns"] or 0,
+            "duration_ms": figures["duration_ms"],
         },
-        "logs": _run_logs(data.get("logs")),
+        "logs": v["logs"],
         "user": actor(request).who,
     }
     if "max_cost_usd" in data:
-        clean["max_cost_usd"] = _cap(data, "max_cost_usd")
-    return JSONResponse(await manager_of(request).act("report", sid, clean, actor(request)))
+        clean["max_cost_usd"] = v["max_cost_usd"]
+    return JSONResponse(await manager_of(request).act("report", v["session_id"], clean, actor(request)))
 
 
 routes = [

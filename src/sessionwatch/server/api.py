@@ -24,7 +24,8 @@ from sessionwatch.model import PANEL_SETTABLE, Session, encode, to_dict
 from sessionwatch.redact import mask
 from sessionwatch.sources.hooks.events import HookInputError, UnknownHookEvent, decode_hook
 from sessionwatch.store.sqlite import session_id_problem
-from sessionwatch.server.stream import parse_filter
+from sessionwatch.server.fields import Body, Choice, Integer, Param, Strings, Text, takes
+from sessionwatch.server.stream import FILTER_PARAMS, parse_filter
 
 MAX_BODY = 1024 * 1024
 MAX_ID = 200
@@ -87,40 +88,6 @@ async def read_json(request: Request) -> dict[str, Any]:
     return data
 
 
-def _str(data: dict[str, Any], key: str, *, required: bool = False, limit: int = 1000) -> str | None:
-    value = data.get(key)
-    if value is None:
-        if required:
-            raise ApiError(400, f"{key} is required")
-        return None
-    if not isinstance(value, str):
-        raise ApiError(400, f"{key} must be a string")
-    if required and not value.strip():
-        raise ApiError(400, f"{key} must not be empty")
-    if len(value) > limit:
-        raise ApiError(400, f"{key} is longer than {limit} characters")
-    return value
-
-
-def _dollars(value: Any) -> float | None:
-    """``value`` as dollars if it is a finite number, 0 or more (not a bool); else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        return None
-    return float(value)
-
-
-def _int(data: dict[str, Any], key: str, *, low: int, high: int) -> int | None:
-    """An optional integer field within [low, high] (SQLite holds 64 bits, JSON any size)."""
-    value = data.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ApiError(400, f"{key} must be an integer")
-    if not low <= value <= high:
-        raise ApiError(400, f"{key} must be between {low} and {high}")
-    return value
-
-
 def _session_id(request: Request) -> str:
     sid: str = request.path_params["session_id"]
     if len(sid) > MAX_ID:
@@ -149,6 +116,18 @@ async def _panel_session(engine: Engine, sid: str) -> None:
 # --- reading ----------------------------------------------------------------------
 
 
+#: ``GET /all``'s answer (``Session``: see ``GET /openapi.json``'s components)
+ALL_ANSWER = {
+    "type": "object",
+    "properties": {
+        "sessions": {"type": "array", "items": {"$ref": "#/components/schemas/Session"}},
+        "last_event_id": {"type": "integer"},
+        "timestamp": {"type": "number"},
+    },
+}
+
+
+@takes("every session shown (after the filters)", params=FILTER_PARAMS, answer=ALL_ANSWER)
 async def all_sessions(request: Request) -> Response:
     hub = engine_of(request).hub
     flt = parse_filter(request)  # BadRequest: 400
@@ -157,6 +136,7 @@ async def all_sessions(request: Request) -> Response:
     )
 
 
+@takes("one session with its recent activity (one-line, masked summaries), pending prompts, budget and kills")
 async def session_detail(request: Request) -> Response:
     engine = engine_of(request)
     sid = _session_id(request)
@@ -181,12 +161,14 @@ async def _recent(engine: Engine, sid: str) -> list[dict[str, Any]]:
     return await anyio.to_thread.run_sync(engine.index.recent, sid)
 
 
+@takes("read every transcript again; broadcasts `refresh`")
 async def refresh(request: Request) -> Response:
     engine = engine_of(request)
     await engine.rescan()
     return OrjsonResponse({"sessions": len(engine.hub.sessions), "last_event_id": engine.hub.last_id})
 
 
+@takes("counts by status, source and host; tokens and cost today, the last 7 days and in all, by model and project")
 async def stats(request: Request) -> Response:
     from sessionwatch.server.stats import compute
 
@@ -196,10 +178,12 @@ async def stats(request: Request) -> Response:
     return OrjsonResponse(body)
 
 
+@takes("liveness")
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+@takes("Prometheus text")
 async def metrics(request: Request) -> Response:
     return Response(
         generate_latest(engine_of(request).metrics.registry), media_type=CONTENT_TYPE_LATEST
@@ -209,6 +193,8 @@ async def metrics(request: Request) -> Response:
 # --- Claude Code's hooks ------------------------------------------------------------------
 
 
+@takes("a Claude Code hook event, as Claude Code sends it; the answer is the hook's output",
+       raw={"$ref": "#/components/schemas/HookInput"}, answer={"type": "object"})
 async def hooks(request: Request) -> Response:
     """One hook event as Claude Code sends it; the answer is the hook's output
     (sources/hooks/answer.py). The state is published before the answer is
@@ -235,28 +221,35 @@ async def hooks(request: Request) -> Response:
 # --- the tracker API ------------------------------------------------------------------
 
 
+REGISTER = Body(
+    Text("app_name", required=True, limit=MAX_ID, example="sales-dashboard"),
+    Text("session_id", limit=MAX_ID, description="chosen by the tracker; made up when absent", example="a1b2c3"),
+    Integer("pid", low=1, high=MAX_PID, example=4242),
+    Text("user_id", limit=MAX_ID, example="ana"),
+    Text("host", limit=MAX_ID, example="web-1"),
+    Text("url", limit=2000, example="http://web-1:5006/sales"),
+    description="a Panel session (sessionwatch.tracker)",
+)
+
+
+@takes("register a tracker session", body=REGISTER, status=201,
+       answer={"type": "object", "properties": {"session_id": {"type": "string"}}})
 async def register(request: Request) -> Response:
-    data = await read_json(request)
-    app_name = _str(data, "app_name", required=True, limit=MAX_ID)
-    assert app_name is not None
-    sid = _str(data, "session_id", limit=MAX_ID)
+    v = REGISTER.read(await read_json(request))
+    sid = v["session_id"]
     if sid is None:
         sid = uuid.uuid4().hex
     problem = session_id_problem(sid)
     if problem is not None:
         raise ApiError(400, problem)
-    pid = _int(data, "pid", low=1, high=MAX_PID)
     new = await engine_of(request).register(  # IdTaken: 409
-        app_name,
-        session_id=sid,
-        user_id=_str(data, "user_id", limit=MAX_ID),
-        host=_str(data, "host", limit=MAX_ID),
-        pid=pid,
-        url=_str(data, "url", limit=2000),
+        v["app_name"], session_id=sid, user_id=v["user_id"], host=v["host"], pid=v["pid"], url=v["url"]
     )
     return JSONResponse({"session_id": sid}, status_code=201 if new else 200)
 
 
+@takes("a tracker session's heartbeat (no event)",
+       answer={"type": "object", "properties": {"kill_requested": {"type": "boolean"}}})
 async def heartbeat(request: Request) -> Response:
     engine = engine_of(request)
     sid = _session_id(request)
@@ -266,36 +259,44 @@ async def heartbeat(request: Request) -> Response:
     return JSONResponse({"kill_requested": bool(kill)})
 
 
+HEARTBEATS = Body(Strings("session_ids", required=True, most=MAX_BATCH, example=["a1b2c3"]))
+
+
+@takes("many tracker sessions' heartbeats at once (no event)", body=HEARTBEATS, answer={
+    "type": "object", "properties": {"kill": {"type": "array", "items": {"type": "string"}},
+                                     "unknown": {"type": "array", "items": {"type": "string"}}}})
 async def heartbeats(request: Request) -> Response:
-    data = await read_json(request)
-    ids = data.get("session_ids")
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        raise ApiError(400, "session_ids must be a list of strings")
-    if len(ids) > MAX_BATCH:
-        raise ApiError(400, f"at most {MAX_BATCH} session_ids per request")
+    ids = HEARTBEATS.read(await read_json(request))["session_ids"]
     kill, unknown = await engine_of(request).heartbeat(ids)
     return JSONResponse({"kill": kill, "unknown": unknown})
 
 
+STATUS = Body(
+    Choice("status", PANEL_SETTABLE, required=True, message=f"status must be {SETTABLE}", example="running"),
+    Text("current_task", limit=500, example="rendering the report"),
+)
+
+
+@takes("a tracker session's status and current task", body=STATUS, answer={"$ref": "#/components/schemas/Session"})
 async def set_status(request: Request) -> Response:
     engine = engine_of(request)
     sid = _session_id(request)
-    data = await read_json(request)
-    status = data.get("status")
-    if status not in PANEL_SETTABLE:
-        raise ApiError(400, f"status must be {SETTABLE}")
-    task = _str(data, "current_task", limit=500)
+    v = STATUS.read(await read_json(request))
     await _panel_session(engine, sid)
-    if not await engine.set_status(sid, str(status), task):
+    if not await engine.set_status(sid, v["status"], v["current_task"]):
         raise ApiError(404, f"no session with id {sid!r}")
     return SessionsResponse(engine.hub.sessions.get(sid))
 
 
+KILL = Body(Text("by", limit=MAX_ID, description="who asks, as the client says (after the token's name)", example="ana"))
+
+
+@takes("flag a Panel session for termination (its tracker ends it at its next heartbeat)", body=KILL,
+       answer={"type": "object", "properties": {"kill_requested": {"type": "boolean"}}})
 async def kill(request: Request) -> Response:
     engine = engine_of(request)
     sid = _session_id(request)
-    data = await read_json(request)
-    by = _str(data, "by", limit=MAX_ID)
+    by = KILL.read(await read_json(request))["by"]
     await _panel_session(engine, sid)
     ident = identity_of(request)
     if ident is None or ident.name == "local":  # no token: what the client says, else its address
@@ -306,6 +307,7 @@ async def kill(request: Request) -> Response:
     return JSONResponse({"kill_requested": True})
 
 
+@takes("deregister a Panel session (agent), or forget a stopped managed session or ended run (operator)")
 async def delete_session(request: Request) -> Response:
     engine = engine_of(request)
     sid = _session_id(request)
@@ -320,6 +322,10 @@ async def delete_session(request: Request) -> Response:
     return JSONResponse({"deleted": True})
 
 
+@takes("delete Panel sessions without a heartbeat for this long", params=[
+    Param("older_than_minutes", {"type": "number", "minimum": 1},
+          "minutes without a heartbeat (default: the server's --stale-after-s)")],
+    answer={"type": "object", "properties": {"deleted": {"type": "integer"}}})
 async def delete_stale(request: Request) -> Response:
     engine = engine_of(request)
     raw = request.query_params.get("older_than_minutes")

@@ -33,7 +33,7 @@ from sessionwatch.control import api as control_api
 from sessionwatch.managed import api as managed_api
 from sessionwatch.managed.manager import Manager
 from sessionwatch.relay import Relay
-from sessionwatch.server import api, auth
+from sessionwatch.server import api, auth, openapi
 from sessionwatch.config import Settings
 from sessionwatch.errors import ApiError, SessionwatchError
 from sessionwatch.engine import ChangeSource, Engine
@@ -269,6 +269,7 @@ def create_app(settings: Settings, *, changes: ChangeSource | None = None) -> Ap
         *managed_api.routes,
         *agents_api.routes,
         *auth.routes,
+        *openapi.routes,
     ]
     routes = auth.guard(routes)  # each route behind its role (auth.ROUTE_ROLES)
     if FRONTEND.is_dir():

@@ -49,7 +49,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sessionwatch.access import ADMIN, LOCAL, NAMED_ROLES, ROLES, SCOPE_KEY, Identity, Role, hash_token, identity_of, refusal
 from sessionwatch.errors import ApiError
-from sessionwatch.server.api import _str, read_json
+from sessionwatch.server.api import read_json
+from sessionwatch.server.fields import Body, Text, takes
 from sessionwatch.store.base import TokenStore
 
 log = logging.getLogger(__name__)
@@ -355,6 +356,7 @@ def book_of(request: Request) -> TokenBook:
     return book
 
 
+@takes("whether the server needs a token, whether this request has one, and its role and name")
 async def auth_state(request: Request) -> Response:
     """Whether the server needs a token, whether this request has one, and its role and name."""
     book = book_of(request)
@@ -371,11 +373,13 @@ async def auth_state(request: Request) -> Response:
     )
 
 
+LOGIN = Body(Text("token", required=True, example="swt_example"))
+
+
+@takes("sign in: the token becomes an HttpOnly, SameSite=Strict cookie", body=LOGIN)
 async def login(request: Request) -> Response:
     book = book_of(request)
-    data = await read_json(request)
-    given = _str(data, "token", required=True)
-    assert given is not None
+    given: str = LOGIN.read(await read_json(request))["token"]
     if not book.required:
         return JSONResponse({"ok": True, **LOCAL.to_json()})
     throttle = throttle_of(request)
@@ -399,6 +403,7 @@ async def login(request: Request) -> Response:
     return response
 
 
+@takes("sign out: the cookie is cleared")
 async def logout(request: Request) -> Response:
     response = JSONResponse({"ok": True})
     response.delete_cookie(COOKIE)

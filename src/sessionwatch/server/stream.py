@@ -29,11 +29,30 @@ from sessionwatch.errors import BadRequest
 from sessionwatch.hub.core import Hub
 from sessionwatch.model import SOURCES, STATUSES
 from sessionwatch.hub.events import Filter
+from sessionwatch.server.fields import Param, Takes
 
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 #: A client that cannot take one chunk in this long is dropped.
 SEND_TIMEOUT_S = 30.0
 BACKENDS = ("lean", "sse-starlette")
+
+
+#: The filters :func:`parse_filter` reads (``/stream``, ``/all``, ``/sessions``).
+FILTER_PARAMS = (
+    Param("source", {"enum": list(SOURCES)}, "only sessions of this source"),
+    Param("project", {"type": "string"}, "only sessions of this project"),
+    Param("host", {"type": "string"}, "only sessions on this host"),
+    Param("status", {"type": "string"}, f"only sessions in these statuses, comma-separated: {', '.join(STATUSES)}"),
+)
+
+#: ``GET /stream`` for ``GET /openapi.json``: served ahead of Starlette (server/app.py).
+STREAM = Takes(
+    "Server-Sent Events: `init`, then `session-created` / `-updated` / `-deleted`, `refresh`, `keepalive`",
+    None, None,
+    (*FILTER_PARAMS, Param("last_event_id", {"type": "string"},
+                           "resume after this event id (or the Last-Event-ID header); an unknown id gets `init`")),
+    {"type": "string", "contentMediaType": "text/event-stream"}, 200,
+)
 
 
 def parse_filter(request: Request) -> Filter:
