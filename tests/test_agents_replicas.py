@@ -184,6 +184,44 @@ async def test_an_approval_and_a_budget_on_the_other_replica_go_down_to_the_agen
     # (the cap shows once the agent has set it and pushes the row again: the real agents' test)
 
 
+async def test_one_agent_prompt_answered_on_two_replicas_at_once_is_recorded_once(pair: tuple[Replica, Replica]) -> None:
+    """Both replicas pass their own checks at the same instant: the store
+    decides, one answer is recorded and sent down, the other is refused."""
+    a, b = pair
+    await a.agents.push(batch(1, asking("s1"), sync=[]))
+    await same(a, b)
+    results = await asyncio.gather(
+        a.control.approve("s1", "p1", "allow", None, Actor("ana")),
+        b.control.approve("s1", "p1", "deny", None, Actor("bo")),
+        return_exceptions=True,
+    )
+    answered = [r for r in results if isinstance(r, dict)]
+    refused = [r for r in results if isinstance(r, NotPending)]
+    assert len(answered) == 1 and len(refused) == 1, results
+    recorded = await a.engine.store.approvals("s1")
+    assert [(r["pending_id"], r["decision"]) for r in recorded] == [("p1", answered[0]["decision"])]
+    got = await b.agents.commands("ag1", 0, 0)
+    assert [(c["kind"], c["decision"]) for c in got["commands"]] == [("approve", answered[0]["decision"])]
+
+
+async def test_the_store_records_a_prompts_answer_once(backend: Backend) -> None:
+    from sessionwatch.store.base import Approval
+
+    store = await backend.open()
+    other = await backend.open()  # a second replica's connection to the same database
+    first = Approval("s1", "p1", "allow", None, "Bash", "ls", 10.0, Actor("ana"))
+    assert await store.record_approval_once(first)
+    assert not await other.record_approval_once(dataclasses.replace(first, decision="deny", by=Actor("bo")))
+    # at the same instant, from two connections: one of them
+    two = [dataclasses.replace(first, pending_id="p2", by=Actor(who)) for who in ("ana", "bo")]
+    done = await asyncio.gather(store.record_approval_once(two[0]), other.record_approval_once(two[1]))
+    assert sorted(done) == [False, True]
+    assert await store.record_approval_once(dataclasses.replace(first, session_id="s2"))  # another session's p1
+    assert [(r["pending_id"], r["by"]["who"]) for r in await other.approvals("s1")] == [
+        ("p1", "ana"), ("p2", "ana" if done[0] else "bo"),
+    ]
+
+
 async def test_only_the_leader_marks_an_agent_stale_from_every_replicas_signs_of_life(
     pair: tuple[Replica, Replica], clock: FakeClock
 ) -> None:

@@ -432,18 +432,18 @@ class AgentRegistry:
         self._answered[key] = decision  # before any await: a second answer here is refused at once
         while len(self._answered) > KEEP:
             self._answered.popitem(last=False)
-        store = self.engine.store
-        if self.engine.replicated and any(a["pending_id"] == pending_id for a in await store.approvals(sid)):
-            from sessionwatch.control.core import NotPending
-
-            raise NotPending("that prompt is no longer pending (already answered on another replica)")
         now = self.engine.clock.now()
         approval = Approval(sid, pending_id, decision, message, p.tool, p.summary, now, by)
         try:
-            await store.write(store.record_approval(approval))
+            # decided once in the store: two replicas answering at the same instant both get here
+            recorded = await self.engine.store.record_approval_once(approval)
         except BaseException:
             self._answered.pop(key, None)
             raise
+        if not recorded:
+            from sessionwatch.control.core import NotPending
+
+            raise NotPending("that prompt is no longer pending (already answered on another replica)")
         await self._command(row.agent, "approve", {
             "session_id": sid, "pending_id": pending_id, "decision": decision, "message": message, "by": by.to_json(),
         })  # fmt: skip

@@ -275,6 +275,11 @@ class SharedStore(Protocol):
 
     def record_approval(self, approval: Approval) -> list[Write]: ...
 
+    async def record_approval_once(self, approval: Approval) -> bool:
+        """Record ``approval`` unless its prompt (session, pending id) has an
+        answer already, deciding once across replicas; whether it was recorded."""
+        ...
+
     async def approvals(self, session_id: str) -> list[dict[str, Any]]:
         """A session's answered prompts, oldest first: {"pending_id", "decision",
         "message", "tool", "summary", "decided_at", "by": Actor.to_json()}."""

@@ -419,6 +419,22 @@ class PgStore:
             )
         ]  # fmt: skip
 
+    async def record_approval_once(self, approval: Approval) -> bool:
+        """One transaction: a lock on this prompt, then the insert if it has no
+        answer. The lock is its own statement: the insert's snapshot is taken
+        after it, so it sees an answer another replica committed while it waited."""
+        a, by = approval, approval.by
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))", a.session_id, a.pending_id)
+            got = await conn.fetchval(
+                "INSERT INTO approvals (session_id, pending_id, decision, message, tool, summary,"
+                " decided_at, who, address, origin, user_agent) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11"
+                " WHERE NOT EXISTS (SELECT 1 FROM approvals WHERE session_id = $1 AND pending_id = $2) RETURNING id",
+                a.session_id, a.pending_id, a.decision, a.message, a.tool, a.summary, float(a.decided_at),
+                by.who, by.address, by.origin, by.user_agent,
+            )  # fmt: skip
+        return got is not None
+
     async def approvals(self, session_id: str) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(
             "SELECT pending_id, decision, message, tool, summary, decided_at, who, address, origin, user_agent"

@@ -318,6 +318,17 @@ class Store:
             )
         ]  # fmt: skip
 
+    async def record_approval_once(self, approval: Approval) -> bool:
+        a, by = approval, approval.by
+        async with self.write_lock, self.conn.execute(
+            "INSERT INTO approvals (session_id, pending_id, decision, message, tool, summary,"
+            " decided_at, who, address, origin, user_agent) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+            " WHERE NOT EXISTS (SELECT 1 FROM approvals WHERE session_id = ? AND pending_id = ?) RETURNING id",
+            (a.session_id, a.pending_id, a.decision, a.message, a.tool, a.summary, a.decided_at,
+             by.who, by.address, by.origin, by.user_agent, a.session_id, a.pending_id),
+        ) as cur:
+            return await cur.fetchone() is not None
+
     async def approvals(self, session_id: str) -> list[dict[str, Any]]:
         async with self.conn.execute(
             "SELECT pending_id, decision, message, tool, summary, decided_at, who, address, origin, user_agent"
