@@ -128,6 +128,38 @@ def test_every_field_the_document_declares_is_checked_as_declared(shared_server:
     assert checked >= 100
 
 
+def _wrong_query(schema: dict[str, Any]) -> list[str]:
+    """Query values ``schema`` does not allow."""
+    if "enum" in schema:
+        return ["not-one-of-them"]
+    if "pattern" in schema:
+        return ["not-one-of-them"]
+    if schema.get("type") == "integer":
+        return ["many", "1.5", "-1", str(schema["minimum"] - 1), str(schema["maximum"] + 1)]
+    if schema.get("type") == "number":
+        wrong = ["many", "nan", "inf", str(schema["minimum"] - 0.5)]
+        return wrong + ([str(schema["maximum"] + 0.5)] if "maximum" in schema else [])
+    return []  # free text: anything goes
+
+
+def test_every_query_parameter_is_checked_as_declared(shared_server: Server, doc: dict[str, Any]) -> None:
+    """Each query parameter set to a value its schema forbids is a 400 naming it."""
+    checked = 0
+    with httpx.Client(base_url=shared_server.url, timeout=10) as client:
+        for path, ops in doc["paths"].items():
+            url = path.replace("{session_id}", "no-such-session").replace("{agent}", "no-such-agent")
+            for method, op in ops.items():
+                for param in op.get("parameters", []):
+                    if param["in"] != "query":
+                        continue
+                    for bad in _wrong_query(param["schema"]):
+                        r = client.request(method.upper(), url, params={param["name"]: bad})
+                        assert r.status_code == 400, (method, path, param["name"], bad, r.status_code, r.text[:200])
+                        assert param["name"] in r.json()["error"], (path, param["name"], r.json())
+                        checked += 1
+    assert checked >= 30
+
+
 def test_raw_bodies_are_described_and_refused_when_empty(shared_server: Server, doc: dict[str, Any]) -> None:
     hooks = doc["paths"]["/hooks"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert hooks == {"$ref": "#/components/schemas/HookInput"}
@@ -195,3 +227,31 @@ def test_every_value_a_schema_allows_is_read_as_given() -> None:
                     assert got == value, (path, name, value, got)
                     checked += 1
     assert checked >= 80
+
+
+def test_every_query_value_a_schema_allows_is_read_as_given() -> None:
+    from starlette.datastructures import QueryParams
+
+    from sessionwatch.agents import api as agents_api
+    from sessionwatch.managed import api as managed_api
+    from sessionwatch.server import api
+    from sessionwatch.server.stream import STREAM
+
+    params = [p for r in [*api.routes, *managed_api.routes, *agents_api.routes]
+              for p in getattr(getattr(r.endpoint, "takes", None), "params", ())] + list(STREAM.params)
+    checked = 0
+    for p in params:
+        schema = p.schema()
+        if "enum" in schema:
+            edges = [(v, v) for v in schema["enum"]]
+        elif "pattern" in schema:  # some of a set, comma-separated
+            values = list(p.values)  # type: ignore[attr-defined]
+            edges = [(v, (v,)) for v in values] + [(",".join(values), tuple(values))]
+        elif schema.get("type") in ("integer", "number"):
+            edges = [(str(schema[k]), schema[k]) for k in ("minimum", "maximum") if k in schema]
+        else:
+            edges = [("anything at all", "anything at all")]
+        for raw, want in edges:
+            assert p.get(QueryParams({p.name: raw})) == want, (p.name, raw)
+            checked += 1
+    assert checked >= 40

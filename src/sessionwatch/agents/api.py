@@ -4,7 +4,6 @@ long poll for what comes down to it) and ``GET /agents`` (who reports)."""
 
 from __future__ import annotations
 
-import math
 from typing import Final
 
 from starlette.requests import Request
@@ -15,7 +14,7 @@ from sessionwatch.agents.registry import AgentRegistry
 from sessionwatch.agents.wire import PUSH_SCHEMA, name_problem, parse_push
 from sessionwatch.errors import ApiError
 from sessionwatch.server.api import read_json
-from sessionwatch.server.fields import Param, takes
+from sessionwatch.server.fields import Number, Whole, takes
 
 #: The longest a commands request waits for something to send.
 MAX_WAIT_S: Final = 60.0
@@ -32,24 +31,19 @@ async def push(request: Request) -> Response:
     return JSONResponse(await agents_of(request).push(batch))
 
 
-@takes("an agent's long poll for what comes down to it (approvals, budgets, kills)", params=[
-    Param("after", {"type": "integer", "minimum": 0}, "the last command id the agent has"),
-    Param("wait", {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S}, "seconds to wait for a command (default 25)"),
-])
+AFTER = Whole("after", "the last command id the agent has", low=0, high=2**62, default=0)
+WAIT = Number("wait", "seconds to wait for a command (default 25)", low=0, high=MAX_WAIT_S, unit="seconds")
+
+
+@takes("an agent's long poll for what comes down to it (approvals, budgets, kills)", params=[AFTER, WAIT])
 async def commands(request: Request) -> Response:
     agent = request.path_params["agent"]
     problem = name_problem("the agent id", agent)
     if problem:
         raise ApiError(404, problem)
-    q = request.query_params
-    try:
-        after = int(q.get("after") or 0)
-        wait = float(q.get("wait") or 25)
-    except ValueError:
-        raise ApiError(400, "after must be an integer and wait a number of seconds") from None
-    if after < 0 or not math.isfinite(wait) or not 0 <= wait <= MAX_WAIT_S:
-        raise ApiError(400, f"after must be 0 or more and wait between 0 and {MAX_WAIT_S:g} seconds")
-    return JSONResponse(await agents_of(request).commands(agent, after, wait))
+    after = AFTER.get(request.query_params)
+    wait = WAIT.get(request.query_params)
+    return JSONResponse(await agents_of(request).commands(agent, after, 25.0 if wait is None else wait))
 
 
 @takes("the agents that report, their hosts, last sign of life and sessions")

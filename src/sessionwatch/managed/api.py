@@ -22,7 +22,7 @@ from sessionwatch.errors import ApiError
 from sessionwatch.managed.manager import Manager, StartRequest
 from sessionwatch.managed.protocol import LOG_SOURCES, PERMISSION_MODES
 from sessionwatch.server.api import _session_id, engine_of, read_json
-from sessionwatch.server.fields import Body, Choice, Custom, Dollars, Integer, Nested, Param, Text, takes
+from sessionwatch.server.fields import AnyOf, Body, Choice, Custom, Dollars, Integer, Nested, OneOf, Text, Whole, takes
 from sessionwatch.store.base import LOG_LEVELS, LogQuery
 from sessionwatch.store.schema import session_id_problem
 
@@ -132,59 +132,41 @@ async def resume(request: Request) -> Response:
     return JSONResponse(await manager_of(request).act("resume", sid, {"text": text or None}, actor(request)))
 
 
+LOG_AFTER = Whole("after", "lines after this log id", low=0, high=2**62, default=0)
+LOG_LIMIT = Whole("limit", "at most this many lines", low=1, high=MAX_LOGS, default=200)
+LOG_LEVEL = OneOf("level", LOG_LEVELS, "this level and above",
+                  message=f"level must be one of {', '.join(LOG_LEVELS)} (that level and above)")
+LOG_SOURCE = AnyOf("source", LOG_SOURCES, "only these sources, comma-separated",
+                   message=f"source must be one of {', '.join(LOG_SOURCES)}, got {{bad!r}}")
+LOG_KIND = AnyOf("kind", KINDS, "only these kinds, comma-separated",
+                 message=f"kind must be one of {', '.join(KINDS)}, got {{bad!r}}")
+LOG_FOLLOW = OneOf("follow", ("0", "1", "true", "false"), "1: follow them as Server-Sent Events (`event: log`)",
+                   message="follow must be 1 or 0")
+
+
 def log_query(request: Request, sid: str) -> LogQuery:
     q = request.query_params
-
-    def number(name: str, default: int, low: int, high: int) -> int:
-        raw = q.get(name)
-        if raw is None or raw == "":
-            return default
-        if not raw.isdigit() or not low <= int(raw) <= high:
-            raise ApiError(400, f"{name} must be a whole number from {low} to {high}")
-        return int(raw)
-
-    def choices(name: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
-        values = tuple(v for raw in q.getlist(name) for v in raw.split(",") if v)
-        bad = [v for v in values if v not in allowed]
-        if bad:
-            raise ApiError(400, f"{name} must be one of {', '.join(allowed)}, got {bad[0]!r}")
-        return values
-
-    level = q.get("level") or None
-    if level is not None and level not in LOG_LEVELS:
-        raise ApiError(400, f"level must be one of {', '.join(LOG_LEVELS)} (that level and above)")
+    level = LOG_LEVEL.get(q)
     return LogQuery(
         session_id=sid,
-        after=number("after", 0, 0, 2**62),
-        limit=number("limit", 200, 1, MAX_LOGS),
+        after=LOG_AFTER.get(q),
+        limit=LOG_LIMIT.get(q),
         min_level=level,
-        sources=choices("source", LOG_SOURCES),
-        kinds=choices("kind", KINDS),
+        sources=LOG_SOURCE.get(q),
+        kinds=LOG_KIND.get(q),
     )
 
 
-#: What :func:`log_query` and :func:`logs` read.
-LOG_PARAMS = (
-    Param("after", {"type": "integer", "minimum": 0}, "lines after this log id"),
-    Param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LOGS}, "at most this many lines (default 200)"),
-    Param("level", {"enum": list(LOG_LEVELS)}, "this level and above"),
-    Param("source", {"type": "string"}, f"comma-separated: {', '.join(LOG_SOURCES)}"),
-    Param("kind", {"type": "string"}, f"comma-separated: {', '.join(KINDS)}"),
-    Param("follow", {"enum": ["0", "1", "true", "false"]}, "1: follow them as Server-Sent Events"),
-)
-
-
-@takes("a managed session's or run's logs (masked)", params=LOG_PARAMS)
+@takes("a managed session's or run's logs (masked)",
+       params=(LOG_AFTER, LOG_LIMIT, LOG_LEVEL, LOG_SOURCE, LOG_KIND, LOG_FOLLOW))
 async def logs(request: Request) -> Response:
     sid = _session_id(request)
     manager = manager_of(request)
     query = log_query(request, sid)
+    follow = LOG_FOLLOW.get(request.query_params) in ("1", "true")
     if not manager.knows(sid):
         raise ApiError(404, f"no managed session or run with id {sid!r}")
-    follow = request.query_params.get("follow")
-    if follow not in (None, "", "0", "1", "true", "false"):
-        raise ApiError(400, "follow must be 1 or 0")
-    if follow in ("1", "true"):
+    if follow:
         keepalive = engine_of(request).settings.keepalive_s
         return StreamingResponse(
             _sse(manager, query, keepalive),

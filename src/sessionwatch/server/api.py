@@ -5,7 +5,6 @@ Every client mistake is a 4xx with ``{"error": "<one sentence>"}``.
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 from typing import Any
@@ -24,7 +23,7 @@ from sessionwatch.model import PANEL_SETTABLE, Session, encode, to_dict
 from sessionwatch.redact import mask
 from sessionwatch.sources.hooks.events import HookInputError, UnknownHookEvent, decode_hook
 from sessionwatch.store.sqlite import session_id_problem
-from sessionwatch.server.fields import Body, Choice, Integer, Param, Strings, Text, takes
+from sessionwatch.server.fields import Body, Choice, Integer, Number, Strings, Text, takes
 from sessionwatch.server.stream import FILTER_PARAMS, parse_filter
 
 MAX_BODY = 1024 * 1024
@@ -322,24 +321,16 @@ async def delete_session(request: Request) -> Response:
     return JSONResponse({"deleted": True})
 
 
-@takes("delete Panel sessions without a heartbeat for this long", params=[
-    Param("older_than_minutes", {"type": "number", "minimum": 1},
-          "minutes without a heartbeat (default: the server's --stale-after-s)")],
-    answer={"type": "object", "properties": {"deleted": {"type": "integer"}}})
+OLDER_THAN = Number("older_than_minutes", "minutes without a heartbeat (default: the server's --stale-after-s)",
+                    low=1, unit="minutes")  # 0 would take fresh sessions too (a heartbeat is always some ms old)
+
+
+@takes("delete Panel sessions without a heartbeat for this long", params=[OLDER_THAN],
+       answer={"type": "object", "properties": {"deleted": {"type": "integer"}}})
 async def delete_stale(request: Request) -> Response:
     engine = engine_of(request)
-    raw = request.query_params.get("older_than_minutes")
-    if raw is None:
-        older = engine.settings.stale_after_s
-    else:
-        try:
-            minutes = float(raw)
-        except ValueError:
-            raise ApiError(400, "older_than_minutes must be a number") from None
-        # 0 would take fresh sessions too (a heartbeat is always some ms old)
-        if not math.isfinite(minutes) or minutes < 1:
-            raise ApiError(400, "older_than_minutes must be a number of minutes, at least 1")
-        older = minutes * 60
+    minutes = OLDER_THAN.get(request.query_params)
+    older = engine.settings.stale_after_s if minutes is None else minutes * 60
     return JSONResponse({"deleted": await engine.delete_stale(older)})
 
 

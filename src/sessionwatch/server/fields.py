@@ -11,10 +11,14 @@ from the same constants). :func:`takes` hangs both on the route's function.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sessionwatch.errors import ApiError
+
+if TYPE_CHECKING:
+    from starlette.datastructures import QueryParams
 
 Schema = dict[str, Any]
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
@@ -273,15 +277,114 @@ class Nested(Field):
 
 
 class Param:
-    """One query parameter: its schema, for the document (the route's parser
-    reads it, its allowed values taken from the same constants)."""
+    """One query parameter: read from the query string by its route (a 400
+    naming it when it is wrong) and described from the same declaration."""
 
-    def __init__(self, name: str, schema: Schema, description: str) -> None:
-        self.name, self.schema, self.description = name, schema, description
+    def __init__(self, name: str, description: str) -> None:
+        self.name, self.description = name, description
+
+    def get(self, query: QueryParams) -> Any:
+        raise NotImplementedError
+
+    def schema(self) -> Schema:
+        raise NotImplementedError
 
     def document(self) -> Schema:
-        return {"name": self.name, "in": "query", "required": False, "schema": self.schema,
+        return {"name": self.name, "in": "query", "required": False, "schema": self.schema(),
                 "description": self.description}
+
+
+class Word(Param):
+    """Any text; empty is absent."""
+
+    def get(self, query: QueryParams) -> str | None:
+        return query.get(self.name) or None
+
+    def schema(self) -> Schema:
+        return {"type": "string"}
+
+
+class OneOf(Param):
+    """One of ``values`` (empty is absent); anything else is ``message``."""
+
+    def __init__(self, name: str, values: Sequence[str], description: str, *, message: str) -> None:
+        super().__init__(name, description)
+        self.values, self.message = tuple(values), message
+
+    def get(self, query: QueryParams) -> str | None:
+        value = query.get(self.name) or None
+        if value is not None and value not in self.values:
+            raise ApiError(400, self.message)
+        return value
+
+    def schema(self) -> Schema:
+        return {"enum": list(self.values)}
+
+
+class AnyOf(Param):
+    """Some of ``values``, comma-separated or repeated; ``message`` names
+    the first one that is not (``{bad!r}``)."""
+
+    def __init__(self, name: str, values: Sequence[str], description: str, *, message: str) -> None:
+        super().__init__(name, description)
+        self.values, self.message = tuple(values), message
+
+    def get(self, query: QueryParams) -> tuple[str, ...]:
+        given = tuple(v for raw in query.getlist(self.name) for v in raw.split(",") if v)
+        bad = [v for v in given if v not in self.values]
+        if bad:
+            raise ApiError(400, self.message.format(bad=bad[0]))
+        return given
+
+    def schema(self) -> Schema:
+        return {"type": "string", "pattern": f"^(({'|'.join(map(re.escape, self.values))}),?)*$"}
+
+
+class Whole(Param):
+    """A whole number within [low, high]; absent or empty: ``default``."""
+
+    def __init__(self, name: str, description: str, *, low: int, high: int, default: int) -> None:
+        super().__init__(name, description)
+        self.low, self.high, self.default = low, high, default
+
+    def get(self, query: QueryParams) -> int:
+        raw = query.get(self.name)
+        if raw is None or raw == "":
+            return self.default
+        if not raw.isdigit() or not self.low <= int(raw) <= self.high:
+            raise ApiError(400, f"{self.name} must be a whole number from {self.low} to {self.high}")
+        return int(raw)
+
+    def schema(self) -> Schema:
+        return {"type": "integer", "minimum": self.low, "maximum": self.high, "default": self.default}
+
+
+class Number(Param):
+    """A finite number within [low, high]; absent or empty: None (the route's default)."""
+
+    def __init__(self, name: str, description: str, *, low: float, high: float = math.inf, unit: str = "") -> None:
+        super().__init__(name, description)
+        self.low, self.high, self.unit = low, high, unit
+
+    def get(self, query: QueryParams) -> float | None:
+        raw = query.get(self.name)
+        if raw is None or raw == "":
+            return None
+        what = f"a number of {self.unit}" if self.unit else "a number"
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ApiError(400, f"{self.name} must be {what}") from None
+        if not math.isfinite(value) or not self.low <= value <= self.high:
+            edges = f"at least {self.low:g}" if self.high == math.inf else f"from {self.low:g} to {self.high:g}"
+            raise ApiError(400, f"{self.name} must be {what}, {edges}")
+        return value
+
+    def schema(self) -> Schema:
+        out: Schema = {"type": "number", "minimum": self.low}
+        if self.high != math.inf:
+            out["maximum"] = self.high
+        return out
 
 
 class Takes:

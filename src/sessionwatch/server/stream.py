@@ -25,11 +25,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from sessionwatch.errors import BadRequest
 from sessionwatch.hub.core import Hub
 from sessionwatch.model import SOURCES, STATUSES
 from sessionwatch.hub.events import Filter
-from sessionwatch.server.fields import Param, Takes
+from sessionwatch.server.fields import AnyOf, OneOf, Takes, Word
 
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 #: A client that cannot take one chunk in this long is dropped.
@@ -37,38 +36,30 @@ SEND_TIMEOUT_S = 30.0
 BACKENDS = ("lean", "sse-starlette")
 
 
-#: The filters :func:`parse_filter` reads (``/stream``, ``/all``, ``/sessions``).
-FILTER_PARAMS = (
-    Param("source", {"enum": list(SOURCES)}, "only sessions of this source"),
-    Param("project", {"type": "string"}, "only sessions of this project"),
-    Param("host", {"type": "string"}, "only sessions on this host"),
-    Param("status", {"type": "string"}, f"only sessions in these statuses, comma-separated: {', '.join(STATUSES)}"),
-)
+SOURCE = OneOf("source", SOURCES, "only sessions of this source",
+               message="source must be " + " or ".join(f'"{s}"' for s in SOURCES))
+PROJECT = Word("project", "only sessions of this project")
+HOST = Word("host", "only sessions on this host")
+STATUS = AnyOf("status", STATUSES, "only sessions in these statuses (comma-separated, or repeated)",
+               message=f"status must be one or more of {', '.join(STATUSES)} (comma-separated), got {{bad!r}}")
+#: The filters of ``/stream``, ``/all`` and ``/sessions``.
+FILTER_PARAMS = (SOURCE, PROJECT, HOST, STATUS)
+LAST_EVENT_ID = Word("last_event_id", "resume after this event id (or the Last-Event-ID header); an id that "
+                     "is not one this deployment gave gets `init`, never an error")
 
 #: ``GET /stream`` for ``GET /openapi.json``: served ahead of Starlette (server/app.py).
 STREAM = Takes(
     "Server-Sent Events: `init`, then `session-created` / `-updated` / `-deleted`, `refresh`, `keepalive`",
-    None, None,
-    (*FILTER_PARAMS, Param("last_event_id", {"type": "string"},
-                           "resume after this event id (or the Last-Event-ID header); an unknown id gets `init`")),
+    None, None, (*FILTER_PARAMS, LAST_EVENT_ID),
     {"type": "string", "contentMediaType": "text/event-stream"}, 200,
 )
 
 
 def parse_filter(request: Request) -> Filter:
-    source = request.query_params.get("source") or None
-    if source is not None and source not in SOURCES:
-        raise BadRequest("source must be " + " or ".join(f'"{s}"' for s in SOURCES))
-    project = request.query_params.get("project") or None
-    host = request.query_params.get("host") or None
-    statuses: frozenset[str] | None = None
-    raw = ",".join(request.query_params.getlist("status"))
-    if raw:
-        statuses = frozenset(x for x in raw.split(",") if x)
-        unknown = sorted(statuses - set(STATUSES))
-        if unknown:
-            raise BadRequest(f"status must be one or more of {', '.join(STATUSES)} (comma-separated), got {unknown[0]!r}")
-    return Filter(source, project, host, statuses)
+    q = request.query_params
+    source = SOURCE.get(q)
+    statuses = STATUS.get(q)
+    return Filter(source, PROJECT.get(q), HOST.get(q), frozenset(statuses) if statuses else None)
 
 
 def parse_last_event_id(request: Request) -> int | None:
@@ -80,7 +71,7 @@ def parse_last_event_id(request: Request) -> int | None:
     id past the latest, or one another server (or an earlier run of this one)
     gave, gets ``init`` from the hub the same way (``Hub.resume``).
     """
-    raw = request.query_params.get("last_event_id") or request.headers.get("last-event-id")
+    raw = LAST_EVENT_ID.get(request.query_params) or request.headers.get("last-event-id")
     if not raw or len(raw) > 20:
         return None
     try:
