@@ -159,6 +159,15 @@ def test_a_bad_line_sends_only_its_stretch_line_by_line(monkeypatch: pytest.Monk
     assert len(seen) == 1 and seen[0][1] - seen[0][0] <= 2048 + len(good[0])
 
 
+def test_a_line_over_the_limit_is_skipped_and_counted_in_a_batch_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transcript, "MAX_LINE_BYTES", 2000)
+    monkeypatch.setattr(transcript, "BATCH_BYTES", 500)
+    huge = user("x" * 3000)  # valid JSON, but longer than any real entry may be
+    agg = FileAgg()
+    result = parse_bytes(agg, user("first") + huge + user("third"), kind="main")
+    assert (result.lines, result.bad, agg.messages, agg.first_prompt) == (3, 1, 2, "first")
+
+
 def test_a_write_torn_before_its_newline_keeps_both_entries() -> None:
     """Two whole entries on one line (the newline of the first never
     written) are both read, whether or not their stretch has a bad line."""

@@ -370,6 +370,8 @@ def parse_bytes(
             if cut <= 0:  # one line longer than a batch: up to its end
                 cut = data.find(b"\n", pos + BATCH_BYTES, size) + 1 or size
         try:
+            if cut - pos > MAX_LINE_BYTES:  # one line over the limit: skipped and counted there
+                raise msgspec.DecodeError("line too long")
             lines = _decode_lines(view[pos:cut])
         except (*BAD_LINE, UnicodeDecodeError):
             one = _parse_each(agg, data, main, source, pos, cut)
@@ -457,8 +459,7 @@ def _parse_each(agg: FileAgg, data: bytes | bytearray, main: bool, source: str, 
                 _bad(agg, result, source, str(exc))
                 continue
             lines += len(torn) - 1
-            for line in torn:
-                apply(agg, line, main)
+            _fold(agg, torn, main)
             continue
         apply(agg, line, main)
     if last_progress[0] >= 0:
