@@ -31,7 +31,7 @@ def doc(shared_server: Server) -> dict[str, Any]:
 def test_the_document_is_valid_openapi_3_1(doc: dict[str, Any]) -> None:
     validate(doc)
     assert doc["openapi"] == "3.1.0"
-    assert {"Session", "HookInput", "Error"} <= set(doc["components"]["schemas"])
+    assert {"Session", "HookEvent", "Error"} <= set(doc["components"]["schemas"])
 
 
 def test_every_route_is_there_with_the_role_it_needs(doc: dict[str, Any]) -> None:
@@ -162,8 +162,8 @@ def test_every_query_parameter_is_checked_as_declared(shared_server: Server, doc
 
 def test_raw_bodies_are_described_and_refused_when_empty(shared_server: Server, doc: dict[str, Any]) -> None:
     hooks = doc["paths"]["/hooks"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert hooks == {"$ref": "#/components/schemas/HookInput"}
-    assert "session_id" in doc["components"]["schemas"]["HookInput"]["properties"]
+    assert hooks == {"$ref": "#/components/schemas/HookEvent"}
+    assert "session_id" in doc["components"]["schemas"]["HookEvent"]["properties"]
     push = doc["paths"]["/agents/push"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert push["properties"]["upserts"]["items"] == {"$ref": "#/components/schemas/Session"}
     for path in ("/hooks", "/agents/push"):

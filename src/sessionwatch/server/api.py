@@ -193,7 +193,7 @@ async def metrics(request: Request) -> Response:
 
 
 @takes("a Claude Code hook event, as Claude Code sends it; the answer is the hook's output",
-       raw={"$ref": "#/components/schemas/HookInput"}, answer={"type": "object"})
+       raw={"$ref": "#/components/schemas/HookEvent"}, answer={"type": "object"})
 async def hooks(request: Request) -> Response:
     """One hook event as Claude Code sends it; the answer is the hook's output
     (sources/hooks/answer.py). The state is published before the answer is

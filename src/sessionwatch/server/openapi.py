@@ -25,8 +25,8 @@ from sessionwatch.server.fields import Schema, Takes, takes
 from sessionwatch.server.stream import STREAM
 from sessionwatch.sources.hooks.events import HookEvent
 
-#: The structs named in the document, and the names they go by there.
-STRUCTS: dict[str, Any] = {"Session": Session, "HookInput": HookEvent}
+#: The structs the document names (with those they name: Tokens, Pending, ...).
+STRUCTS: tuple[Any, ...] = (Session, HookEvent)
 ERROR: Schema = {
     "type": "object",
     "properties": {"error": {"type": "string", "description": "one sentence saying what is wrong"}},
@@ -38,16 +38,8 @@ DECLARED = "each field read and checked as declared here"
 
 
 def _components() -> Schema:
-    _, found = msgspec.json.schema_components(list(STRUCTS.values()), ref_template="#/components/schemas/{name}")
-    schemas = {name: found[struct.__name__] for name, struct in STRUCTS.items()}
-    # other structs those two name (Tokens, Pending, ...) under their own names
-    schemas.update({k: v for k, v in found.items() if k not in {s.__name__ for s in STRUCTS.values()}})
-    text = msgspec.json.encode(schemas).decode()
-    for name, struct in STRUCTS.items():  # references by the names used here
-        text = text.replace(f'"#/components/schemas/{struct.__name__}"', f'"#/components/schemas/{name}"')
-    out: Schema = msgspec.json.decode(text)
-    out["Error"] = ERROR
-    return out
+    _, found = msgspec.json.schema_components(STRUCTS, ref_template="#/components/schemas/{name}")
+    return found | {"Error": ERROR}
 
 
 def _operation(method: str, path: str, t: Takes) -> Schema:
