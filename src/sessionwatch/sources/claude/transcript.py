@@ -369,11 +369,13 @@ def parse_bytes(
             cut = rfind(b"\n", pos, pos + BATCH_BYTES) + 1
             if cut <= 0:  # one line longer than a batch: up to its end
                 cut = data.find(b"\n", pos + BATCH_BYTES, size) + 1 or size
-        try:
-            if cut - pos > MAX_LINE_BYTES:  # one line over the limit: skipped and counted there
-                raise msgspec.DecodeError("line too long")
-            lines = _decode_lines(view[pos:cut])
-        except (*BAD_LINE, UnicodeDecodeError):
+        lines: list[Line] | None = None
+        if cut - pos <= MAX_LINE_BYTES:  # longer: one line over the limit, skipped and counted line by line
+            try:
+                lines = _decode_lines(view[pos:cut])
+            except (*BAD_LINE, UnicodeDecodeError):
+                pass  # a bad line in it: line by line
+        if lines is None:
             one = _parse_each(agg, data, main, source, pos, cut)
             result.lines += one.lines
             result.bad += one.bad
