@@ -182,7 +182,7 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-@takes("Prometheus text")
+@takes("Prometheus text", media="text/plain")
 async def metrics(request: Request) -> Response:
     return Response(
         generate_latest(engine_of(request).metrics.registry), media_type=CONTENT_TYPE_LATEST

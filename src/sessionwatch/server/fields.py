@@ -391,19 +391,20 @@ class Takes:
     """What a route takes and answers, for ``GET /openapi.json``."""
 
     def __init__(self, summary: str, body: Body | None, raw: Schema | None, params: Sequence[Param],
-                 answer: Schema | None, status: int) -> None:
+                 answer: Schema | None, status: int, media: str = "application/json") -> None:
         self.summary, self.body, self.raw, self.params = summary, body, raw, tuple(params)
-        self.answer, self.status = answer, status
+        self.answer, self.status, self.media = answer, status, media
 
 
 def takes(summary: str, *, body: Body | None = None, raw: Schema | None = None, params: Sequence[Param] = (),
-          answer: Schema | None = None, status: int = 200) -> Callable[[Endpoint], Endpoint]:
+          answer: Schema | None = None, status: int = 200, media: str = "application/json") -> Callable[[Endpoint], Endpoint]:
     """Hang what a route takes on its function. ``body``: a JSON object the
     route reads with it; ``raw``: a body read by other code, described by
-    the schema that code's types give (a hook's payload, an agent's batch)."""
+    the schema that code's types give (a hook's payload, an agent's batch);
+    ``media``: the answer's content type."""
 
     def mark(fn: Endpoint) -> Endpoint:
-        fn.takes = Takes(summary, body, raw, params, answer, status)  # type: ignore[attr-defined]
+        fn.takes = Takes(summary, body, raw, params, answer, status, media)  # type: ignore[attr-defined]
         return fn
 
     return mark

@@ -59,12 +59,9 @@ def _operation(method: str, path: str, t: Takes) -> Schema:
     elif t.raw is not None:
         op["requestBody"] = {"description": "read by its own parser, as described",
                              "required": True, "content": {"application/json": {"schema": t.raw}}}
-    answer = t.answer or {"type": "object"}
-    media = "text/event-stream" if answer.get("contentMediaType") == "text/event-stream" else "application/json"
-    if path == "/metrics":
-        media = "text/plain"
+    answer = t.answer or ({"type": "object"} if t.media == "application/json" else {"type": "string"})
     op["responses"] = {
-        str(t.status): {"description": "done", "content": {media: {"schema": answer}}},
+        str(t.status): {"description": "done", "content": {t.media: {"schema": answer}}},
         "4XX": {"description": "the request cannot be done: one sentence says why",
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
     }

@@ -50,8 +50,7 @@ LAST_EVENT_ID = Word("last_event_id", "resume after this event id (or the Last-E
 #: ``GET /stream`` for ``GET /openapi.json``: served ahead of Starlette (server/app.py).
 STREAM = Takes(
     "Server-Sent Events: `init`, then `session-created` / `-updated` / `-deleted`, `refresh`, `keepalive`",
-    None, None, (*FILTER_PARAMS, LAST_EVENT_ID),
-    {"type": "string", "contentMediaType": "text/event-stream"}, 200,
+    None, None, (*FILTER_PARAMS, LAST_EVENT_ID), None, 200, "text/event-stream",
 )
 
 
